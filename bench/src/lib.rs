@@ -1,0 +1,1 @@
+//! Net benchmarks. Criterion micro-benches live in `benches/`.

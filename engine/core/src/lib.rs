@@ -1,0 +1,1 @@
+//! Thread-per-core runtime for Net. Filled in by the engine issue.

@@ -1,0 +1,1 @@
+//! Net SDK. Filled in by the engine issue.
