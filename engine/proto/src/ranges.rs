@@ -1,0 +1,1 @@
+//! Sets of u64 ranges.
