@@ -1,1 +1,15 @@
-//! Crypto for Net.
+//! Crypto for Net: ChaCha20-Poly1305 with a run-time backend and CPU path,
+//! Ed25519 identities and the node ids derived from them, and the hash, MAC
+//! and KDF primitives the handshake needs.
+//!
+//! Nothing here compiles in a CPU floor: every SIMD path is chosen at run
+//! time by the backend, and [`Backend::describe`] reports which one runs.
+#![warn(missing_docs)]
+
+mod error;
+mod hash;
+mod identity;
+
+pub use error::CryptoError;
+pub use hash::{blake2s, hkdf_sha256, mac16, HKDF_SHA256_MAX_OUTPUT};
+pub use identity::{verify_batch, Identity, NodeId, PublicIdentity, NODE_ID_DOMAIN};
