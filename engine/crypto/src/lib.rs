@@ -6,10 +6,16 @@
 //! time by the backend, and [`Backend::describe`] reports which one runs.
 #![warn(missing_docs)]
 
+mod aead;
+mod cpu;
 mod error;
 mod hash;
 mod identity;
 
+pub use aead::{
+    nonce_bytes, AeadKey, Backend, BackendChoice, AEAD_ENV_VAR, KEY_LEN, NONCE_LEN, TAG_LEN,
+};
+pub use cpu::simd_level;
 pub use error::CryptoError;
 pub use hash::{blake2s, hkdf_sha256, mac16, HKDF_SHA256_MAX_OUTPUT};
 pub use identity::{verify_batch, Identity, NodeId, PublicIdentity, NODE_ID_DOMAIN};
