@@ -150,7 +150,9 @@ impl Backend {
     ///
     /// The CPU path is what the backend's own dispatch picks on this CPU,
     /// detected at run time: for ring `avx2` (AVX2+BMI2), `sse4.1`, `ssse3`,
-    /// `neon` or `generic`; for RustCrypto `avx2`, `sse2` or `soft`. A
+    /// `neon` or `generic`; for RustCrypto `avx2` (global `+avx2` build),
+    /// `avx2-noinline` (AVX2 found at run time, but its intrinsics are not
+    /// inlined, which is why it is slow), `sse2` or `soft`. A
     /// RustCrypto backend in a build without that feature reports `ring`,
     /// because that is what [`AeadKey::new`] then runs. See
     /// [`crate::simd_level`] for the CPU's own capability.

@@ -77,17 +77,23 @@ pub(crate) fn ring_path() -> &'static str {
 
 /// The path the RustCrypto `chacha20` 0.9 / `poly1305` 0.8 crates take.
 ///
-/// On x86 both crates probe AVX2 at run time (via `cpufeatures`, which is
-/// constant-true under a global `+avx2` build); without AVX2, `chacha20`
-/// uses SSE2 and `poly1305` its portable code. On other architectures both
-/// are portable ("soft") unless built with `--cfg chacha20_force_neon`,
-/// which this crate cannot observe and does not assume.
+/// On x86 both crates probe AVX2 at run time (via `cpufeatures`) and run
+/// their AVX2 code when the CPU has it. Only a global `+avx2` build makes
+/// that code fast: poly1305's AVX2 arithmetic lives in operator-trait impls
+/// that cannot carry `#[target_feature]`, so without the global flag its
+/// `_mm256_*` intrinsics become out-of-line calls (seen in `perf`: ~6x ring's
+/// time at 32 B). Hence `avx2` (global flag) versus `avx2-noinline` (run-time
+/// detection only). Without AVX2, `chacha20` uses SSE2 and `poly1305` its
+/// portable code (`sse2`). Elsewhere both are portable (`soft`) unless built
+/// with `--cfg chacha20_force_neon`, which this crate cannot observe.
 #[cfg(feature = "rustcrypto")]
 pub(crate) fn rustcrypto_path() -> &'static str {
     #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
     {
-        if cfg!(target_feature = "avx2") || std::arch::is_x86_feature_detected!("avx2") {
+        if cfg!(target_feature = "avx2") {
             "chacha20-poly1305/rustcrypto/avx2"
+        } else if std::arch::is_x86_feature_detected!("avx2") {
+            "chacha20-poly1305/rustcrypto/avx2-noinline"
         } else if cfg!(target_feature = "sse2") || std::arch::is_x86_feature_detected!("sse2") {
             "chacha20-poly1305/rustcrypto/sse2"
         } else {
