@@ -1,0 +1,251 @@
+//! Bodies of the fuzz targets in `fuzz/` and the naive models they check
+//! against. Not part of the API: kept in the crate so that the corpus replay
+//! test (`tests/fuzz_corpus.rs`) and the unit tests run exactly the code the
+//! fuzzer runs.
+//!
+//! Each function panics only when a real invariant breaks: a decoder
+//! accepting what its encoder cannot reproduce, an encoder emitting what its
+//! decoder rejects, or a data structure disagreeing with its naive model.
+#![doc(hidden)]
+
+use std::collections::BTreeSet;
+
+use crate::ranges::RangeSet;
+use crate::replay::{ReplayError, ReplayWindow, WINDOW};
+use crate::wire::{
+    self, encode_ack, steering_index, AckFrame, DataHeader, Frame, PacketType, WireError, Writer,
+    DATA_HEADER_LEN, MAX_ACK_RANGES,
+};
+
+/// Fuzz target `header`: packet classification and the data header.
+pub fn header(data: &[u8]) {
+    let parsed = PacketType::parse(data);
+    match DataHeader::decode(data) {
+        Ok(h) => {
+            assert_eq!(parsed, Ok(PacketType::Data));
+            // Only canonical headers are accepted, so re-encoding is exact.
+            assert_eq!(data.get(..DATA_HEADER_LEN), Some(&h.to_bytes()[..]));
+            assert_eq!(steering_index(data), Some(h.receiver.get()));
+        }
+        Err(e) => match parsed {
+            Err(pe) => assert_eq!(e, pe),
+            Ok(PacketType::Data) => {
+                assert!(matches!(e, WireError::Truncated | WireError::ReservedFlags))
+            }
+            Ok(other) => assert_eq!(e, WireError::UnexpectedPacketType(other as u8)),
+        },
+    }
+}
+
+/// Fuzz target `frames`: every decoded frame re-encodes to bytes that decode
+/// to an equal frame, no longer than the input it came from, and encoding is
+/// all-or-nothing. ACKs also round-trip through a [`RangeSet`] and
+/// [`encode_ack`].
+pub fn frames(data: &[u8]) {
+    let mut it = wire::frames(data);
+    loop {
+        let before = it.remaining().len();
+        match it.next() {
+            None => break,
+            Some(Ok(f)) => {
+                let consumed = before - it.remaining().len();
+                check_frame_round_trip(&f, consumed);
+                if let Frame::Ack(a) = &f {
+                    check_ack_via_range_set(a);
+                }
+            }
+            Some(Err(_)) => {
+                assert!(it.next().is_none(), "frames() must fuse after an error");
+                break;
+            }
+        }
+    }
+}
+
+fn check_frame_round_trip(f: &Frame<'_>, consumed: usize) {
+    let len = f.encoded_len();
+    // Minimal varints never take more room than the ones that were read.
+    assert!(len <= consumed, "{f:?}: {len} > {consumed}");
+    let mut buf = vec![0u8; len];
+    let mut short = Writer::new(&mut buf[..len - 1]);
+    assert_eq!(f.encode(&mut short), Err(WireError::BufferTooSmall));
+    assert_eq!(short.position(), 0);
+    let mut w = Writer::new(&mut buf);
+    assert_eq!(f.encode(&mut w), Ok(()));
+    assert_eq!(w.remaining(), 0);
+    let again: Vec<_> = wire::frames(&buf).collect();
+    assert_eq!(again, [Ok(f.clone())]);
+}
+
+fn check_ack_via_range_set(a: &AckFrame<'_>) {
+    let mut set = RangeSet::new();
+    for r in a.ranges() {
+        set.insert_range(r);
+    }
+    // Decoded ranges are disjoint and non-adjacent (gap ≥ 0 leaves a hole).
+    assert_eq!(set.len_ranges(), a.range_count());
+    assert_eq!(set.min(), Some(a.smallest()));
+    assert_eq!(set.max(), Some(a.largest));
+    let mut buf = [0u8; 1024];
+    let mut w = Writer::new(&mut buf);
+    assert_eq!(
+        encode_ack(&mut w, a.ack_delay_us, &set, MAX_ACK_RANGES + 1),
+        Ok(true)
+    );
+    let again: Vec<_> = wire::frames(w.written()).collect();
+    assert_eq!(again, [Ok(Frame::Ack(*a))]);
+}
+
+/// Naive model of a capped [`RangeSet`]: every value, one by one.
+#[derive(Debug, Default)]
+pub struct RangeModel {
+    /// The values in the set.
+    pub values: BTreeSet<u64>,
+}
+
+impl RangeModel {
+    /// The set's ranges, ascending, adjacent values merged.
+    pub fn ranges(&self) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for &v in &self.values {
+            match out.last_mut() {
+                Some(last) if last.1.checked_add(1) == Some(v) => last.1 = v,
+                _ => out.push((v, v)),
+            }
+        }
+        out
+    }
+
+    /// Drops whole lowest ranges until at most `limit` remain.
+    pub fn cap(&mut self, limit: usize) {
+        let ranges = self.ranges();
+        let excess = ranges.len().saturating_sub(limit);
+        for &(lo, hi) in ranges.iter().take(excess) {
+            self.values.retain(|&v| v < lo || v > hi);
+        }
+    }
+
+    /// Asserts that `set` holds exactly the model's values.
+    pub fn assert_matches(&self, set: &RangeSet) {
+        let actual: Vec<_> = set.iter().map(|r| (*r.start(), *r.end())).collect();
+        assert_eq!(actual, self.ranges());
+        assert_eq!(set.max(), self.values.last().copied());
+        assert_eq!(set.min(), self.values.first().copied());
+    }
+}
+
+/// Naive model of [`ReplayWindow`]: the set of committed counters.
+#[derive(Debug, Default)]
+pub struct ReplayModel {
+    /// Every counter committed (and not refused as too old).
+    pub seen: BTreeSet<u64>,
+}
+
+impl ReplayModel {
+    /// What [`ReplayWindow::check`] must answer.
+    pub fn check(&self, c: u64) -> Result<(), ReplayError> {
+        match self.seen.last() {
+            Some(&top) if c <= top && top - c >= WINDOW => Err(ReplayError::TooOld),
+            _ if self.seen.contains(&c) => Err(ReplayError::Duplicate),
+            _ => Ok(()),
+        }
+    }
+
+    /// What [`ReplayWindow::commit`] must record.
+    pub fn commit(&mut self, c: u64) {
+        if self.check(c) != Err(ReplayError::TooOld) {
+            self.seen.insert(c);
+        }
+    }
+}
+
+/// Byte source for the ops fuzzer: yields zeros once exhausted.
+struct Bytes<'a>(&'a [u8]);
+
+impl Bytes<'_> {
+    fn u8(&mut self) -> u8 {
+        let (&b, rest) = self.0.split_first().unwrap_or((&0, &[]));
+        self.0 = rest;
+        b
+    }
+
+    fn u16(&mut self) -> u16 {
+        u16::from_be_bytes([self.u8(), self.u8()])
+    }
+
+    fn u64(&mut self) -> u64 {
+        (0..4).fold(0, |acc, _| (acc << 16) | u64::from(self.u16()))
+    }
+}
+
+/// Fuzz target `ranges_replay`: interprets the input as operations on a
+/// [`RangeSet`] and a [`ReplayWindow`] and compares both with naive models
+/// after every operation.
+pub fn ranges_and_replay(data: &[u8]) {
+    const MAX_OPS: usize = 2048;
+    let mut b = Bytes(data);
+    let cfg = b.u8();
+    let limit = [1, 2, 3, 4, 8, 16, 64, usize::MAX][usize::from(cfg & 7)];
+    let base = [0, u64::MAX - 700, 1 << 40, wire::MAX_VARINT - 700][usize::from((cfg >> 3) & 3)];
+    let mut set = RangeSet::with_capacity_limit(limit);
+    let mut model = RangeModel::default();
+    let mut win = ReplayWindow::new();
+    let mut replay = ReplayModel::default();
+    for _ in 0..MAX_OPS {
+        if b.0.is_empty() {
+            break;
+        }
+        let op = b.u8();
+        if op & 0x80 != 0 {
+            replay_op(&mut b, op, &mut win, &mut replay);
+        } else {
+            range_op(&mut b, op, base, &mut set, &mut model);
+            model.cap(limit);
+            model.assert_matches(&set);
+            assert!(set.len_ranges() <= limit);
+        }
+    }
+}
+
+fn range_op(b: &mut Bytes<'_>, op: u8, base: u64, set: &mut RangeSet, model: &mut RangeModel) {
+    // A 1024-value span around `base`, wrapping, so sets straddle 0/u64::MAX.
+    let v = base.wrapping_add(u64::from(b.u16() & 1023));
+    match op % 8 {
+        0..=3 => assert_eq!(set.insert(v), model.values.insert(v), "insert {v}"),
+        4 | 5 => {
+            let hi = v.saturating_add(u64::from((op >> 3) & 31));
+            set.insert_range(v..=hi);
+            model.values.extend(v..=hi);
+        }
+        6 => {
+            set.remove_below(v);
+            model.values.retain(|&x| x >= v);
+        }
+        _ => {
+            assert_eq!(set.contains(v), model.values.contains(&v), "contains {v}");
+            if op == 0x7f {
+                set.clear();
+                model.values.clear();
+            }
+        }
+    }
+}
+
+fn replay_op(b: &mut Bytes<'_>, op: u8, win: &mut ReplayWindow, model: &mut ReplayModel) {
+    let top = model.seen.last().copied().unwrap_or(0);
+    let c = match op & 3 {
+        0 => top.saturating_add(u64::from(b.u8() & 7)),
+        1 => top.saturating_sub(u64::from(b.u16())),
+        2 => top.saturating_add(u64::from(b.u16()) * 64),
+        _ => b.u64(),
+    };
+    let verdict = win.check(c);
+    assert_eq!(verdict, model.check(c), "check {c}");
+    // Mostly commit only what passed, as the receive path does; sometimes
+    // commit regardless to exercise idempotence and too-old commits.
+    if verdict.is_ok() || op & 0x40 != 0 {
+        win.commit(c);
+        model.commit(c);
+    }
+    assert_eq!(win.highest(), model.seen.last().copied());
+}

@@ -1,0 +1,263 @@
+//! Replays the committed fuzz corpora (and any saved crash artifacts)
+//! through the fuzz target bodies, so every regression input the fuzzer ever
+//! found keeps running in `cargo test` without cargo-fuzz or nightly.
+//!
+//! `cargo test -p net-proto --test fuzz_corpus -- --ignored` regenerates the
+//! seed files this test writes (see `write_seed_corpus`).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use net_proto::fuzzing;
+use net_proto::ids::{CallId, CallKind, ReceiverIndex, ServiceId, Side, Status};
+use net_proto::ranges::RangeSet;
+use net_proto::wire::{encode_ack, Credit, DataHeader, Frame, Writer, TAG_LEN};
+
+/// A fuzz target body.
+type Target = fn(&[u8]);
+
+/// Fuzz target name (the directory under `fuzz/corpus/`) → body. Add a row
+/// per new target.
+const TARGETS: &[(&str, Target)] = &[
+    ("header", fuzzing::header),
+    ("frames", fuzzing::frames),
+    ("ranges_replay", fuzzing::ranges_and_replay),
+];
+
+fn fuzz_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
+}
+
+/// Files directly inside `dir` (none if it does not exist).
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<_> = entries
+        .map(|e| e.expect("read corpus entry").path())
+        .filter(|p| p.is_file() && p.file_name().is_some_and(|n| n != ".keep"))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn corpora_replay_cleanly() {
+    for &(name, body) in TARGETS {
+        let corpus = files_in(&fuzz_dir().join("corpus").join(name));
+        assert!(!corpus.is_empty(), "fuzz/corpus/{name} is empty or missing");
+        let artifacts = files_in(&fuzz_dir().join("artifacts").join(name));
+        for path in corpus.iter().chain(&artifacts) {
+            let data = fs::read(path).expect("read corpus file");
+            let res = std::panic::catch_unwind(|| body(&data));
+            assert!(res.is_ok(), "{name}: {} fails", path.display());
+        }
+    }
+}
+
+/// Named seed inputs per target: valid encodings of every packet and frame
+/// shape, plus a few near-misses, so the fuzzer starts past the parsers'
+/// first checks.
+fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for (name, h) in [
+        ("data_min", header(false, 0, 0)),
+        ("data_phase1", header(true, 0x0102_0304, 1 << 40)),
+        ("data_max", header(true, u32::MAX, u64::MAX)),
+    ] {
+        let mut p = h.to_vec();
+        p.extend_from_slice(&[0u8; TAG_LEN + 3]);
+        out.push(("header", name.to_string(), p));
+    }
+    for (name, ty) in [("init", 1u8), ("response", 2), ("cookie", 3)] {
+        let mut p = vec![ty, 1, 0, 0, 0xaa, 0xbb, 0xcc, 0xdd];
+        p.resize(48, 0x11);
+        out.push(("header", format!("handshake_{name}"), p));
+    }
+    out.push(("header", "bad_flags".into(), bad_flags()));
+    for (name, bytes) in frame_seeds() {
+        out.push(("frames", name, bytes));
+    }
+    for (name, bytes) in ops_seeds() {
+        out.push(("ranges_replay", name.to_string(), bytes));
+    }
+    out
+}
+
+fn header(key_phase: bool, receiver: u32, counter: u64) -> [u8; 16] {
+    DataHeader {
+        key_phase,
+        receiver: ReceiverIndex::new(receiver),
+        counter,
+    }
+    .to_bytes()
+}
+
+fn bad_flags() -> Vec<u8> {
+    let mut p = header(false, 7, 7).to_vec();
+    p[2] = 0x80;
+    p.resize(40, 0);
+    p
+}
+
+fn encode(frames: &[Frame<'_>]) -> Vec<u8> {
+    let mut buf = vec![0u8; 4096];
+    let mut w = Writer::new(&mut buf);
+    for f in frames {
+        f.encode(&mut w).expect("seed frame fits");
+    }
+    let n = w.position();
+    buf.truncate(n);
+    buf
+}
+
+fn ack(ranges: &[(u64, u64)]) -> Vec<u8> {
+    let mut set = RangeSet::new();
+    for &(lo, hi) in ranges {
+        set.insert_range(lo..=hi);
+    }
+    let mut buf = vec![0u8; 1024];
+    let mut w = Writer::new(&mut buf);
+    assert!(encode_ack(&mut w, 125, &set, 65).unwrap());
+    let n = w.position();
+    buf.truncate(n);
+    buf
+}
+
+fn frame_seeds() -> Vec<(String, Vec<u8>)> {
+    let call = CallId::new(3, Side::Initiator);
+    let svc = ServiceId::of("echo");
+    let req = |kind, end| Frame::RpcRequest {
+        call,
+        service: svc,
+        kind,
+        end,
+        deadline_ms: 250,
+        payload: &[0x42; 32],
+    };
+    let singles: Vec<(&str, Vec<Frame<'_>>)> = vec![
+        ("rpc_request_unary", vec![req(CallKind::Unary, true)]),
+        ("rpc_request_duplex", vec![req(CallKind::Duplex, false)]),
+        (
+            "rpc_response",
+            vec![Frame::RpcResponse {
+                call,
+                status: Status::OK,
+                stream_count: 0,
+                payload: &[7; 100],
+            }],
+        ),
+        (
+            "cancel",
+            vec![Frame::Cancel {
+                call: CallId::new(9, Side::Responder),
+                status: Status::TIMEOUT,
+            }],
+        ),
+        (
+            "stream_data",
+            vec![Frame::StreamData {
+                call,
+                seq: 2,
+                offset: 64,
+                payload: b"chunk",
+            }],
+        ),
+        ("stream_end", vec![Frame::StreamEnd { call, count: 3 }]),
+        (
+            "credit_calls",
+            vec![Frame::Credit(Credit::Calls { limit: 256 })],
+        ),
+        (
+            "credit_stream",
+            vec![Frame::Credit(Credit::Stream {
+                call,
+                limit: 1 << 20,
+            })],
+        ),
+        ("announce", vec![Frame::Announce { payload: b"caps" }]),
+        ("ping", vec![Frame::Ping]),
+        (
+            "close",
+            vec![Frame::Close {
+                code: 1,
+                reason: b"shutdown",
+            }],
+        ),
+    ];
+    let mut out: Vec<(String, Vec<u8>)> = singles
+        .into_iter()
+        .map(|(n, f)| (n.to_string(), encode(&f)))
+        .collect();
+    out.push(("ack_one_range".into(), ack(&[(0, 41)])));
+    out.push((
+        "ack_three_ranges".into(),
+        ack(&[(1, 3), (10, 20), (22, 90)]),
+    ));
+    let many: Vec<(u64, u64)> = (0..80).map(|i| (i * 5, i * 5 + 2)).collect();
+    out.push(("ack_max_ranges".into(), ack(&many)));
+    let mut packet = ack(&[(5, 9), (11, 30)]);
+    for i in 0..4 {
+        packet.extend(encode(&[Frame::RpcRequest {
+            call: CallId::new(i, Side::Responder),
+            service: svc,
+            kind: CallKind::Unary,
+            end: true,
+            deadline_ms: 0,
+            payload: &[i as u8; 32],
+        }]));
+    }
+    packet.extend_from_slice(&[0, 0, 0]);
+    out.push(("packet_ack_and_requests".into(), packet));
+    out
+}
+
+fn ops_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let in_order: Vec<u8> = std::iter::once(0x07)
+        .chain((0..200u16).flat_map(|i| [0x00, (i >> 8) as u8, i as u8]))
+        .collect();
+    let mut holes = vec![0x02];
+    for i in 0..100u16 {
+        let v = i * 3;
+        holes.extend_from_slice(&[0x01, (v >> 8) as u8, v as u8]);
+        holes.extend_from_slice(&[0x85, 0x00, 0x00]); // check+commit near top
+    }
+    let mut replay = vec![0x18];
+    for i in 0..120u8 {
+        replay.extend_from_slice(&[0x80, i & 7, 0x81, 0x10, i, 0x82, 0x00, i]);
+    }
+    let mut edges = vec![0x0b, 0x83];
+    edges.extend_from_slice(&u64::MAX.to_be_bytes());
+    edges.extend_from_slice(&[
+        0x83, 0, 0, 0, 0, 0, 0, 0, 0, 0x46, 0x02, 0xff, 0x7f, 0x00, 0x10,
+    ]);
+    vec![
+        ("in_order_inserts", in_order),
+        ("holes_and_replay", holes),
+        ("replay_laps", replay),
+        ("edges", edges),
+    ]
+}
+
+/// Writes the seed corpus into `fuzz/corpus/<target>/`. Run on purpose only.
+#[test]
+#[ignore = "writes fuzz/corpus; run with --ignored to regenerate seeds"]
+fn write_seed_corpus() {
+    for (target, name, bytes) in seeds() {
+        let dir = fuzz_dir().join("corpus").join(target);
+        fs::create_dir_all(&dir).expect("create corpus dir");
+        fs::write(dir.join(format!("seed_{name}")), bytes).expect("write seed");
+    }
+}
+
+#[test]
+fn seeds_are_valid_for_their_targets() {
+    for &(name, body) in TARGETS {
+        for (target, seed, bytes) in seeds() {
+            if target == name {
+                let res = std::panic::catch_unwind(|| body(&bytes));
+                assert!(res.is_ok(), "{name}: seed {seed} fails");
+            }
+        }
+    }
+}
