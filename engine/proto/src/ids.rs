@@ -346,6 +346,9 @@ mod tests {
             u64::from_be_bytes(d[..8].try_into().unwrap())
         };
         assert_eq!(ServiceId::of("echo").get(), expected);
+        // Test vectors quoted in docs/PROTOCOL.md §1.3.
+        assert_eq!(ServiceId::of("echo").get(), 0xcc47_ecfa_3de9_d949);
+        assert_eq!(ServiceId::of("").get(), 0x1f47_6b49_cce5_6391);
         assert_ne!(ServiceId::of("echo"), ServiceId::of("echo2"));
         assert_ne!(ServiceId::of(""), ServiceId::from_raw(0));
         assert_eq!(ServiceId::from_raw(0xab).to_string(), "00000000000000ab");

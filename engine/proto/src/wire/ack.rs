@@ -35,7 +35,7 @@ pub struct AckFrame<'a> {
     pub ack_delay_us: u64,
     first_range: u64,
     /// Additional ranges after the first (≤ MAX_ACK_RANGES).
-    range_count: u64,
+    range_count: usize,
     /// The (gap, length) varint pairs, exactly `range_count` of them.
     raw: &'a [u8],
 }
@@ -46,9 +46,10 @@ impl<'a> AckFrame<'a> {
         let largest = r.get_varint()?;
         let ack_delay_us = r.get_varint()?;
         let range_count = r.get_varint()?;
-        if range_count > MAX_ACK_RANGES as u64 {
-            return Err(WireError::TooManyAckRanges);
-        }
+        let range_count = match usize::try_from(range_count) {
+            Ok(n) if n <= MAX_ACK_RANGES => n,
+            _ => return Err(WireError::TooManyAckRanges),
+        };
         let first_range = r.get_varint()?;
         let mut lo = largest
             .checked_sub(first_range)
@@ -75,7 +76,7 @@ impl<'a> AckFrame<'a> {
     pub(crate) fn encoded_len(&self) -> usize {
         1 + varint_len(self.largest)
             + varint_len(self.ack_delay_us)
-            + varint_len(self.range_count)
+            + varint_len(self.range_count as u64)
             + varint_len(self.first_range)
             + self.raw.len()
     }
@@ -86,7 +87,7 @@ impl<'a> AckFrame<'a> {
         w.put_u8(FrameType::Ack as u8)?;
         w.put_varint(self.largest)?;
         w.put_varint(self.ack_delay_us)?;
-        w.put_varint(self.range_count)?;
+        w.put_varint(self.range_count as u64)?;
         w.put_varint(self.first_range)?;
         w.put_bytes(self.raw)
     }
@@ -105,8 +106,7 @@ impl<'a> AckFrame<'a> {
 
     /// Number of ranges, the first included (1 ..= MAX_ACK_RANGES + 1).
     pub fn range_count(&self) -> usize {
-        // range_count ≤ MAX_ACK_RANGES, validated at decode.
-        usize::try_from(self.range_count).map_or(usize::MAX, |n| n.saturating_add(1))
+        self.range_count + 1
     }
 
     /// Smallest packet number acknowledged.
@@ -153,7 +153,7 @@ impl fmt::Debug for AckFrame<'_> {
 #[derive(Debug, Clone)]
 pub struct AckRanges<'a> {
     next: Option<(u64, u64)>,
-    left: u64,
+    left: usize,
     raw: Reader<'a>,
 }
 
