@@ -2,12 +2,31 @@
 //!
 //! No sockets, no threads, no clock reads: every entry point takes `now` as a
 //! parameter and output is pulled with `poll_*`. See [`Endpoint`] for the call
-//! contract.
+//! contract, and `docs/PROTOCOL.md` for the wire specification.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod config;
+mod endpoint;
+mod event;
 pub mod fuzzing;
+mod handshake;
 pub mod ids;
+mod keys;
+mod pool;
 pub mod ranges;
+mod recovery;
 pub mod replay;
+mod services;
+mod session;
+mod stats;
+mod stream;
 pub mod wire;
+
+pub use config::{EndpointConfig, TransportParams};
+pub use endpoint::{Endpoint, Transmit};
+pub use event::{ApiError, CloseReason, Event, ProtocolViolation, SessionId};
+pub use handshake::{HandshakeError, INIT_LEN, RESP_LEN};
+pub use ids::{CallId, CallKind, ReceiverIndex, ServiceId, Side, Status};
+pub use stats::EndpointStats;
+pub use stream::StreamViolation;

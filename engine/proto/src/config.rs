@@ -1,0 +1,150 @@
+//! Endpoint configuration and the transport parameters exchanged in the handshake.
+
+use std::time::Duration;
+
+use net_crypto::{Backend, Identity};
+use zeroize::Zeroizing;
+
+use crate::wire::{Reader, WireError, Writer};
+
+/// Largest UDP payload the endpoint writes by default: fits an Ethernet MTU of
+/// 1500 with IPv6 and UDP headers (1500 − 40 − 8).
+pub const DEFAULT_MAX_DATAGRAM: usize = 1452;
+
+/// Everything an [`Endpoint`](crate::Endpoint) needs that does not change at run time.
+///
+/// Timers are durations; the endpoint never reads a clock (time comes in as
+/// `now`). Defaults suit a LAN or loopback mesh.
+pub struct EndpointConfig {
+    /// This node's long-term identity; its Noise static key is derived from it.
+    pub identity: Identity,
+    /// Mesh pre-shared key mixed into every handshake (Noise `psk2`): strangers
+    /// without it cannot complete a handshake.
+    pub psk: Zeroizing<[u8; 32]>,
+    /// AEAD implementation for transport packets.
+    pub aead: Backend,
+    /// Largest datagram this endpoint writes; smaller than the path MTU.
+    pub max_datagram: usize,
+    /// Transport parameters offered to peers.
+    pub params: TransportParams,
+    /// First handshake retransmission timeout; doubles per attempt.
+    pub handshake_retry: Duration,
+    /// Handshake attempts before `HandshakeFailed` is reported.
+    pub handshake_attempts: u32,
+    /// RTT assumed before the first sample (RFC 9002 `kInitialRtt`).
+    pub initial_rtt: Duration,
+    /// A session with nothing received for this long is closed.
+    pub idle_timeout: Duration,
+    /// A session that has sent nothing for this long sends a PING.
+    pub keepalive: Duration,
+    /// Update keys after this many packets sent under one key phase.
+    pub rekey_after_packets: u64,
+    /// Update keys after a key phase is this old.
+    pub rekey_after_time: Duration,
+    /// How long the previous receive key stays usable after a key update,
+    /// for packets reordered across the update.
+    pub key_grace: Duration,
+    /// Bound on responder sessions whose handshake is not yet confirmed;
+    /// initiations beyond it are dropped and counted.
+    pub max_half_open: usize,
+    /// Bound on established sessions.
+    pub max_sessions: usize,
+    /// Seed for the endpoint's receiver-index RNG (deterministic simulations).
+    pub rng_seed: u64,
+    /// The low `core_bits` bits of every receiver index this endpoint chooses
+    /// equal `core_id`, so the kernel can steer packets to the owning core.
+    pub core_id: u32,
+    /// See `core_id`.
+    pub core_bits: u32,
+    /// Lane sent in handshake initiations: replay protection keeps one
+    /// timestamp per (peer, lane), so per-core sessions do not collide.
+    pub lane: u16,
+}
+
+impl EndpointConfig {
+    /// A configuration with defaults for everything but the identity and PSK.
+    pub fn new(identity: Identity, psk: [u8; 32]) -> Self {
+        EndpointConfig {
+            identity,
+            psk: Zeroizing::new(psk),
+            aead: Backend::Ring,
+            max_datagram: DEFAULT_MAX_DATAGRAM,
+            params: TransportParams::default(),
+            handshake_retry: Duration::from_millis(250),
+            handshake_attempts: 8,
+            initial_rtt: Duration::from_millis(50),
+            idle_timeout: Duration::from_secs(30),
+            keepalive: Duration::from_secs(10),
+            rekey_after_packets: 1 << 32,
+            rekey_after_time: Duration::from_secs(120),
+            key_grace: Duration::from_secs(2),
+            max_half_open: 1024,
+            max_sessions: 4096,
+            rng_seed: 0,
+            core_id: 0,
+            core_bits: 0,
+            lane: 0,
+        }
+    }
+}
+
+/// Smallest `max_calls` a peer may announce (so calls can be queued before
+/// the handshake completes).
+pub const MIN_MAX_CALLS: u32 = 16;
+/// Smallest `stream_window` a peer may announce.
+pub const MIN_STREAM_WINDOW: u32 = 4096;
+
+/// Limits each side announces in its handshake message; they bound what the
+/// *peer* may send, so a receiver's memory is bounded by its own choices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TransportParams {
+    /// Concurrent calls the peer may have open towards us.
+    pub max_calls: u32,
+    /// Bytes of stream data the peer may send per call direction ahead of
+    /// what we have delivered.
+    pub stream_window: u32,
+    /// Longest we delay an ACK; the peer adds it to its PTO.
+    pub max_ack_delay_us: u32,
+    /// Largest datagram we accept.
+    pub max_datagram: u16,
+}
+
+impl Default for TransportParams {
+    fn default() -> Self {
+        TransportParams {
+            max_calls: 1024,
+            stream_window: 1 << 20,
+            max_ack_delay_us: 5_000,
+            max_datagram: 65_000,
+        }
+    }
+}
+
+impl TransportParams {
+    /// Encoded size (fixed).
+    pub const LEN: usize = 14;
+
+    /// Writes the parameters (fixed layout, big-endian).
+    pub fn encode(&self, w: &mut Writer<'_>) -> Result<(), WireError> {
+        w.put_u32(self.max_calls)?;
+        w.put_u32(self.stream_window)?;
+        w.put_u32(self.max_ack_delay_us)?;
+        w.put_u16(self.max_datagram)
+    }
+
+    /// Reads parameters; values are clamped to sane ranges so a hostile peer
+    /// cannot make us wait for minutes or send datagrams nobody can carry.
+    pub fn decode(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        Ok(TransportParams {
+            max_calls: r.get_u32()?.max(MIN_MAX_CALLS),
+            stream_window: r.get_u32()?.max(MIN_STREAM_WINDOW),
+            max_ack_delay_us: r.get_u32()?.min(100_000),
+            max_datagram: r.get_u16()?.max(1200),
+        })
+    }
+
+    /// Peer's ACK delay as a duration.
+    pub fn max_ack_delay(&self) -> Duration {
+        Duration::from_micros(u64::from(self.max_ack_delay_us))
+    }
+}

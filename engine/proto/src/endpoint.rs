@@ -1,0 +1,554 @@
+//! The endpoint: all sessions of one core, behind the sans-IO contract.
+//!
+//! # Call contract
+//!
+//! The endpoint never reads a clock, opens a socket or spawns a thread. The
+//! driver owns the IO and calls, in a loop:
+//!
+//! 1. [`Endpoint::handle`] for every datagram received (in place: the buffer
+//!    is decrypted where it lies);
+//! 2. [`Endpoint::handle_timeout`] when the instant returned by
+//!    [`Endpoint::poll_timeout`] has passed;
+//! 3. [`Endpoint::poll_event`] until `None`, acting on each event (run the
+//!    handler of a `Request` and answer with [`Endpoint::respond`], deliver a
+//!    `Response` to the caller, ...);
+//! 4. [`Endpoint::poll_transmit`] until `None`, sending each datagram;
+//! 5. [`Endpoint::poll_timeout`] to learn when to wake up if no datagram comes.
+//!
+//! Application operations ([`Endpoint::call`], [`Endpoint::respond`], ...)
+//! may be made at any point; their output appears in the next
+//! `poll_transmit`. `now` must never go backwards.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use net_crypto::{NodeId, PublicIdentity};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::config::EndpointConfig;
+use crate::event::{ApiError, CloseReason, Event, SessionId};
+use crate::handshake::{self, mac1_key, HandshakeError, RESP_LEN};
+use crate::ids::{CallId, CallKind, ReceiverIndex, ServiceId, Side, Status};
+use crate::pool::BufPool;
+use crate::services::Services;
+use crate::session::{Ctx, Phase, Session};
+use crate::stats::EndpointStats;
+use crate::wire::{DataHeader, PacketType};
+
+/// A datagram to send, written into the buffer given to [`Endpoint::poll_transmit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to send it.
+    pub dst: SocketAddr,
+    /// Bytes written at the start of the buffer.
+    pub len: usize,
+}
+
+/// A confirmed responder session, remembered per (peer, lane) for replay
+/// protection of initiations and to supersede stale sessions.
+#[derive(Clone, Copy)]
+struct LaneEntry {
+    timestamp: u64,
+    session: ReceiverIndex,
+}
+
+/// All sessions of one core. See the module docs for the call contract.
+pub struct Endpoint {
+    cfg: EndpointConfig,
+    own_mac1: [u8; 32],
+    rng: ChaCha8Rng,
+    sessions: HashMap<ReceiverIndex, Session>,
+    /// Unconfirmed responder sessions by (peer, lane), with their timestamps.
+    half_open: HashMap<(NodeId, u16), LaneEntry>,
+    /// Confirmed responder sessions by (peer, lane).
+    confirmed: HashMap<(NodeId, u16), LaneEntry>,
+    events: VecDeque<Event>,
+    ready: VecDeque<ReceiverIndex>,
+    timers: BinaryHeap<Reverse<(Instant, ReceiverIndex)>>,
+    services: Services,
+    pool: BufPool,
+    stats: EndpointStats,
+    wall_base: (Instant, u64),
+    /// Reused list of sessions whose timers are due.
+    due: Vec<ReceiverIndex>,
+}
+
+macro_rules! ctx {
+    ($self:ident, $now:expr) => {
+        Ctx {
+            now: $now,
+            cfg: &$self.cfg,
+            events: &mut $self.events,
+            stats: &mut $self.stats,
+            pool: &mut $self.pool,
+            services: &mut $self.services,
+            wall_base: $self.wall_base,
+        }
+    };
+}
+
+impl Endpoint {
+    /// Creates an endpoint. `wall_nanos` is the wall-clock time at `now` in
+    /// nanoseconds since the Unix epoch; it only seeds handshake timestamps,
+    /// which must increase across restarts of a node.
+    pub fn new(cfg: EndpointConfig, now: Instant, wall_nanos: u64) -> Self {
+        let own_mac1 = mac1_key(&cfg.identity.public());
+        let rng = ChaCha8Rng::seed_from_u64(cfg.rng_seed);
+        Endpoint {
+            cfg,
+            own_mac1,
+            rng,
+            sessions: HashMap::new(),
+            half_open: HashMap::new(),
+            confirmed: HashMap::new(),
+            events: VecDeque::new(),
+            ready: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            services: Services::default(),
+            pool: BufPool::default(),
+            stats: EndpointStats::default(),
+            wall_base: (now, wall_nanos),
+            due: Vec::new(),
+        }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.cfg.identity.node_id()
+    }
+
+    /// This node's public identity (what peers need to connect).
+    pub fn public_identity(&self) -> PublicIdentity {
+        self.cfg.identity.public()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EndpointConfig {
+        &self.cfg
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &EndpointStats {
+        &self.stats
+    }
+
+    /// Number of live sessions (any phase).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The authenticated peer of a session.
+    pub fn session_peer(&self, session: SessionId) -> Option<NodeId> {
+        self.sessions.get(&session.0).map(|s| s.peer_node)
+    }
+
+    /// Whether the session's handshake is complete.
+    pub fn is_established(&self, session: SessionId) -> bool {
+        self.sessions
+            .get(&session.0)
+            .is_some_and(Session::is_established)
+    }
+
+    /// Smoothed RTT of an established session.
+    pub fn session_rtt(&self, session: SessionId) -> Option<Duration> {
+        self.sessions
+            .get(&session.0)?
+            .transport()
+            .map(|t| t.ledger.rtt.smoothed())
+    }
+
+    /// Largest payload a call or stream message on this session may carry.
+    pub fn max_payload(&self, session: SessionId) -> Option<usize> {
+        self.sessions
+            .get(&session.0)
+            .map(|s| s.max_payload(&self.cfg))
+    }
+
+    fn alloc_index(&mut self) -> ReceiverIndex {
+        let mask = (1u32 << self.cfg.core_bits.min(16)) - 1;
+        loop {
+            let v = (self.rng.gen::<u32>() & !mask) | (self.cfg.core_id & mask);
+            let idx = ReceiverIndex::new(v);
+            if v != 0 && !self.sessions.contains_key(&idx) {
+                return idx;
+            }
+        }
+    }
+
+    /// Starts a session to `peer` at `addr`. Calls may be made on it at once;
+    /// they go out when the handshake completes (`Event::Connected`).
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        peer: PublicIdentity,
+        addr: SocketAddr,
+    ) -> Result<SessionId, ApiError> {
+        if self.sessions.len() >= self.cfg.max_sessions {
+            return Err(ApiError::TooManySessions);
+        }
+        let idx = self.alloc_index();
+        let id = SessionId(idx);
+        self.sessions
+            .insert(idx, Session::initiator(id, peer, addr, now, &self.cfg));
+        self.touch(idx, now);
+        Ok(id)
+    }
+
+    /// Feeds one received datagram. Anything refused is counted in [`stats`](Self::stats).
+    pub fn handle(&mut self, now: Instant, src: SocketAddr, datagram: &mut [u8]) {
+        self.stats.datagrams_rx += 1;
+        self.stats.bytes_rx += datagram.len() as u64;
+        match PacketType::parse(datagram) {
+            Ok(PacketType::Data) => self.handle_data(now, src, datagram),
+            Ok(PacketType::HandshakeInit) => self.handle_init(now, src, datagram),
+            Ok(PacketType::HandshakeResponse) => self.handle_response(now, datagram),
+            Ok(PacketType::CookieReply) | Err(_) => self.stats.drop_malformed += 1,
+        }
+    }
+
+    fn handle_data(&mut self, now: Instant, src: SocketAddr, datagram: &mut [u8]) {
+        let Ok(hdr) = DataHeader::decode(datagram) else {
+            self.stats.drop_malformed += 1;
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&hdr.receiver) else {
+            self.stats.drop_unknown_index += 1;
+            return;
+        };
+        let was_half_open = s.is_half_open();
+        let mut ctx = ctx!(self, now);
+        s.handle_data(&mut ctx, src, hdr, datagram);
+        if was_half_open && s.is_established() {
+            let key = (s.peer_node, s.lane);
+            self.on_confirmed(now, key, hdr.receiver);
+        }
+        self.touch(hdr.receiver, now);
+    }
+
+    /// A responder session was confirmed: it becomes the (peer, lane)'s
+    /// session, superseding an older one.
+    fn on_confirmed(&mut self, now: Instant, key: (NodeId, u16), idx: ReceiverIndex) {
+        let Some(entry) = self.half_open.remove(&key) else {
+            return;
+        };
+        let entry = LaneEntry {
+            session: idx,
+            ..entry
+        };
+        if let Some(old) = self.confirmed.insert(key, entry) {
+            if old.session != idx {
+                if let Some(s) = self.sessions.get_mut(&old.session) {
+                    s.close(&mut ctx!(self, now), CloseReason::Superseded);
+                }
+                self.touch(old.session, now);
+            }
+        }
+    }
+
+    fn handle_init(&mut self, now: Instant, src: SocketAddr, datagram: &[u8]) {
+        if self.half_open.len() >= self.cfg.max_half_open
+            || self.sessions.len() >= self.cfg.max_sessions
+        {
+            self.stats.handshake_error(&HandshakeError::Overloaded);
+            return;
+        }
+        let idx = self.alloc_index();
+        let mut resp = [0u8; RESP_LEN];
+        let (half_open, confirmed) = (&self.half_open, &self.confirmed);
+        let replay = |node: &NodeId, lane: u16, ts: u64| {
+            let newest = [half_open.get(&(*node, lane)), confirmed.get(&(*node, lane))]
+                .into_iter()
+                .flatten()
+                .map(|e| e.timestamp)
+                .max();
+            match newest {
+                Some(last) if ts <= last => Err(HandshakeError::Replay),
+                _ => Ok(()),
+            }
+        };
+        let cfg = &self.cfg;
+        let accepted = handshake::respond(
+            &cfg.identity,
+            &cfg.psk,
+            &self.own_mac1,
+            datagram,
+            idx,
+            &cfg.params,
+            replay,
+            &mut resp,
+        );
+        let acc = match accepted {
+            Ok((acc, _)) => acc,
+            Err(e) => {
+                self.stats.handshake_error(&e);
+                return;
+            }
+        };
+        let key = (acc.peer.node_id(), acc.lane);
+        let entry = LaneEntry {
+            timestamp: acc.timestamp,
+            session: idx,
+        };
+        if let Some(old) = self.half_open.insert(key, entry) {
+            // A newer initiation replaces the unconfirmed one.
+            if let Some(s) = self.sessions.get_mut(&old.session) {
+                s.close(&mut ctx!(self, now), CloseReason::Superseded);
+            }
+            self.touch(old.session, now);
+        }
+        let s = Session::responder(
+            SessionId(idx),
+            acc.peer,
+            src,
+            acc.lane,
+            acc.keys,
+            acc.peer_index,
+            acc.params,
+            resp,
+            now,
+            &self.cfg,
+        );
+        self.sessions.insert(idx, s);
+        self.touch(idx, now);
+    }
+
+    fn handle_response(&mut self, now: Instant, datagram: &[u8]) {
+        let Ok(idx) = handshake::steering_index(datagram) else {
+            self.stats.handshake_error(&HandshakeError::Malformed(
+                crate::wire::WireError::Truncated,
+            ));
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&idx) else {
+            self.stats.handshake_error(&HandshakeError::UnknownIndex);
+            return;
+        };
+        let Phase::Initiating(init) = &mut s.phase else {
+            self.stats.handshake_error(&HandshakeError::UnknownIndex);
+            return;
+        };
+        let Some(pending) = init.init.take() else {
+            self.stats.handshake_error(&HandshakeError::UnknownIndex);
+            return;
+        };
+        match pending.finish(datagram, &self.own_mac1) {
+            Ok(acc) => {
+                s.on_handshake_response(&mut ctx!(self, now), acc.keys, acc.peer_index, acc.params)
+            }
+            Err(e) => {
+                self.stats.handshake_error(&e);
+                init.last_error = Some(e);
+            }
+        }
+        self.touch(idx, now);
+    }
+
+    /// Re-evaluates a session after anything touched it: removes it if
+    /// closed, queues it for transmit, re-arms its timer.
+    fn touch(&mut self, idx: ReceiverIndex, now: Instant) {
+        let Some(s) = self.sessions.get_mut(&idx) else {
+            return;
+        };
+        if s.is_closed() {
+            let key = (s.peer_node, s.lane);
+            self.sessions.remove(&idx);
+            for map in [&mut self.half_open, &mut self.confirmed] {
+                if map.get(&key).is_some_and(|e| e.session == idx) {
+                    map.remove(&key);
+                }
+            }
+            return;
+        }
+        if !s.queued && s.wants_transmit() {
+            s.queued = true;
+            self.ready.push_back(idx);
+        }
+        let t = s.next_timeout(&self.cfg);
+        if t != s.timer {
+            s.timer = t;
+            if let Some(t) = t {
+                self.timers.push(Reverse((t, idx)));
+            }
+        }
+    }
+
+    /// Writes the next datagram to send into `buf` (65 536 bytes suffice).
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        while let Some(idx) = self.ready.pop_front() {
+            let Some(s) = self.sessions.get_mut(&idx) else {
+                continue;
+            };
+            s.queued = false;
+            let written = s.write_datagram(&mut ctx!(self, now), buf);
+            let dst = s.addr;
+            self.touch(idx, now);
+            if let Some(len) = written {
+                self.stats.datagrams_tx += 1;
+                self.stats.bytes_tx += len as u64;
+                return Some(Transmit { dst, len });
+            }
+        }
+        None
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) next has work.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        while let Some(&Reverse((t, idx))) = self.timers.peek() {
+            if self.sessions.get(&idx).is_some_and(|s| s.timer == Some(t)) {
+                return Some(t);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    /// Runs every timer due at `now`. Timers re-armed at or before `now` by
+    /// this call wait for the next one, so a bug cannot spin here.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut due = std::mem::take(&mut self.due);
+        while let Some(&Reverse((t, idx))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            if self.sessions.get(&idx).is_some_and(|s| s.timer == Some(t)) {
+                due.push(idx);
+            }
+        }
+        for idx in due.drain(..) {
+            let Some(s) = self.sessions.get_mut(&idx) else {
+                continue;
+            };
+            s.timer = None;
+            s.on_timeout(&mut ctx!(self, now));
+            self.touch(idx, now);
+        }
+        self.due = due;
+    }
+
+    /// Next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Returns a payload buffer from an event for reuse (optional; avoids
+    /// allocation at a steady call rate).
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        self.pool.put(buf);
+    }
+
+    /// Serves `service`: requests for it become `Event::Request`; beyond
+    /// `max_in_flight` unanswered ones, callers get `BACKPRESSURE`.
+    pub fn register_service(&mut self, service: ServiceId, max_in_flight: u32) {
+        self.services.register(service, max_in_flight);
+    }
+
+    /// Stops serving `service`: new requests get `NOT_FOUND`.
+    pub fn unregister_service(&mut self, service: ServiceId) {
+        self.services.unregister(service);
+    }
+
+    fn with_session<T>(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        f: impl FnOnce(&mut Session, &mut Ctx<'_>) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let s = self
+            .sessions
+            .get_mut(&session.0)
+            .ok_or(ApiError::UnknownSession)?;
+        let r = f(s, &mut ctx!(self, now));
+        self.touch(session.0, now);
+        r
+    }
+
+    /// Opens a call. Its outcome arrives as `Event::Response` (and, for
+    /// server-streaming calls, `Event::Message`s before it).
+    pub fn call(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        service: ServiceId,
+        kind: CallKind,
+        deadline: Option<Instant>,
+        payload: &[u8],
+    ) -> Result<CallId, ApiError> {
+        self.with_session(now, session, |s, ctx| {
+            s.open_call(ctx, service, kind, deadline, payload)
+        })
+    }
+
+    /// Answers a call delivered as `Event::Request`.
+    pub fn respond(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        call: CallId,
+        status: Status,
+        payload: &[u8],
+    ) -> Result<(), ApiError> {
+        self.with_session(now, session, |s, ctx| s.respond(ctx, call, status, payload))
+    }
+
+    /// Sends a stream message on a call (either role, if the call kind streams that way).
+    pub fn send_message(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        call: CallId,
+        payload: &[u8],
+    ) -> Result<(), ApiError> {
+        self.with_session(now, session, |s, ctx| s.send_message(ctx, call, payload))
+    }
+
+    /// Caller: no more stream messages on this call.
+    pub fn finish_stream(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        call: CallId,
+    ) -> Result<(), ApiError> {
+        self.with_session(now, session, |s, _| s.finish_stream(call))
+    }
+
+    /// Caller: abandons a call; the callee sees `Event::Cancelled`.
+    pub fn cancel(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        call: CallId,
+    ) -> Result<(), ApiError> {
+        self.with_session(now, session, |s, _| s.cancel_call(call, Status::CANCELLED))
+    }
+
+    /// Sends an opaque ANNOUNCE payload reliably.
+    pub fn announce(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        payload: &[u8],
+    ) -> Result<(), ApiError> {
+        self.with_session(now, session, |s, ctx| s.queue_announce(ctx, payload))
+    }
+
+    /// Closes a session with `code`: CLOSE goes out in the next packet.
+    pub fn close(&mut self, now: Instant, session: SessionId, code: u16) -> Result<(), ApiError> {
+        self.with_session(now, session, |s, ctx| {
+            if s.is_established() {
+                s.close_pending = Some(code);
+            } else {
+                s.close(ctx, CloseReason::Local);
+            }
+            Ok(())
+        })
+    }
+
+    /// Which side of `session` this endpoint is.
+    pub fn session_side(&self, session: SessionId) -> Option<Side> {
+        self.sessions.get(&session.0).map(|s| s.side)
+    }
+}

@@ -1,0 +1,192 @@
+//! What the endpoint tells the application ([`Endpoint::poll_event`](crate::Endpoint::poll_event)).
+
+use std::fmt;
+use std::time::Instant;
+
+use net_crypto::NodeId;
+use thiserror::Error;
+
+use crate::handshake::HandshakeError;
+use crate::ids::{CallId, CallKind, ReceiverIndex, ServiceId, Status};
+use crate::stream::StreamViolation;
+use crate::wire::WireError;
+
+/// A session, named by the receiver index this endpoint chose for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub ReceiverIndex);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "session {}", self.0)
+    }
+}
+
+/// Why a session ended.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Nothing was received for the idle timeout.
+    #[error("idle timeout")]
+    Idle,
+    /// The application closed it.
+    #[error("closed locally")]
+    Local,
+    /// The peer sent CLOSE with this code.
+    #[error("closed by peer (code {0})")]
+    Peer(u16),
+    /// The handshake did not complete.
+    #[error("handshake failed: {0}")]
+    Handshake(HandshakeError),
+    /// The peer sent a packet that authenticated but broke the protocol.
+    #[error("protocol violation: {0}")]
+    Protocol(ProtocolViolation),
+    /// The packet counter is exhausted (after 2^62 packets).
+    #[error("packet counter exhausted")]
+    CounterExhausted,
+    /// A newer session to the same peer and lane replaced this one.
+    #[error("superseded by a newer session")]
+    Superseded,
+}
+
+/// An authenticated peer broke a rule; the session is closed with this.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+pub enum ProtocolViolation {
+    /// A frame did not decode.
+    #[error("malformed frame: {0}")]
+    Frame(#[from] WireError),
+    /// Stream flow control or framing.
+    #[error("stream: {0}")]
+    Stream(#[from] StreamViolation),
+    /// A call number beyond the call credit we granted.
+    #[error("call credit exceeded")]
+    CallCredit,
+    /// A frame only the other role may send (e.g. a response to a call we never made).
+    #[error("frame not valid for the call's role")]
+    WrongRole,
+}
+
+/// Output of the endpoint for the application.
+#[derive(Debug, PartialEq)]
+pub enum Event {
+    /// A session's handshake completed and keys are confirmed.
+    Connected {
+        /// The session.
+        session: SessionId,
+        /// Authenticated peer.
+        peer: NodeId,
+    },
+    /// The session is gone; calls it carried completed with a status first.
+    Closed {
+        /// The session.
+        session: SessionId,
+        /// Authenticated (or, for a failed handshake, intended) peer.
+        peer: NodeId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// A peer opened a call to a registered service: run the handler, then
+    /// [`respond`](crate::Endpoint::respond). Emitted exactly once per call.
+    Request {
+        /// The session.
+        session: SessionId,
+        /// The call.
+        call: CallId,
+        /// Which service.
+        service: ServiceId,
+        /// Unary or streaming.
+        kind: CallKind,
+        /// When the caller stops waiting, if it set a deadline.
+        deadline: Option<Instant>,
+        /// Request body; give it back with [`recycle`](crate::Endpoint::recycle).
+        payload: Vec<u8>,
+    },
+    /// Final result of a call this endpoint made.
+    Response {
+        /// The session.
+        session: SessionId,
+        /// The call.
+        call: CallId,
+        /// Outcome.
+        status: Status,
+        /// Response body (empty unless the handler returned one).
+        payload: Vec<u8>,
+    },
+    /// The next stream message of a call, in order.
+    Message {
+        /// The session.
+        session: SessionId,
+        /// The call.
+        call: CallId,
+        /// Message body.
+        payload: Vec<u8>,
+    },
+    /// The peer finished its stream on a call (client half-close).
+    StreamFinished {
+        /// The session.
+        session: SessionId,
+        /// The call.
+        call: CallId,
+    },
+    /// A stream that was refused for lack of credit can take more now.
+    Writable {
+        /// The session.
+        session: SessionId,
+        /// The call.
+        call: CallId,
+    },
+    /// Server side: the caller cancelled, or the call's deadline passed; do
+    /// not respond.
+    Cancelled {
+        /// The session.
+        session: SessionId,
+        /// The call.
+        call: CallId,
+        /// `CANCELLED` or `TIMEOUT`.
+        status: Status,
+    },
+    /// Call credit was exhausted and the peer granted more.
+    CallsAvailable {
+        /// The session.
+        session: SessionId,
+    },
+    /// An ANNOUNCE payload from the peer (opaque at this layer).
+    Announce {
+        /// The session.
+        session: SessionId,
+        /// Authenticated sender.
+        peer: NodeId,
+        /// Payload.
+        payload: Vec<u8>,
+    },
+}
+
+/// Why the endpoint refused an application request.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+pub enum ApiError {
+    /// No such session (closed, or never existed).
+    #[error("unknown session")]
+    UnknownSession,
+    /// No such call, or it already completed.
+    #[error("unknown call")]
+    UnknownCall,
+    /// The peer's call credit is exhausted; wait for [`Event::CallsAvailable`].
+    #[error("call credit exhausted")]
+    CallsBlocked,
+    /// Stream credit is exhausted; wait for [`Event::Writable`].
+    #[error("stream credit exhausted")]
+    StreamBlocked,
+    /// The payload does not fit in one packet.
+    #[error("payload of {len} bytes exceeds the limit of {max}")]
+    PayloadTooLarge {
+        /// Offered size.
+        len: usize,
+        /// Largest accepted.
+        max: usize,
+    },
+    /// The operation does not apply to this call (kind or role), or the
+    /// stream was already finished.
+    #[error("operation not valid for this call")]
+    InvalidForCall,
+    /// Too many sessions.
+    #[error("session limit reached")]
+    TooManySessions,
+}

@@ -1,0 +1,344 @@
+//! Loss recovery in the style of RFC 9002: RTT estimation, packet- and
+//! time-threshold loss detection, and probe timeouts.
+//!
+//! Packets are numbered by their AEAD counter, which increases by one for
+//! every data packet a session sends, so the ledger is a dense ring indexed by
+//! `pn - base`. What is retransmitted is never a packet but the *frames* it
+//! carried: each sent packet records references to the state its frames were
+//! built from, and on loss the session re-queues whatever of that state still
+//! needs delivering.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// RFC 9002 `kGranularity`.
+const GRANULARITY: Duration = Duration::from_millis(1);
+/// RFC 9002 `kPacketThreshold`.
+const PACKET_THRESHOLD: u64 = 3;
+/// Exponential backoff stops doubling here, so a long outage probes every
+/// `pto << MAX_PTO_BACKOFF` rather than never.
+const MAX_PTO_BACKOFF: u32 = 6;
+
+/// Smoothed RTT per RFC 6298 / RFC 9002 §5.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rtt {
+    latest: Duration,
+    smoothed: Duration,
+    var: Duration,
+    min: Duration,
+    has_sample: bool,
+}
+
+impl Rtt {
+    pub fn new(initial: Duration) -> Self {
+        Rtt {
+            latest: initial,
+            smoothed: initial,
+            var: initial / 2,
+            min: initial,
+            has_sample: false,
+        }
+    }
+
+    /// Adds a sample; `ack_delay` is what the peer says it held the ACK.
+    pub fn update(&mut self, sample: Duration, ack_delay: Duration) {
+        self.latest = sample;
+        if !self.has_sample {
+            self.has_sample = true;
+            self.min = sample;
+            self.smoothed = sample;
+            self.var = sample / 2;
+            return;
+        }
+        self.min = self.min.min(sample);
+        let adjusted = if sample >= self.min + ack_delay {
+            sample - ack_delay
+        } else {
+            sample
+        };
+        let diff = self.smoothed.abs_diff(adjusted);
+        self.var = (self.var * 3 + diff) / 4;
+        self.smoothed = (self.smoothed * 7 + adjusted) / 8;
+    }
+
+    /// Smoothed RTT.
+    pub fn smoothed(&self) -> Duration {
+        self.smoothed
+    }
+
+    /// Base probe timeout before backoff.
+    pub fn pto(&self, max_ack_delay: Duration) -> Duration {
+        self.smoothed + (self.var * 4).max(GRANULARITY) + max_ack_delay
+    }
+
+    /// Time after which an unacknowledged packet older than an acknowledged
+    /// one is declared lost.
+    fn loss_delay(&self) -> Duration {
+        (self.smoothed.max(self.latest) * 9 / 8).max(GRANULARITY)
+    }
+}
+
+struct SentPacket<F> {
+    time: Instant,
+    ack_eliciting: bool,
+    frames: Vec<F>,
+}
+
+/// Sent packets awaiting acknowledgement, for one session.
+pub(crate) struct Ledger<F> {
+    base: u64,
+    packets: VecDeque<Option<SentPacket<F>>>,
+    /// Emptied frame vectors, reused so steady state allocates nothing.
+    pool: Vec<Vec<F>>,
+    largest_acked: Option<u64>,
+    last_ack_eliciting: Option<Instant>,
+    in_flight: usize,
+    pto_count: u32,
+    pub rtt: Rtt,
+}
+
+impl<F: Copy> Ledger<F> {
+    pub fn new(first_pn: u64, initial_rtt: Duration) -> Self {
+        Ledger {
+            base: first_pn,
+            packets: VecDeque::new(),
+            pool: Vec::new(),
+            largest_acked: None,
+            last_ack_eliciting: None,
+            in_flight: 0,
+            pto_count: 0,
+            rtt: Rtt::new(initial_rtt),
+        }
+    }
+
+    /// An empty frame list to fill for the next packet.
+    pub fn frame_vec(&mut self) -> Vec<F> {
+        self.pool.pop().unwrap_or_default()
+    }
+
+    /// Returns an unused frame list to the pool.
+    pub fn recycle(&mut self, mut v: Vec<F>) {
+        v.clear();
+        self.pool.push(v);
+    }
+
+    /// Number of ack-eliciting packets not yet acknowledged or declared lost.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Records packet `pn`, which must be the next number after the last one
+    /// recorded (the session sends numbers densely).
+    pub fn on_sent(&mut self, pn: u64, now: Instant, frames: Vec<F>) {
+        debug_assert_eq!(pn, self.base + self.packets.len() as u64);
+        let ack_eliciting = !frames.is_empty();
+        if ack_eliciting {
+            self.in_flight += 1;
+            self.last_ack_eliciting = Some(now);
+        }
+        self.packets.push_back(Some(SentPacket {
+            time: now,
+            ack_eliciting,
+            frames,
+        }));
+    }
+
+    fn slot(&mut self, pn: u64) -> Option<&mut Option<SentPacket<F>>> {
+        let i = usize::try_from(pn.checked_sub(self.base)?).ok()?;
+        self.packets.get_mut(i)
+    }
+
+    fn release(&mut self, mut pkt: SentPacket<F>, on_frame: &mut impl FnMut(F)) {
+        if pkt.ack_eliciting {
+            self.in_flight -= 1;
+        }
+        for f in pkt.frames.drain(..) {
+            on_frame(f);
+        }
+        self.pool.push(pkt.frames);
+    }
+
+    fn trim(&mut self) {
+        while let Some(None) = self.packets.front() {
+            self.packets.pop_front();
+            self.base += 1;
+        }
+    }
+
+    /// Processes the ranges of an ACK frame (any order). Frames of newly
+    /// acknowledged packets go to `acked`. Ranges outside what was sent are
+    /// ignored, so a hostile ACK costs at most one pass over the ledger.
+    pub fn on_ack(
+        &mut self,
+        now: Instant,
+        ranges: impl Iterator<Item = std::ops::RangeInclusive<u64>>,
+        ack_delay: Duration,
+        mut acked: impl FnMut(F),
+    ) {
+        let end = self.base + self.packets.len() as u64;
+        let mut largest_newly: Option<(u64, Instant, bool)> = None;
+        for r in ranges {
+            let lo = (*r.start()).max(self.base);
+            let hi = (*r.end()).min(end.saturating_sub(1));
+            if self.packets.is_empty() || lo > hi {
+                continue;
+            }
+            for pn in lo..=hi {
+                let Some(pkt) = self.slot(pn).and_then(Option::take) else {
+                    continue;
+                };
+                if largest_newly.is_none_or(|(l, _, _)| pn > l) {
+                    largest_newly = Some((pn, pkt.time, pkt.ack_eliciting));
+                }
+                self.release(pkt, &mut acked);
+            }
+        }
+        if let Some((pn, sent, eliciting)) = largest_newly {
+            if self.largest_acked.is_none_or(|l| pn > l) {
+                self.largest_acked = Some(pn);
+                if eliciting {
+                    self.rtt
+                        .update(now.saturating_duration_since(sent), ack_delay);
+                }
+            }
+            self.pto_count = 0;
+        }
+        self.trim();
+    }
+
+    /// Declares lost every packet past the packet or time threshold; their
+    /// frames go to `lost`. Returns how many packets were lost.
+    pub fn detect_lost(&mut self, now: Instant, mut lost: impl FnMut(F)) -> u64 {
+        let Some(largest) = self.largest_acked else {
+            return 0;
+        };
+        let delay = self.rtt.loss_delay();
+        let mut count = 0;
+        for i in 0..self.packets.len() {
+            let pn = self.base + i as u64;
+            if pn >= largest {
+                break;
+            }
+            let Some(pkt) = &self.packets[i] else {
+                continue;
+            };
+            let by_count = largest - pn >= PACKET_THRESHOLD;
+            let by_time = now.saturating_duration_since(pkt.time) >= delay;
+            if by_count || by_time {
+                if let Some(pkt) = self.packets[i].take() {
+                    count += 1;
+                    self.release(pkt, &mut lost);
+                }
+            }
+        }
+        self.trim();
+        count
+    }
+
+    /// When the time threshold will declare the oldest candidate lost.
+    pub fn loss_time(&self) -> Option<Instant> {
+        let largest = self.largest_acked?;
+        let delay = self.rtt.loss_delay();
+        self.packets
+            .iter()
+            .enumerate()
+            .take_while(|(i, _)| self.base + (*i as u64) < largest)
+            .find_map(|(_, p)| p.as_ref().map(|p| p.time + delay))
+    }
+
+    /// When the probe timer fires, if anything ack-eliciting is in flight.
+    pub fn pto_time(&self, max_ack_delay: Duration) -> Option<Instant> {
+        if self.in_flight == 0 {
+            return None;
+        }
+        let backoff = 1u32 << self.pto_count.min(MAX_PTO_BACKOFF);
+        Some(self.last_ack_eliciting? + self.rtt.pto(max_ack_delay) * backoff)
+    }
+
+    /// Probe timeout: the oldest ack-eliciting packet is treated as lost so
+    /// its frames are re-sent (frame handling is idempotent, so a late ACK of
+    /// the original does no harm), and the timer backs off.
+    pub fn on_pto(&mut self, now: Instant, mut lost: impl FnMut(F)) {
+        self.pto_count = self.pto_count.saturating_add(1);
+        self.last_ack_eliciting = Some(now);
+        let oldest = self
+            .packets
+            .iter()
+            .position(|p| p.as_ref().is_some_and(|p| p.ack_eliciting));
+        if let Some(i) = oldest {
+            if let Some(pkt) = self.packets[i].take() {
+                self.release(pkt, &mut lost);
+            }
+        }
+        self.trim();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtt_converges() {
+        let mut rtt = Rtt::new(Duration::from_millis(100));
+        for _ in 0..50 {
+            rtt.update(Duration::from_millis(10), Duration::ZERO);
+        }
+        assert!(rtt.smoothed().abs_diff(Duration::from_millis(10)) < Duration::from_micros(100));
+    }
+
+    #[test]
+    fn ack_releases_frames_and_threshold_declares_loss() {
+        let t0 = Instant::now();
+        let mut l: Ledger<u32> = Ledger::new(10, Duration::from_millis(10));
+        for pn in 10..20 {
+            let mut v = l.frame_vec();
+            v.push(pn as u32);
+            l.on_sent(pn, t0, v);
+        }
+        let mut acked = vec![];
+        l.on_ack(
+            t0 + Duration::from_millis(5),
+            [15..=19].into_iter(),
+            Duration::ZERO,
+            |f| acked.push(f),
+        );
+        assert_eq!(acked, vec![15, 16, 17, 18, 19]);
+        let mut lost = vec![];
+        // 10..=14 are all ≥ 1 below largest; 10, 11, 12 are ≥ 3 below 15... 10..=12 by count.
+        l.detect_lost(t0 + Duration::from_millis(5), |f| lost.push(f));
+        assert_eq!(lost, vec![10, 11, 12]);
+        assert_eq!(l.in_flight(), 2);
+        // Time threshold takes the rest.
+        l.detect_lost(t0 + Duration::from_secs(1), |f| lost.push(f));
+        assert_eq!(lost, vec![10, 11, 12, 13, 14]);
+        assert_eq!(l.in_flight(), 0);
+        assert!(l.pto_time(Duration::ZERO).is_none());
+    }
+
+    #[test]
+    fn hostile_ack_ranges_are_clamped() {
+        let t0 = Instant::now();
+        let mut l: Ledger<u32> = Ledger::new(0, Duration::from_millis(10));
+        l.on_sent(0, t0, vec![1]);
+        let mut n = 0;
+        l.on_ack(t0, [0..=u64::MAX >> 2].into_iter(), Duration::ZERO, |_| {
+            n += 1
+        });
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn pto_resends_oldest_and_backs_off() {
+        let t0 = Instant::now();
+        let mut l: Ledger<u32> = Ledger::new(0, Duration::from_millis(10));
+        l.on_sent(0, t0, vec![7]);
+        let first = l.pto_time(Duration::ZERO).unwrap();
+        let mut lost = vec![];
+        l.on_pto(first, |f| lost.push(f));
+        assert_eq!(lost, vec![7]);
+        l.on_sent(1, first, vec![7]);
+        let second = l.pto_time(Duration::ZERO).unwrap();
+        assert!(second - first > first - t0, "backoff doubles the timeout");
+    }
+}

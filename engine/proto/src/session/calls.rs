@@ -1,0 +1,570 @@
+//! nRPC call state: the caller's and the callee's view of each call, the
+//! application operations on it, and the handling of RPC frames.
+//!
+//! Invariants:
+//! * a peer-opened call number produces at most one `Request` event (the
+//!   [`SeenWindow`](crate::stream::SeenWindow) remembers every number seen);
+//! * a caller's call produces exactly one final `Response` event (or none if
+//!   the application cancelled it itself);
+//! * call state is freed only when nothing about it still needs delivering,
+//!   and every freed peer call returns one unit of call credit.
+
+use std::cmp::Reverse;
+use std::time::Instant;
+
+use super::{Ctx, Sent, Session};
+use crate::event::{ApiError, Event, ProtocolViolation};
+use crate::ids::{CallId, CallKind, ServiceId, Side, Status};
+use crate::stream::{RecvStream, SendStream};
+
+/// Which end of the call this side is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    Caller,
+    Callee,
+}
+
+/// One call, either role.
+pub(crate) struct Call {
+    pub role: Role,
+    pub kind: CallKind,
+    pub service: ServiceId,
+    pub deadline: Option<Instant>,
+    /// Caller: the request body until acknowledged. Callee: unused.
+    pub head: Option<Vec<u8>>,
+    pub head_pending: bool,
+    /// Caller: no stream messages follow the request.
+    pub req_end: bool,
+    pub send: SendStream,
+    pub recv: RecvStream,
+    /// Callee: (status, stream count, body) once the application responded.
+    pub response: Option<(Status, u64, Vec<u8>)>,
+    pub response_pending: bool,
+    pub response_acked: bool,
+    /// Caller: the response, held until every stream message before it is delivered.
+    pub got_response: Option<(Status, u64, Vec<u8>)>,
+    /// Caller: cancel sent with this status; the call lives until it is acknowledged.
+    pub cancel: Option<Status>,
+    pub cancel_pending: bool,
+    /// The application has seen the final outcome (caller) or answered (callee).
+    pub done: bool,
+}
+
+impl Call {
+    fn new(
+        role: Role,
+        kind: CallKind,
+        service: ServiceId,
+        deadline: Option<Instant>,
+        send_window: u64,
+        recv_window: u64,
+    ) -> Self {
+        Call {
+            role,
+            kind,
+            service,
+            deadline,
+            head: None,
+            head_pending: false,
+            req_end: true,
+            send: SendStream::new(send_window),
+            recv: RecvStream::new(recv_window),
+            response: None,
+            response_pending: false,
+            response_acked: false,
+            got_response: None,
+            cancel: None,
+            cancel_pending: false,
+            done: false,
+        }
+    }
+}
+
+/// Status for calls cut off by the session closing. (Moves to `ids` once that file is free.)
+const UNAVAILABLE: Status = Status::from_raw(9);
+
+fn caller_streams(kind: CallKind) -> bool {
+    matches!(kind, CallKind::ClientStream | CallKind::Duplex)
+}
+
+fn callee_streams(kind: CallKind) -> bool {
+    matches!(kind, CallKind::ServerStream | CallKind::Duplex)
+}
+
+impl Session {
+    fn our_side(&self) -> Side {
+        self.side
+    }
+
+    fn peer_send_window(&self) -> u64 {
+        self.transport()
+            .map_or(u64::from(crate::config::MIN_STREAM_WINDOW), |t| {
+                u64::from(t.peer_params.stream_window)
+            })
+    }
+
+    fn push_fresh(&mut self, s: Sent) {
+        self.queue.push_back(s);
+    }
+
+    /// Opens a call. The request goes out with the next packet.
+    pub fn open_call(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        service: ServiceId,
+        kind: CallKind,
+        deadline: Option<Instant>,
+        payload: &[u8],
+    ) -> Result<CallId, ApiError> {
+        let max = self.max_payload(ctx.cfg);
+        if payload.len() > max {
+            return Err(ApiError::PayloadTooLarge {
+                len: payload.len(),
+                max,
+            });
+        }
+        if self.next_call_seq >= self.call_limit {
+            self.calls_blocked = true;
+            return Err(ApiError::CallsBlocked);
+        }
+        let id = CallId::new(self.next_call_seq, self.our_side());
+        self.next_call_seq += 1;
+        let window = u64::from(ctx.cfg.params.stream_window);
+        let mut call = Call::new(
+            Role::Caller,
+            kind,
+            service,
+            deadline,
+            self.peer_send_window(),
+            window,
+        );
+        call.head = Some(ctx.pool.copy_of(payload));
+        call.head_pending = true;
+        call.req_end = !caller_streams(kind);
+        self.calls.insert(id, call);
+        if let Some(d) = deadline {
+            self.deadlines.push(Reverse((d, id)));
+        }
+        self.push_fresh(Sent::Request(id));
+        Ok(id)
+    }
+
+    /// The callee answers a call (for streaming calls this is the trailer).
+    pub fn respond(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: CallId,
+        status: Status,
+        payload: &[u8],
+    ) -> Result<(), ApiError> {
+        let max = self.max_payload(ctx.cfg);
+        let call = self.calls.get_mut(&id).ok_or(ApiError::UnknownCall)?;
+        if call.role != Role::Callee || call.done {
+            return Err(ApiError::UnknownCall);
+        }
+        if payload.len() > max {
+            return Err(ApiError::PayloadTooLarge {
+                len: payload.len(),
+                max,
+            });
+        }
+        call.done = true;
+        call.response = Some((status, call.send.next_seq(), ctx.pool.copy_of(payload)));
+        call.response_pending = true;
+        ctx.services.release(call.service);
+        self.push_fresh(Sent::Response(id));
+        Ok(())
+    }
+
+    /// Sends one stream message on a call.
+    pub fn send_message(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: CallId,
+        payload: &[u8],
+    ) -> Result<(), ApiError> {
+        let max = self.max_payload(ctx.cfg);
+        let call = self.calls.get_mut(&id).ok_or(ApiError::UnknownCall)?;
+        let may_stream = match call.role {
+            Role::Caller => caller_streams(call.kind) && call.cancel.is_none(),
+            Role::Callee => callee_streams(call.kind) && !call.done,
+        };
+        if !may_stream || call.send.end.is_some() {
+            return Err(ApiError::InvalidForCall);
+        }
+        if payload.len() > max {
+            return Err(ApiError::PayloadTooLarge {
+                len: payload.len(),
+                max,
+            });
+        }
+        if !call.send.fits(payload.len()) {
+            call.send.blocked = true;
+            return Err(ApiError::StreamBlocked);
+        }
+        let seq = call.send.push(ctx.pool.copy_of(payload));
+        if self.stream_may_flow(id) {
+            self.push_fresh(Sent::Stream(id, seq));
+        }
+        Ok(())
+    }
+
+    /// The caller finishes its stream (half-close).
+    pub fn finish_stream(&mut self, id: CallId) -> Result<(), ApiError> {
+        let call = self.calls.get_mut(&id).ok_or(ApiError::UnknownCall)?;
+        if call.role != Role::Caller || !caller_streams(call.kind) || call.send.end.is_some() {
+            return Err(ApiError::InvalidForCall);
+        }
+        call.send.end = Some(call.send.next_seq());
+        call.send.end_pending = true;
+        if self.stream_may_flow(id) {
+            self.push_fresh(Sent::StreamEnd(id));
+        }
+        Ok(())
+    }
+
+    /// The caller gives up on a call; no `Response` event follows.
+    pub fn cancel_call(&mut self, id: CallId, status: Status) -> Result<(), ApiError> {
+        let call = self.calls.get_mut(&id).ok_or(ApiError::UnknownCall)?;
+        if call.role != Role::Caller || call.done {
+            return Err(ApiError::UnknownCall);
+        }
+        call.done = true;
+        call.cancel = Some(status);
+        call.cancel_pending = true;
+        self.queue.push_front(Sent::Cancel(id));
+        Ok(())
+    }
+
+    /// Deadlines that passed: callers complete with TIMEOUT and cancel; callees
+    /// answer TIMEOUT themselves so their state and credit are freed.
+    pub(super) fn expire_deadlines(&mut self, ctx: &mut Ctx<'_>) {
+        while let Some(Reverse((d, id))) = self.deadlines.peek().copied() {
+            if d > ctx.now {
+                break;
+            }
+            self.deadlines.pop();
+            let Some(call) = self.calls.get(&id) else {
+                continue;
+            };
+            if call.done || call.deadline != Some(d) {
+                continue;
+            }
+            match call.role {
+                Role::Caller => {
+                    let _ = self.cancel_call(id, Status::TIMEOUT);
+                    self.emit_response(ctx, id, Status::TIMEOUT, Vec::new());
+                }
+                Role::Callee => {
+                    ctx.events.push_back(Event::Cancelled {
+                        session: self.id,
+                        call: id,
+                        status: Status::TIMEOUT,
+                    });
+                    let _ = self.respond(ctx, id, Status::TIMEOUT, &[]);
+                }
+            }
+        }
+    }
+
+    fn emit_response(&mut self, ctx: &mut Ctx<'_>, call: CallId, status: Status, payload: Vec<u8>) {
+        ctx.stats.calls_completed += 1;
+        ctx.events.push_back(Event::Response {
+            session: self.id,
+            call,
+            status,
+            payload,
+        });
+    }
+
+    /// A call is dropped while the session closes.
+    pub(super) fn abandon_call(&mut self, ctx: &mut Ctx<'_>, id: CallId, call: Call) {
+        match call.role {
+            Role::Caller if !call.done => self.emit_response(ctx, id, UNAVAILABLE, Vec::new()),
+            Role::Callee if !call.done => ctx.services.release(call.service),
+            _ => {}
+        }
+    }
+
+    /// Frees a finished call; a peer-opened one returns call credit.
+    pub(super) fn remove_call(&mut self, ctx: &mut Ctx<'_>, id: CallId) {
+        let Some(call) = self.calls.remove(&id) else {
+            return;
+        };
+        if let Some(h) = call.head {
+            ctx.pool.put(h);
+        }
+        if let Some((_, _, body)) = call.response {
+            ctx.pool.put(body);
+        }
+        for m in call.send.msgs {
+            ctx.pool.put(m.data);
+        }
+        if id.opener() != self.side {
+            self.peer_call_closed(ctx);
+        }
+    }
+
+    fn peer_call_closed(&mut self, ctx: &mut Ctx<'_>) {
+        self.peer_calls_closed += 1;
+        let max = u64::from(ctx.cfg.params.max_calls);
+        let limit = (self.peer_calls_closed + max).min(self.seen.horizon());
+        if limit >= self.calls_granted + (max / 8).max(1) {
+            self.calls_granted = limit;
+            self.call_credit_pending = true;
+        }
+    }
+
+    /// Callee: frees the call once its response and stream are acknowledged.
+    pub(super) fn maybe_finish_callee(&mut self, ctx: &mut Ctx<'_>, id: CallId) {
+        let done = self
+            .calls
+            .get(&id)
+            .is_some_and(|c| c.role == Role::Callee && c.response_acked && c.send.all_acked());
+        if done {
+            self.remove_call(ctx, id);
+        }
+    }
+
+    /// Caller: completes the call once the response and every stream message
+    /// before it have been delivered.
+    fn maybe_complete_caller(&mut self, ctx: &mut Ctx<'_>, id: CallId) {
+        let ready = self.calls.get(&id).is_some_and(|c| {
+            c.got_response
+                .as_ref()
+                .is_some_and(|(_, count, _)| c.recv.next_seq >= *count)
+        });
+        if !ready {
+            return;
+        }
+        let Some(mut call) = self.calls.remove(&id) else {
+            return;
+        };
+        if let Some((status, _, body)) = call.got_response.take() {
+            if !call.done {
+                self.emit_response(ctx, id, status, body);
+            } else {
+                ctx.pool.put(body);
+            }
+        }
+        self.calls.insert(id, call);
+        self.remove_call(ctx, id);
+    }
+
+    pub(super) fn on_request(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: CallId,
+        service: ServiceId,
+        kind: CallKind,
+        end: bool,
+        deadline_ms: u64,
+        payload: &[u8],
+    ) -> Result<(), ProtocolViolation> {
+        if id.opener() == self.side {
+            return Err(ProtocolViolation::WrongRole);
+        }
+        let seq = id.seq();
+        if seq >= self.calls_granted {
+            return Err(ProtocolViolation::CallCredit);
+        }
+        if self.seen.is_seen(seq) {
+            ctx.stats.duplicate_requests += 1;
+            return Ok(());
+        }
+        if !self.seen.mark(seq) {
+            return Err(ProtocolViolation::CallCredit);
+        }
+        let deadline =
+            (deadline_ms > 0).then(|| ctx.now + std::time::Duration::from_millis(deadline_ms));
+        let window = u64::from(ctx.cfg.params.stream_window);
+        let mut call = Call::new(
+            Role::Callee,
+            kind,
+            service,
+            deadline,
+            self.peer_send_window(),
+            window,
+        );
+        if end || !caller_streams(kind) {
+            call.recv.end = Some(0);
+            call.recv.end_delivered = true;
+        }
+        let admitted = ctx.services.admit(service);
+        self.calls.insert(id, call);
+        if let Err(status) = admitted {
+            if status == Status::NOT_FOUND {
+                ctx.stats.calls_not_found += 1;
+            } else {
+                ctx.stats.calls_backpressure += 1;
+            }
+            // Not admitted, so nothing to release: mark done before responding.
+            if let Some(c) = self.calls.get_mut(&id) {
+                c.done = true;
+                c.response = Some((status, 0, Vec::new()));
+                c.response_pending = true;
+            }
+            self.push_fresh(Sent::Response(id));
+            return Ok(());
+        }
+        if let Some(d) = deadline {
+            self.deadlines.push(Reverse((d, id)));
+        }
+        ctx.stats.requests_delivered += 1;
+        let payload = ctx.pool.copy_of(payload);
+        ctx.events.push_back(Event::Request {
+            session: self.id,
+            call: id,
+            service,
+            kind,
+            deadline,
+            payload,
+        });
+        Ok(())
+    }
+
+    pub(super) fn on_response(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: CallId,
+        status: Status,
+        count: u64,
+        payload: &[u8],
+    ) -> Result<(), ProtocolViolation> {
+        if id.opener() != self.side {
+            return Err(ProtocolViolation::WrongRole);
+        }
+        let Some(call) = self.calls.get_mut(&id) else {
+            return Ok(());
+        };
+        if call.got_response.is_none() {
+            call.got_response = Some((status, count, ctx.pool.copy_of(payload)));
+        }
+        self.maybe_complete_caller(ctx, id);
+        Ok(())
+    }
+
+    pub(super) fn on_cancel(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: CallId,
+        status: Status,
+    ) -> Result<(), ProtocolViolation> {
+        if id.opener() == self.side {
+            return Err(ProtocolViolation::WrongRole);
+        }
+        let seq = id.seq();
+        if seq >= self.calls_granted {
+            return Err(ProtocolViolation::CallCredit);
+        }
+        if let Some(call) = self.calls.get(&id) {
+            if !call.done {
+                ctx.services.release(call.service);
+                ctx.events.push_back(Event::Cancelled {
+                    session: self.id,
+                    call: id,
+                    status,
+                });
+            }
+            self.remove_call(ctx, id);
+        } else if !self.seen.is_seen(seq) {
+            // Cancelled before its request arrived: the number is used up.
+            if !self.seen.mark(seq) {
+                return Err(ProtocolViolation::CallCredit);
+            }
+            self.peer_call_closed(ctx);
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_stream_data(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: CallId,
+        seq: u64,
+        offset: u64,
+        payload: &[u8],
+    ) -> Result<(), ProtocolViolation> {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return Ok(());
+        };
+        let pool = &mut *ctx.pool;
+        call.recv
+            .on_data(seq, offset, payload, |p| pool.copy_of(p))?;
+        self.deliver_stream(ctx, id)
+    }
+
+    pub(super) fn on_stream_end(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: CallId,
+        count: u64,
+    ) -> Result<(), ProtocolViolation> {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return Ok(());
+        };
+        if call.role != Role::Callee {
+            return Err(ProtocolViolation::WrongRole);
+        }
+        call.recv.on_end(count)?;
+        self.deliver_stream(ctx, id)
+    }
+
+    fn deliver_stream(&mut self, ctx: &mut Ctx<'_>, id: CallId) -> Result<(), ProtocolViolation> {
+        let session = self.id;
+        let Some(call) = self.calls.get_mut(&id) else {
+            return Ok(());
+        };
+        let mut delivered = false;
+        let credit_was_pending = call.recv.credit_pending;
+        while let Some(payload) = call.recv.pop()? {
+            delivered = true;
+            if call.done && call.role == Role::Caller {
+                ctx.pool.put(payload);
+            } else {
+                ctx.events.push_back(Event::Message {
+                    session,
+                    call: id,
+                    payload,
+                });
+            }
+        }
+        if call.recv.credit_pending && !credit_was_pending {
+            self.queue.push_front(Sent::StreamCredit(id));
+        }
+        if call.recv.finished() && !call.recv.end_delivered {
+            call.recv.end_delivered = true;
+            ctx.events
+                .push_back(Event::StreamFinished { session, call: id });
+        }
+        if delivered && call.role == Role::Caller {
+            self.maybe_complete_caller(ctx, id);
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_call_credit(&mut self, ctx: &mut Ctx<'_>, limit: u64) {
+        if limit > self.call_limit {
+            self.call_limit = limit;
+            if std::mem::take(&mut self.calls_blocked) {
+                ctx.events
+                    .push_back(Event::CallsAvailable { session: self.id });
+            }
+        }
+    }
+
+    pub(super) fn on_stream_credit(&mut self, ctx: &mut Ctx<'_>, id: CallId, limit: u64) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if limit > call.send.limit {
+            call.send.limit = limit;
+            if std::mem::take(&mut call.send.blocked) {
+                ctx.events.push_back(Event::Writable {
+                    session: self.id,
+                    call: id,
+                });
+            }
+        }
+    }
+}

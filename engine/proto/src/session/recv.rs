@@ -1,0 +1,193 @@
+//! Opening incoming data packets and dispatching their frames.
+//!
+//! Order per packet: replay check (no state change) → AEAD open in place →
+//! replay commit and key-phase commit → frames. A packet that fails any step
+//! before the frames changes nothing but a drop counter. Once it has
+//! authenticated, a frame that breaks the protocol closes the session: only
+//! the holder of the session keys can have sent it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::{Ctx, Phase, Session, ACK_EVERY};
+use crate::event::{CloseReason, Event, ProtocolViolation};
+use crate::keys::Opened;
+use crate::wire::{frames, Credit, DataHeader, Frame, DATA_HEADER_LEN};
+
+impl Session {
+    /// Handles a data packet addressed to this session.
+    pub fn handle_data(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        src: SocketAddr,
+        hdr: DataHeader,
+        datagram: &mut [u8],
+    ) {
+        let Some(len) = self.open_packet(ctx, hdr, datagram) else {
+            return;
+        };
+        self.addr = src;
+        self.last_recv = ctx.now;
+        if self.is_half_open() {
+            self.confirm(ctx);
+        }
+        let body = &datagram[DATA_HEADER_LEN..DATA_HEADER_LEN + len];
+        let mut eliciting = false;
+        for frame in frames(body) {
+            let result = match frame {
+                Ok(f) => {
+                    eliciting |= f.is_ack_eliciting();
+                    self.handle_frame(ctx, f)
+                }
+                Err(e) => Err(ProtocolViolation::Frame(e)),
+            };
+            if let Err(v) = result {
+                ctx.stats.protocol_violations += 1;
+                self.close(ctx, CloseReason::Protocol(v));
+                return;
+            }
+            if self.is_closed() {
+                return;
+            }
+        }
+        let max_ack_delay = ctx.cfg.params.max_ack_delay();
+        if let Some(t) = self.transport_mut() {
+            if eliciting {
+                t.unacked_eliciting += 1;
+                if t.unacked_eliciting >= ACK_EVERY {
+                    t.ack_now = true;
+                } else if t.ack_deadline.is_none() {
+                    t.ack_deadline = Some(ctx.now + max_ack_delay);
+                }
+            }
+        }
+    }
+
+    fn transport_mut(&mut self) -> Option<&mut super::Transport> {
+        match &mut self.phase {
+            Phase::Established(t) => Some(t),
+            Phase::Responding { transport, .. } => Some(transport),
+            _ => None,
+        }
+    }
+
+    /// Replay check, decrypt, commit. Returns the plaintext length.
+    fn open_packet(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        hdr: DataHeader,
+        datagram: &mut [u8],
+    ) -> Option<usize> {
+        let now = ctx.now;
+        let Some(t) = self.transport_mut() else {
+            ctx.stats.drop_not_ready += 1;
+            return None;
+        };
+        if t.replay.check(hdr.counter).is_err() {
+            ctx.stats.drop_replay += 1;
+            return None;
+        }
+        let (head, body) = datagram.split_at_mut(DATA_HEADER_LEN);
+        let Some((len, opened)) = t.keys.open(now, hdr.key_phase, hdr.counter, head, body) else {
+            ctx.stats.drop_decrypt += 1;
+            return None;
+        };
+        t.replay.commit(hdr.counter);
+        t.keys.commit(now, opened, hdr.counter, ctx.cfg.key_grace);
+        if opened == Opened::Next {
+            ctx.stats.key_updates += 1;
+        }
+        if t.received.max().is_none_or(|m| hdr.counter > m) {
+            t.largest_recv_time = now;
+        }
+        t.received.insert(hdr.counter);
+        t.ack_dirty = true;
+        ctx.stats.data_packets_rx += 1;
+        Some(len)
+    }
+
+    fn handle_frame(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        frame: Frame<'_>,
+    ) -> Result<(), ProtocolViolation> {
+        match frame {
+            Frame::Ack(ack) => {
+                self.on_ack_frame(ctx, ack.ranges(), ack.ack_delay_us);
+                Ok(())
+            }
+            Frame::RpcRequest {
+                call,
+                service,
+                kind,
+                end,
+                deadline_ms,
+                payload,
+            } => self.on_request(ctx, call, service, kind, end, deadline_ms, payload),
+            Frame::RpcResponse {
+                call,
+                status,
+                stream_count,
+                payload,
+            } => self.on_response(ctx, call, status, stream_count, payload),
+            Frame::Cancel { call, status } => self.on_cancel(ctx, call, status),
+            Frame::StreamData {
+                call,
+                seq,
+                offset,
+                payload,
+            } => self.on_stream_data(ctx, call, seq, offset, payload),
+            Frame::StreamEnd { call, count } => self.on_stream_end(ctx, call, count),
+            Frame::Credit(Credit::Calls { limit }) => {
+                self.on_call_credit(ctx, limit);
+                Ok(())
+            }
+            Frame::Credit(Credit::Stream { call, limit }) => {
+                self.on_stream_credit(ctx, call, limit);
+                Ok(())
+            }
+            Frame::Announce { payload } => {
+                let payload = ctx.pool.copy_of(payload);
+                ctx.events.push_back(Event::Announce {
+                    session: self.id,
+                    peer: self.peer_node,
+                    payload,
+                });
+                Ok(())
+            }
+            Frame::Ping => Ok(()),
+            Frame::Close { code, .. } => {
+                self.close(ctx, CloseReason::Peer(code));
+                Ok(())
+            }
+        }
+    }
+
+    fn on_ack_frame(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        ranges: impl Iterator<Item = std::ops::RangeInclusive<u64>>,
+        ack_delay_us: u64,
+    ) {
+        let now = ctx.now;
+        let Some(t) = self.transport_mut() else {
+            return;
+        };
+        let ack_delay = Duration::from_micros(ack_delay_us).min(t.peer_params.max_ack_delay());
+        let mut acked = std::mem::take(&mut self.scratch);
+        let mut lost = std::mem::take(&mut self.scratch_lost);
+        let Some(t) = self.transport_mut() else {
+            return;
+        };
+        t.ledger.on_ack(now, ranges, ack_delay, |f| acked.push(f));
+        ctx.stats.packets_lost += t.ledger.detect_lost(now, |f| lost.push(f));
+        for f in acked.drain(..) {
+            self.on_acked(ctx, f);
+        }
+        for f in lost.drain(..) {
+            self.on_lost(ctx, f);
+        }
+        self.scratch = acked;
+        self.scratch_lost = lost;
+    }
+}

@@ -1,0 +1,434 @@
+//! Assembling, sealing and accounting outgoing packets.
+//!
+//! One packet carries, in order: an ACK if anything arrived since our last
+//! one (so ACKs ride on whatever goes the other way), then queued frames
+//! front to back as long as they fit. A packet with only an ACK is sent only
+//! when the delayed-ACK timer has fired.
+
+use super::calls::Role;
+use super::{Ctx, Phase, Sent, Session, Transport, MAX_COUNTER};
+use crate::event::CloseReason;
+use std::time::Instant;
+
+use crate::handshake::{Initiation, INIT_LEN, RESP_LEN};
+use crate::ids::ReceiverIndex;
+use crate::wire::{encode_ack, Credit, DataHeader, Frame, Writer, DATA_HEADER_LEN, TAG_LEN};
+
+/// Most ACK ranges put in one frame.
+const MAX_ACK_RANGES: usize = 16;
+
+struct QueueOutcome {
+    /// A CLOSE frame was written: the session ends once this packet is out.
+    close: bool,
+}
+
+enum Written {
+    Yes,
+    /// The referenced state no longer needs sending; drop the entry.
+    Stale,
+    NoRoom,
+}
+
+impl Session {
+    /// Writes the next datagram for this session into `buf`; returns its length.
+    pub fn write_datagram(&mut self, ctx: &mut Ctx<'_>, buf: &mut [u8]) -> Option<usize> {
+        match &mut self.phase {
+            Phase::Initiating(_) => self.write_initiation(ctx, buf),
+            Phase::Responding {
+                response,
+                response_sent,
+                ..
+            } => {
+                if *response_sent || buf.len() < RESP_LEN {
+                    return None;
+                }
+                *response_sent = true;
+                buf[..RESP_LEN].copy_from_slice(&response[..]);
+                ctx.stats.handshake_resp_tx += 1;
+                Some(RESP_LEN)
+            }
+            Phase::Established(_) => self.write_data(ctx, buf),
+            Phase::Closed => None,
+        }
+    }
+
+    fn write_initiation(&mut self, ctx: &mut Ctx<'_>, buf: &mut [u8]) -> Option<usize> {
+        let Phase::Initiating(i) = &mut self.phase else {
+            return None;
+        };
+        if !i.send_now || buf.len() < INIT_LEN {
+            return None;
+        }
+        let cfg = ctx.cfg;
+        let ts = wall_nanos(ctx);
+        let sender: ReceiverIndex = self.id.0;
+        match Initiation::start(
+            &cfg.identity,
+            &cfg.psk,
+            &self.peer,
+            sender,
+            ts,
+            self.lane,
+            &cfg.params,
+            buf,
+        ) {
+            Ok((init, len)) => {
+                i.init = Some(init);
+                i.send_now = false;
+                i.sent_at = ctx.now;
+                i.attempts += 1;
+                i.retry_at = ctx.now + cfg.handshake_retry * (1u32 << (i.attempts - 1).min(6));
+                ctx.stats.handshake_init_tx += 1;
+                Some(len)
+            }
+            Err(e) => {
+                i.last_error = Some(e);
+                i.send_now = false;
+                None
+            }
+        }
+    }
+
+    fn write_data(&mut self, ctx: &mut Ctx<'_>, buf: &mut [u8]) -> Option<usize> {
+        let now = ctx.now;
+        let Phase::Established(t) = &mut self.phase else {
+            return None;
+        };
+        if t.next_pn >= MAX_COUNTER {
+            self.close(ctx, CloseReason::CounterExhausted);
+            return None;
+        }
+        if t.keys.maybe_update(
+            now,
+            ctx.cfg.rekey_after_packets,
+            ctx.cfg.rekey_after_time,
+            ctx.cfg.key_grace,
+        ) {
+            ctx.stats.key_updates += 1;
+        }
+        let budget = ctx
+            .cfg
+            .max_datagram
+            .min(usize::from(t.peer_params.max_datagram))
+            .min(buf.len());
+        let (header, rest) = buf.split_at_mut(DATA_HEADER_LEN);
+        let body_len = budget.checked_sub(DATA_HEADER_LEN + TAG_LEN)?;
+        let mut w = Writer::new(&mut rest[..body_len]);
+        let mut frames = t.ledger.frame_vec();
+        let acked = write_ack(t, now, &mut w);
+        let out = self.write_queued(now, &mut w, &mut frames);
+        let Phase::Established(t) = &mut self.phase else {
+            return None;
+        };
+        if frames.is_empty() && !acked && !out.close {
+            t.ledger.recycle(frames);
+            return None;
+        }
+        let len = w.position();
+        let pn = t.next_pn;
+        t.next_pn += 1;
+        let hdr = DataHeader {
+            key_phase: t.keys.phase(),
+            receiver: t.peer_index,
+            counter: pn,
+        };
+        let header: &mut [u8; DATA_HEADER_LEN] = header.try_into().ok()?;
+        hdr.encode(header);
+        let sealed = t.keys.seal(pn, header, rest, len)?;
+        if frames.is_empty() {
+            ctx.stats.ack_only_tx += 1;
+        }
+        t.ledger.on_sent(pn, now, frames);
+        self.last_sent = now;
+        ctx.stats.data_packets_tx += 1;
+        if out.close {
+            self.close(ctx, CloseReason::Local);
+        }
+        Some(DATA_HEADER_LEN + sealed)
+    }
+
+    fn write_queued(
+        &mut self,
+        now: Instant,
+        w: &mut Writer<'_>,
+        frames: &mut Vec<Sent>,
+    ) -> QueueOutcome {
+        if let Some(code) = self.close_pending {
+            let close = (Frame::Close { code, reason: &[] }).encode(w).is_ok();
+            if close {
+                self.close_pending = None;
+            }
+            return QueueOutcome { close };
+        }
+        if self.call_credit_pending {
+            let f = Frame::Credit(Credit::Calls {
+                limit: self.calls_granted,
+            });
+            if f.encode(w).is_ok() {
+                self.call_credit_pending = false;
+                frames.push(Sent::CallCredit);
+            }
+        }
+        while let Some(&item) = self.queue.front() {
+            match self.write_item(item, w, now) {
+                Written::Yes => frames.push(item),
+                Written::Stale => {}
+                Written::NoRoom => break,
+            }
+            self.queue.pop_front();
+        }
+        if self.ping_pending && (frames.is_empty() && Frame::Ping.encode(w).is_ok()) {
+            frames.push(Sent::Ping);
+        }
+        if !frames.is_empty() {
+            self.ping_pending = false;
+        }
+        QueueOutcome { close: false }
+    }
+
+    fn write_item(&mut self, item: Sent, w: &mut Writer<'_>, now: Instant) -> Written {
+        let frame = match item {
+            Sent::Request(id) => {
+                let Some(c) = self.calls.get_mut(&id).filter(|c| c.head_pending) else {
+                    return Written::Stale;
+                };
+                let Some(head) = c.head.as_deref() else {
+                    return Written::Stale;
+                };
+                let deadline_ms = c.deadline.map_or(0, |d| {
+                    d.saturating_duration_since(now).as_millis().max(1) as u64
+                });
+                let f = Frame::RpcRequest {
+                    call: id,
+                    service: c.service,
+                    kind: c.kind,
+                    end: c.req_end,
+                    deadline_ms,
+                    payload: head,
+                };
+                return finish(f.encode(w), &mut c.head_pending);
+            }
+            Sent::Response(id) => {
+                let Some(c) = self.calls.get_mut(&id).filter(|c| c.response_pending) else {
+                    return Written::Stale;
+                };
+                let Some((status, count, body)) = &c.response else {
+                    return Written::Stale;
+                };
+                let f = Frame::RpcResponse {
+                    call: id,
+                    status: *status,
+                    stream_count: *count,
+                    payload: body,
+                };
+                return finish(f.encode(w), &mut c.response_pending);
+            }
+            Sent::Cancel(id) => {
+                let Some(c) = self.calls.get_mut(&id).filter(|c| c.cancel_pending) else {
+                    return Written::Stale;
+                };
+                let Some(status) = c.cancel else {
+                    return Written::Stale;
+                };
+                return finish(
+                    Frame::Cancel { call: id, status }.encode(w),
+                    &mut c.cancel_pending,
+                );
+            }
+            Sent::Stream(id, seq) => {
+                let Some(c) = self.calls.get_mut(&id) else {
+                    return Written::Stale;
+                };
+                let Some(m) = c.send.get_mut(seq).filter(|m| m.pending && !m.acked) else {
+                    return Written::Stale;
+                };
+                let f = Frame::StreamData {
+                    call: id,
+                    seq,
+                    offset: m.offset,
+                    payload: &m.data,
+                };
+                return finish(f.encode(w), &mut m.pending);
+            }
+            Sent::StreamEnd(id) => {
+                let Some(c) = self.calls.get_mut(&id).filter(|c| c.send.end_pending) else {
+                    return Written::Stale;
+                };
+                let Some(count) = c.send.end else {
+                    return Written::Stale;
+                };
+                return finish(
+                    Frame::StreamEnd { call: id, count }.encode(w),
+                    &mut c.send.end_pending,
+                );
+            }
+            Sent::StreamCredit(id) => {
+                let Some(c) = self.calls.get_mut(&id).filter(|c| c.recv.credit_pending) else {
+                    return Written::Stale;
+                };
+                let f = Frame::Credit(Credit::Stream {
+                    call: id,
+                    limit: c.recv.granted,
+                });
+                return finish(f.encode(w), &mut c.recv.credit_pending);
+            }
+            Sent::Announce(n) => {
+                let Some((_, body)) = self.announces.iter().find(|(k, _)| *k == n) else {
+                    return Written::Stale;
+                };
+                Frame::Announce { payload: body }
+            }
+            Sent::CallCredit | Sent::Ping => return Written::Stale,
+        };
+        match frame.encode(w) {
+            Ok(()) => Written::Yes,
+            Err(_) => Written::NoRoom,
+        }
+    }
+
+    /// A packet carrying `item` was lost: queue whatever still needs delivering.
+    pub(super) fn on_lost(&mut self, ctx: &mut Ctx<'_>, item: Sent) {
+        let requeue = match item {
+            Sent::Request(id) => self
+                .calls
+                .get_mut(&id)
+                .filter(|c| c.head.is_some() && !c.done)
+                .map(|c| &mut c.head_pending),
+            Sent::Response(id) => self
+                .calls
+                .get_mut(&id)
+                .filter(|c| !c.response_acked)
+                .map(|c| &mut c.response_pending),
+            Sent::Cancel(id) => self
+                .calls
+                .get_mut(&id)
+                .filter(|c| c.cancel.is_some())
+                .map(|c| &mut c.cancel_pending),
+            Sent::Stream(id, seq) => self
+                .calls
+                .get_mut(&id)
+                .and_then(|c| c.send.get_mut(seq))
+                .filter(|m| !m.acked)
+                .map(|m| &mut m.pending),
+            Sent::StreamEnd(id) => self
+                .calls
+                .get_mut(&id)
+                .filter(|c| !c.send.end_acked)
+                .map(|c| &mut c.send.end_pending),
+            Sent::StreamCredit(id) => self.calls.get_mut(&id).map(|c| &mut c.recv.credit_pending),
+            Sent::CallCredit => Some(&mut self.call_credit_pending),
+            Sent::Announce(n) => {
+                if self.announces.iter().any(|(k, _)| *k == n) {
+                    self.queue.push_front(item);
+                    ctx.stats.frames_retransmitted += 1;
+                }
+                None
+            }
+            Sent::Ping => None,
+        };
+        if let Some(flag) = requeue {
+            if !*flag {
+                *flag = true;
+                ctx.stats.frames_retransmitted += 1;
+                if item != Sent::CallCredit {
+                    self.queue.push_front(item);
+                }
+            }
+        }
+    }
+
+    /// A packet carrying `item` was acknowledged.
+    pub(super) fn on_acked(&mut self, ctx: &mut Ctx<'_>, item: Sent) {
+        match item {
+            Sent::Request(id) => {
+                let Some(c) = self.calls.get_mut(&id) else {
+                    return;
+                };
+                if let Some(h) = c.head.take() {
+                    ctx.pool.put(h);
+                }
+                c.head_pending = false;
+                // Stream data waits for the request: the callee must know the
+                // call before its messages arrive, or they would be lost.
+                for (i, m) in c.send.msgs.iter().enumerate() {
+                    if m.pending && !m.acked {
+                        self.queue
+                            .push_back(Sent::Stream(id, c.send.base_seq + i as u64));
+                    }
+                }
+                if c.send.end_pending {
+                    self.queue.push_back(Sent::StreamEnd(id));
+                }
+            }
+            Sent::Response(id) => {
+                if let Some(c) = self.calls.get_mut(&id) {
+                    c.response_acked = true;
+                    c.response_pending = false;
+                }
+                self.maybe_finish_callee(ctx, id);
+            }
+            Sent::Cancel(id) => {
+                if self.calls.get(&id).is_some_and(|c| c.role == Role::Caller) {
+                    self.remove_call(ctx, id);
+                }
+            }
+            Sent::Stream(id, seq) => {
+                if let Some(c) = self.calls.get_mut(&id) {
+                    let pool = &mut *ctx.pool;
+                    c.send.ack(seq, |b| pool.put(b));
+                }
+                self.maybe_finish_callee(ctx, id);
+            }
+            Sent::StreamEnd(id) => {
+                if let Some(c) = self.calls.get_mut(&id) {
+                    c.send.end_acked = true;
+                }
+                self.maybe_finish_callee(ctx, id);
+            }
+            Sent::Announce(n) => self.announces.retain(|(k, _)| *k != n),
+            Sent::CallCredit | Sent::StreamCredit(_) | Sent::Ping => {}
+        }
+    }
+
+    /// Whether a caller's stream frames may be queued yet (the request is acknowledged).
+    pub(super) fn stream_may_flow(&self, id: crate::ids::CallId) -> bool {
+        self.calls
+            .get(&id)
+            .is_some_and(|c| c.role == Role::Callee || c.head.is_none())
+    }
+}
+
+fn finish(r: Result<(), crate::wire::WireError>, pending: &mut bool) -> Written {
+    match r {
+        Ok(()) => {
+            *pending = false;
+            Written::Yes
+        }
+        Err(_) => Written::NoRoom,
+    }
+}
+
+/// Writes an ACK if anything arrived since the last one. Returns whether it did.
+fn write_ack(t: &mut Transport, now: Instant, w: &mut Writer<'_>) -> bool {
+    if !t.ack_dirty {
+        return false;
+    }
+    let delay = now
+        .saturating_duration_since(t.largest_recv_time)
+        .as_micros() as u64;
+    if let Ok(true) = encode_ack(w, delay, &t.received, MAX_ACK_RANGES) {
+        t.ack_dirty = false;
+        t.unacked_eliciting = 0;
+        t.ack_deadline = None;
+        t.ack_now = false;
+        return true;
+    }
+    false
+}
+
+/// The handshake timestamp: wall-clock nanoseconds at `now`, from the base
+/// the endpoint was given (the endpoint itself never reads a clock).
+fn wall_nanos(ctx: &Ctx<'_>) -> u64 {
+    let since = ctx.now.saturating_duration_since(ctx.wall_base.0);
+    ctx.wall_base.1.saturating_add(since.as_nanos() as u64)
+}

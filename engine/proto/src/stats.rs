@@ -1,0 +1,96 @@
+//! Endpoint counters. Every input the endpoint refuses is counted under a
+//! reason; nothing is dropped silently.
+
+use crate::handshake::HandshakeError;
+
+/// Counters for one endpoint. Monotonic; plain integers (the endpoint is
+/// single-threaded; the engine aggregates per core).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EndpointStats {
+    /// Datagrams handed to `handle`.
+    pub datagrams_rx: u64,
+    /// Datagrams produced by `poll_transmit`.
+    pub datagrams_tx: u64,
+    /// Bytes handed to `handle`.
+    pub bytes_rx: u64,
+    /// Bytes produced by `poll_transmit`.
+    pub bytes_tx: u64,
+    /// Data packets that authenticated and were processed.
+    pub data_packets_rx: u64,
+    /// Data packets sent.
+    pub data_packets_tx: u64,
+    /// Data packets sent carrying only an ACK frame.
+    pub ack_only_tx: u64,
+    /// Handshake initiations sent (including retransmissions).
+    pub handshake_init_tx: u64,
+    /// Handshake responses sent.
+    pub handshake_resp_tx: u64,
+    /// Handshakes completed (either role).
+    pub handshakes_completed: u64,
+    /// Dropped: header did not parse (type, version, flags, length).
+    pub drop_malformed: u64,
+    /// Dropped: no session with that receiver index.
+    pub drop_unknown_index: u64,
+    /// Dropped: packet counter already seen or below the replay window.
+    pub drop_replay: u64,
+    /// Dropped: AEAD authentication failed (corrupt, forged, or stale key).
+    pub drop_decrypt: u64,
+    /// Dropped: a data packet for a session whose handshake is unconfirmed on our side.
+    pub drop_not_ready: u64,
+    /// Handshake messages refused, by reason.
+    pub handshake_mac1: u64,
+    /// See [`HandshakeError::InvalidIdentity`].
+    pub handshake_invalid_identity: u64,
+    /// See [`HandshakeError::Decrypt`].
+    pub handshake_decrypt: u64,
+    /// See [`HandshakeError::IdentityMismatch`].
+    pub handshake_identity_mismatch: u64,
+    /// See [`HandshakeError::Replay`].
+    pub handshake_replay: u64,
+    /// See [`HandshakeError::Overloaded`].
+    pub handshake_overloaded: u64,
+    /// See [`HandshakeError::Malformed`].
+    pub handshake_malformed: u64,
+    /// See [`HandshakeError::UnknownIndex`].
+    pub handshake_unknown_index: u64,
+    /// Sessions closed for a protocol violation by an authenticated peer.
+    pub protocol_violations: u64,
+    /// Packets declared lost.
+    pub packets_lost: u64,
+    /// Probe timeouts fired.
+    pub ptos: u64,
+    /// Frames re-queued after loss.
+    pub frames_retransmitted: u64,
+    /// Key updates (either side starting them).
+    pub key_updates: u64,
+    /// Duplicate requests ignored (a retransmission of a call already seen).
+    pub duplicate_requests: u64,
+    /// Calls refused with NOT_FOUND.
+    pub calls_not_found: u64,
+    /// Calls refused with BACKPRESSURE.
+    pub calls_backpressure: u64,
+    /// Requests delivered to the application.
+    pub requests_delivered: u64,
+    /// Calls this endpoint made that completed (any status).
+    pub calls_completed: u64,
+    /// Sessions closed (any reason).
+    pub sessions_closed: u64,
+}
+
+impl EndpointStats {
+    /// Counts a refused handshake message under its reason.
+    pub fn handshake_error(&mut self, e: &HandshakeError) {
+        let c = match e {
+            HandshakeError::Malformed(_) => &mut self.handshake_malformed,
+            HandshakeError::Mac1 => &mut self.handshake_mac1,
+            HandshakeError::InvalidIdentity => &mut self.handshake_invalid_identity,
+            HandshakeError::Decrypt => &mut self.handshake_decrypt,
+            HandshakeError::IdentityMismatch => &mut self.handshake_identity_mismatch,
+            HandshakeError::Replay => &mut self.handshake_replay,
+            HandshakeError::Overloaded => &mut self.handshake_overloaded,
+            HandshakeError::UnknownIndex => &mut self.handshake_unknown_index,
+            HandshakeError::Timeout => return,
+        };
+        *c += 1;
+    }
+}
