@@ -115,6 +115,15 @@ impl Endpoint {
         }
     }
 
+    fn local(&self) -> handshake::Local<'_> {
+        handshake::Local {
+            identity: &self.cfg.identity,
+            psk: &self.cfg.psk,
+            params: &self.cfg.params,
+            mac1: &self.own_mac1,
+        }
+    }
+
     /// This node's id.
     pub fn node_id(&self) -> NodeId {
         self.cfg.identity.node_id()
@@ -193,7 +202,7 @@ impl Endpoint {
         let id = SessionId(idx);
         self.sessions
             .insert(idx, Session::initiator(id, peer, addr, now, &self.cfg));
-        self.touch(idx, now);
+        self.touch(idx);
         Ok(id)
     }
 
@@ -225,7 +234,7 @@ impl Endpoint {
             let key = (s.peer_node, s.lane);
             self.on_confirmed(now, key, hdr.receiver);
         }
-        self.touch(hdr.receiver, now);
+        self.touch(hdr.receiver);
     }
 
     /// A responder session was confirmed: it becomes the (peer, lane)'s
@@ -243,7 +252,7 @@ impl Endpoint {
                 if let Some(s) = self.sessions.get_mut(&old.session) {
                     s.close(&mut ctx!(self, now), CloseReason::Superseded);
                 }
-                self.touch(old.session, now);
+                self.touch(old.session);
             }
         }
     }
@@ -269,17 +278,8 @@ impl Endpoint {
                 _ => Ok(()),
             }
         };
-        let cfg = &self.cfg;
-        let accepted = handshake::respond(
-            &cfg.identity,
-            &cfg.psk,
-            &self.own_mac1,
-            datagram,
-            idx,
-            &cfg.params,
-            replay,
-            &mut resp,
-        );
+        let local = self.local();
+        let accepted = handshake::respond(&local, datagram, idx, replay, &mut resp);
         let acc = match accepted {
             Ok((acc, _)) => acc,
             Err(e) => {
@@ -297,7 +297,7 @@ impl Endpoint {
             if let Some(s) = self.sessions.get_mut(&old.session) {
                 s.close(&mut ctx!(self, now), CloseReason::Superseded);
             }
-            self.touch(old.session, now);
+            self.touch(old.session);
         }
         let s = Session::responder(
             SessionId(idx),
@@ -312,7 +312,7 @@ impl Endpoint {
             &self.cfg,
         );
         self.sessions.insert(idx, s);
-        self.touch(idx, now);
+        self.touch(idx);
     }
 
     fn handle_response(&mut self, now: Instant, datagram: &[u8]) {
@@ -343,12 +343,12 @@ impl Endpoint {
                 init.last_error = Some(e);
             }
         }
-        self.touch(idx, now);
+        self.touch(idx);
     }
 
     /// Re-evaluates a session after anything touched it: removes it if
     /// closed, queues it for transmit, re-arms its timer.
-    fn touch(&mut self, idx: ReceiverIndex, now: Instant) {
+    fn touch(&mut self, idx: ReceiverIndex) {
         let Some(s) = self.sessions.get_mut(&idx) else {
             return;
         };
@@ -384,7 +384,7 @@ impl Endpoint {
             s.queued = false;
             let written = s.write_datagram(&mut ctx!(self, now), buf);
             let dst = s.addr;
-            self.touch(idx, now);
+            self.touch(idx);
             if let Some(len) = written {
                 self.stats.datagrams_tx += 1;
                 self.stats.bytes_tx += len as u64;
@@ -424,7 +424,7 @@ impl Endpoint {
             };
             s.timer = None;
             s.on_timeout(&mut ctx!(self, now));
-            self.touch(idx, now);
+            self.touch(idx);
         }
         self.due = due;
     }
@@ -462,7 +462,7 @@ impl Endpoint {
             .get_mut(&session.0)
             .ok_or(ApiError::UnknownSession)?;
         let r = f(s, &mut ctx!(self, now));
-        self.touch(session.0, now);
+        self.touch(session.0);
         r
     }
 

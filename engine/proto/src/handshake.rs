@@ -160,6 +160,15 @@ fn split(hs: &mut HandshakeState) -> SessionKeys {
     keys
 }
 
+/// This node's side of every handshake.
+pub(crate) struct Local<'a> {
+    pub identity: &'a Identity,
+    pub psk: &'a [u8; 32],
+    pub params: &'a TransportParams,
+    /// mac1 key for messages sent to us.
+    pub mac1: &'a [u8; 32],
+}
+
 /// An initiation in flight. Consumed by a successful response.
 pub(crate) struct Initiation {
     hs: HandshakeState,
@@ -169,15 +178,14 @@ impl Initiation {
     /// Builds a fresh initiation (new ephemeral key) into `out`, which must
     /// hold [`INIT_LEN`] bytes.
     pub fn start(
-        local: &Identity,
-        psk: &[u8; 32],
+        me: &Local<'_>,
         peer: &PublicIdentity,
         sender: ReceiverIndex,
         timestamp: u64,
         lane: u16,
-        params: &TransportParams,
         out: &mut [u8],
     ) -> Result<(Initiation, usize), HandshakeError> {
+        let (local, psk, params) = (me.identity, me.psk, me.params);
         let out = out.get_mut(..INIT_LEN).ok_or(WireError::BufferTooSmall)?;
         let private = local.noise_private_key();
         let prologue = prologue(&local.node_id(), &peer.node_id());
@@ -251,15 +259,13 @@ pub(crate) fn steering_index(msg: &[u8]) -> Result<ReceiverIndex, WireError> {
 /// (which must hold [`RESP_LEN`] bytes). `check_replay` sees (peer, lane,
 /// timestamp) after the Noise message authenticated them and may refuse.
 pub(crate) fn respond(
-    local: &Identity,
-    psk: &[u8; 32],
-    own_mac1_key: &[u8; 32],
+    me: &Local<'_>,
     msg: &[u8],
     our_index: ReceiverIndex,
-    params: &TransportParams,
     check_replay: impl FnOnce(&NodeId, u16, u64) -> Result<(), HandshakeError>,
     out: &mut [u8],
 ) -> Result<(AcceptedInit, usize), HandshakeError> {
+    let (local, psk, params, own_mac1_key) = (me.identity, me.psk, me.params, me.mac1);
     if msg.len() != INIT_LEN {
         return Err(WireError::Truncated.into());
     }

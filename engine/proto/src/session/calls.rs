@@ -16,6 +16,7 @@ use super::{Ctx, Sent, Session};
 use crate::event::{ApiError, Event, ProtocolViolation};
 use crate::ids::{CallId, CallKind, ServiceId, Side, Status};
 use crate::stream::{RecvStream, SendStream};
+use crate::wire::Frame;
 
 /// Which end of the call this side is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -351,16 +352,23 @@ impl Session {
         self.remove_call(ctx, id);
     }
 
+    /// `frame` must be a [`Frame::RpcRequest`].
     pub(super) fn on_request(
         &mut self,
         ctx: &mut Ctx<'_>,
-        id: CallId,
-        service: ServiceId,
-        kind: CallKind,
-        end: bool,
-        deadline_ms: u64,
-        payload: &[u8],
+        frame: Frame<'_>,
     ) -> Result<(), ProtocolViolation> {
+        let Frame::RpcRequest {
+            call: id,
+            service,
+            kind,
+            end,
+            deadline_ms,
+            payload,
+        } = frame
+        else {
+            return Ok(());
+        };
         if id.opener() == self.side {
             return Err(ProtocolViolation::WrongRole);
         }

@@ -187,16 +187,16 @@ pub(crate) struct Session {
 }
 
 impl Session {
+    /// `peer` is (identity, address, lane).
     fn base(
         id: SessionId,
         side: Side,
-        peer: PublicIdentity,
-        addr: SocketAddr,
-        lane: u16,
+        peer: (PublicIdentity, SocketAddr, u16),
         phase: Phase,
         now: Instant,
         cfg: &EndpointConfig,
     ) -> Self {
+        let (peer, addr, lane) = peer;
         Session {
             id,
             side,
@@ -245,7 +245,7 @@ impl Session {
             last_error: None,
         };
         let phase = Phase::Initiating(Box::new(init));
-        let mut s = Session::base(id, Side::Initiator, peer, addr, cfg.lane, phase, now, cfg);
+        let mut s = Session::base(id, Side::Initiator, (peer, addr, cfg.lane), phase, now, cfg);
         // Every peer grants at least this much, so calls can be queued before
         // the handshake tells us the real limit.
         s.call_limit = u64::from(crate::config::MIN_MAX_CALLS);
@@ -280,7 +280,7 @@ impl Session {
             response_sent: false,
             expires: now + HALF_OPEN_TIMEOUT,
         };
-        let mut s = Session::base(id, Side::Responder, peer, addr, lane, phase, now, cfg);
+        let mut s = Session::base(id, Side::Responder, (peer, addr, lane), phase, now, cfg);
         s.call_limit = u64::from(peer_params.max_calls);
         s
     }

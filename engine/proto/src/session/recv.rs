@@ -116,14 +116,7 @@ impl Session {
                 self.on_ack_frame(ctx, ack.ranges(), ack.ack_delay_us);
                 Ok(())
             }
-            Frame::RpcRequest {
-                call,
-                service,
-                kind,
-                end,
-                deadline_ms,
-                payload,
-            } => self.on_request(ctx, call, service, kind, end, deadline_ms, payload),
+            f @ Frame::RpcRequest { .. } => self.on_request(ctx, f),
             Frame::RpcResponse {
                 call,
                 status,

@@ -10,7 +10,7 @@ use super::{Ctx, Phase, Sent, Session, Transport, MAX_COUNTER};
 use crate::event::CloseReason;
 use std::time::Instant;
 
-use crate::handshake::{Initiation, INIT_LEN, RESP_LEN};
+use crate::handshake::{Initiation, Local, INIT_LEN, RESP_LEN};
 use crate::ids::ReceiverIndex;
 use crate::wire::{encode_ack, Credit, DataHeader, Frame, Writer, DATA_HEADER_LEN, TAG_LEN};
 
@@ -62,16 +62,14 @@ impl Session {
         let cfg = ctx.cfg;
         let ts = wall_nanos(ctx);
         let sender: ReceiverIndex = self.id.0;
-        match Initiation::start(
-            &cfg.identity,
-            &cfg.psk,
-            &self.peer,
-            sender,
-            ts,
-            self.lane,
-            &cfg.params,
-            buf,
-        ) {
+        // mac1 is only checked on messages to us; initiating needs no key of ours.
+        let me = Local {
+            identity: &cfg.identity,
+            psk: &cfg.psk,
+            params: &cfg.params,
+            mac1: &[0; 32],
+        };
+        match Initiation::start(&me, &self.peer, sender, ts, self.lane, buf) {
             Ok((init, len)) => {
                 i.init = Some(init);
                 i.send_now = false;
