@@ -249,3 +249,73 @@ fn replay_op(b: &mut Bytes<'_>, op: u8, win: &mut ReplayWindow, model: &mut Repl
     }
     assert_eq!(win.highest(), model.seen.last().copied());
 }
+
+/// Fixed identities for the handshake targets: node 1 initiates to node 2.
+fn fuzz_endpoint(seed: u8) -> (crate::Endpoint, std::time::Instant) {
+    let mut cfg = crate::EndpointConfig::new(net_crypto::Identity::from_seed(&[seed; 32]), [7; 32]);
+    cfg.rng_seed = u64::from(seed);
+    let now = std::time::Instant::now();
+    (crate::Endpoint::new(cfg, now, 1_000_000_000), now)
+}
+
+fn fuzz_addr() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 4000))
+}
+
+/// A responder fed one arbitrary datagram (initiations, data for unknown
+/// sessions, garbage): it never panics, accounts for the datagram, and
+/// answers with at most one handshake response.
+pub fn handshake_responder(data: &[u8]) {
+    let (mut ep, now) = fuzz_endpoint(2);
+    let mut buf = data.to_vec();
+    ep.handle(now, fuzz_addr(), &mut buf);
+    assert_eq!(ep.stats().datagrams_rx, 1);
+    let mut out = vec![0u8; 2048];
+    let mut sent = 0;
+    while let Some(t) = ep.poll_transmit(now, &mut out) {
+        assert_eq!(t.len, crate::RESP_LEN);
+        sent += 1;
+    }
+    assert!(sent <= 1);
+    assert!(ep.session_count() <= 1);
+    while let Some(ev) = ep.poll_event() {
+        assert!(
+            !matches!(ev, crate::Event::Connected { .. }),
+            "unconfirmed session reported"
+        );
+    }
+}
+
+/// An initiator with a handshake in flight, fed one arbitrary datagram as
+/// the "response": arbitrary bytes never complete a handshake.
+pub fn handshake_initiator(data: &[u8]) {
+    let (mut ep, now) = fuzz_endpoint(1);
+    let peer = net_crypto::Identity::from_seed(&[2; 32]).public();
+    ep.connect(now, peer, fuzz_addr()).expect("connect");
+    let mut out = vec![0u8; 2048];
+    assert!(ep.poll_transmit(now, &mut out).is_some(), "initiation sent");
+    let mut buf = data.to_vec();
+    ep.handle(now, fuzz_addr(), &mut buf);
+    while let Some(ev) = ep.poll_event() {
+        assert!(
+            !matches!(ev, crate::Event::Connected { .. }),
+            "forged handshake completed"
+        );
+    }
+}
+
+/// A valid initiation from node 1 to node 2 and node 2's response: seeds for
+/// the handshake targets.
+pub fn handshake_seeds() -> (Vec<u8>, Vec<u8>) {
+    let (mut a, now) = fuzz_endpoint(1);
+    let (mut b, _) = fuzz_endpoint(2);
+    a.connect(now, b.public_identity(), fuzz_addr())
+        .expect("connect");
+    let mut out = vec![0u8; 2048];
+    let t = a.poll_transmit(now, &mut out).expect("initiation");
+    let init = out[..t.len].to_vec();
+    let mut buf = init.clone();
+    b.handle(now, fuzz_addr(), &mut buf);
+    let t = b.poll_transmit(now, &mut out).expect("response");
+    (init, out[..t.len].to_vec())
+}

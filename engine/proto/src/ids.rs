@@ -215,10 +215,13 @@ impl Status {
     /// The peer violated the call protocol (for example sent stream data on
     /// a unary call).
     pub const PROTOCOL_ERROR: Status = Status(8);
+    /// The session carrying the call closed (idle timeout, handshake failure,
+    /// peer gone) before an answer arrived.
+    pub const UNAVAILABLE: Status = Status(9);
     /// First application-defined code.
     pub const APP_BASE: u16 = 0x1000;
 
-    const NAMES: [&'static str; 9] = [
+    const NAMES: [&'static str; 10] = [
         "Ok",
         "NotFound",
         "CapabilityDenied",
@@ -228,6 +231,7 @@ impl Status {
         "Internal",
         "PayloadTooLarge",
         "ProtocolError",
+        "Unavailable",
     ];
 
     /// Application code `code`, carried as `0x1000 + code`; `None` if that

@@ -22,6 +22,8 @@ const TARGETS: &[(&str, Target)] = &[
     ("header", fuzzing::header),
     ("frames", fuzzing::frames),
     ("ranges_replay", fuzzing::ranges_and_replay),
+    ("handshake_responder", fuzzing::handshake_responder),
+    ("handshake_initiator", fuzzing::handshake_initiator),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -60,6 +62,21 @@ fn corpora_replay_cleanly() {
 /// first checks.
 fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let mut out = Vec::new();
+    let (init, response) = fuzzing::handshake_seeds();
+    out.push(("handshake_responder", "init".to_string(), init.clone()));
+    out.push((
+        "handshake_initiator",
+        "response".to_string(),
+        response.clone(),
+    ));
+    let mut truncated = init.clone();
+    truncated.truncate(100);
+    out.push((
+        "handshake_responder",
+        "init_truncated".to_string(),
+        truncated,
+    ));
+    out.push(("handshake_initiator", "init_echoed".to_string(), init));
     for (name, h) in [
         ("data_min", header(false, 0, 0)),
         ("data_phase1", header(true, 0x0102_0304, 1 << 40)),

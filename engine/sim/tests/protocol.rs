@@ -169,7 +169,7 @@ fn wrong_psk_fails_the_handshake_with_a_typed_error() {
     );
     assert!(client.ep.stats().handshake_decrypt > 0);
     assert_eq!(
-        client.client.statuses.get(&9),
+        client.client.statuses.get(&Status::UNAVAILABLE.get()),
         Some(&1),
         "the queued call failed as unavailable"
     );

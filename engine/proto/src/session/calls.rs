@@ -81,9 +81,6 @@ impl Call {
     }
 }
 
-/// Status for calls cut off by the session closing. (Moves to `ids` once that file is free.)
-const UNAVAILABLE: Status = Status::from_raw(9);
-
 fn caller_streams(kind: CallKind) -> bool {
     matches!(kind, CallKind::ClientStream | CallKind::Duplex)
 }
@@ -281,7 +278,9 @@ impl Session {
     /// A call is dropped while the session closes.
     pub(super) fn abandon_call(&mut self, ctx: &mut Ctx<'_>, id: CallId, call: Call) {
         match call.role {
-            Role::Caller if !call.done => self.emit_response(ctx, id, UNAVAILABLE, Vec::new()),
+            Role::Caller if !call.done => {
+                self.emit_response(ctx, id, Status::UNAVAILABLE, Vec::new())
+            }
             Role::Callee if !call.done => ctx.services.release(call.service),
             _ => {}
         }
