@@ -1,1 +1,40 @@
-//! Net SDK. Filled in by the engine issue.
+//! Net: encrypted, capability-gated RPC between the nodes of a mesh.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use net::{Mesh, Identity, Status};
+//! let server = Mesh::builder().identity(Identity::from_seed(&[1; 32])).psk([7; 32]).build()?;
+//! server.start()?;
+//! let _echo = server.serve_rpc("echo", |_req, body, out| { out.extend_from_slice(body); Status::OK })?;
+//! let addr = server.local_addr().unwrap();
+//! let client = Mesh::builder()
+//!     .identity(Identity::from_seed(&[2; 32]))
+//!     .psk([7; 32])
+//!     .peer(addr, Identity::from_seed(&[1; 32]).public())
+//!     .build()?;
+//! client.start()?;
+//! let reply = client.call(server.node_id(), "echo", b"hello".to_vec()).await?;
+//! assert_eq!(&reply[..], b"hello");
+//! # Ok(()) }
+//! ```
+//!
+//! The engine runs its own pinned threads and needs no async runtime; calls
+//! are awaited from tokio. Sync handlers run inline on the engine's cores
+//! (the fast path); async handlers run on the tokio runtime that registered
+//! them.
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod call;
+mod error;
+mod mesh;
+
+pub use bytes::Bytes;
+pub use call::{CallOptions, ClientStream, DuplexCall, ServerStream};
+pub use error::{MeshError, RpcError};
+pub use mesh::{Mesh, MeshBuilder, Request, ServeHandle};
+pub use net_crypto::{Identity, NodeId, PublicIdentity};
+pub use net_engine::{
+    CallEvents, CoreStats, DriverChoice, DriverKind, IncomingCall, RequestInfo, Responder,
+};
+pub use net_proto::Status;

@@ -1,1 +1,28 @@
-//! Thread-per-core runtime for Net. Filled in by the engine issue.
+//! Net's thread-per-core runtime.
+//!
+//! A [`MeshNode`] runs one event loop per configured core, each pinned to a
+//! CPU and owning one UDP socket of a reuseport group, one protocol
+//! [`Endpoint`](net_proto::Endpoint) and one inbox. The kernel steers every
+//! packet of a session to the core that owns it (the receiver index's low
+//! bits name the core), so a session's state is touched by exactly one thread
+//! and the hot path takes no lock. The engine needs no async runtime; the SDK
+//! bridges it to tokio.
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod config;
+mod core_loop;
+mod dispatch;
+mod handler;
+mod inbox;
+mod node;
+mod stats;
+
+pub use config::{MeshNodeConfig, PeerConfig};
+pub use handler::{
+    AsyncHandler, CallEvents, CallHandle, CoreApp, CoreCx, Handler, InboxFull, IncomingCall,
+    RequestInfo, Responder, SyncHandler,
+};
+pub use net_io::{DriverChoice, DriverKind};
+pub use node::{EngineError, MeshNode};
+pub use stats::CoreStats;

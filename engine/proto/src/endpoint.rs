@@ -149,6 +149,19 @@ impl Endpoint {
         self.sessions.len()
     }
 
+    /// Calls (either role) whose state is still held: unanswered, or answered
+    /// but not yet acknowledged. Zero means nothing is in flight.
+    pub fn call_count(&self) -> usize {
+        self.sessions.values().map(|s| s.calls.len()).sum()
+    }
+
+    /// Every live session (for shutdown; allocates).
+    pub fn session_ids(&self) -> Vec<SessionId> {
+        let mut v: Vec<SessionId> = self.sessions.keys().map(|&i| SessionId(i)).collect();
+        v.sort_unstable();
+        v
+    }
+
     /// The authenticated peer of a session.
     pub fn session_peer(&self, session: SessionId) -> Option<NodeId> {
         self.sessions.get(&session.0).map(|s| s.peer_node)

@@ -1,0 +1,191 @@
+//! One core's event loop.
+//!
+//! Per iteration: harvest a batch of datagrams → feed the endpoint → drain
+//! the inbox → run due timers → dispatch events (sync handlers inline) →
+//! write every outgoing datagram into one transmit batch → flush. When an
+//! iteration finds no work the loop keeps polling for `spin`, then parks in
+//! the kernel until a datagram, a timer or an inbox wake (see
+//! [`crate::inbox`]). All state here is owned by the core's thread: no locks.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use net_crypto::NodeId;
+use net_io::Driver;
+use net_proto::{CallId, Endpoint, ServiceId, SessionId};
+
+use crate::config::PeerConfig;
+use crate::dispatch::Pending;
+use crate::handler::{CallEvents, CoreApp, Handler};
+use crate::inbox::Inbox;
+use crate::stats::CoreStats;
+
+/// Who waits for a call this core made.
+pub(crate) enum Waiter {
+    /// A remote thread (SDK) through its event sink.
+    Events(Box<dyn CallEvents>),
+    /// The on-core app, by token.
+    App(u64),
+}
+
+/// Outgoing stream items held back by flow control, in order.
+pub(crate) enum Held {
+    Msg(Vec<u8>),
+    Finish,
+}
+
+/// Everything one core owns.
+pub(crate) struct Core {
+    pub index: usize,
+    pub driver: Box<dyn Driver>,
+    pub ep: Endpoint,
+    pub inbox: Arc<Inbox>,
+    pub spin: Duration,
+    pub peers: HashMap<NodeId, PeerConfig>,
+    /// This core's session to each peer (per-core sessions).
+    pub sessions: HashMap<NodeId, SessionId>,
+    /// Calls waiting for call credit, per session, in order.
+    pub backlog: HashMap<SessionId, VecDeque<Pending>>,
+    pub waiting: HashMap<(SessionId, CallId), Waiter>,
+    /// Callee-side sinks of streaming calls.
+    pub served: HashMap<(SessionId, CallId), Box<dyn CallEvents>>,
+    pub held: HashMap<(SessionId, CallId), VecDeque<Held>>,
+    pub handlers: HashMap<ServiceId, Handler>,
+    pub app: Option<Box<dyn CoreApp>>,
+    pub app_calls: Vec<(NodeId, ServiceId, u64, Vec<u8>)>,
+    pub spare: Vec<Vec<u8>>,
+    /// Response buffer for sync handlers, reused.
+    pub out: Vec<u8>,
+    pub stats: CoreStats,
+    pub draining: Option<Instant>,
+}
+
+impl Core {
+    /// Runs until shutdown completes or the driver fails irrecoverably.
+    pub fn run(mut self) {
+        let mut idle_since: Option<Instant> = None;
+        loop {
+            match self.iteration(&mut idle_since) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::error!(core = self.index, error = %e, "driver failed; core stops");
+                    break;
+                }
+            }
+        }
+        self.fail_all();
+    }
+
+    /// One pass of the loop. Returns Ok(false) when the core should exit.
+    fn iteration(&mut self, idle_since: &mut Option<Instant>) -> std::io::Result<bool> {
+        self.stats.loops += 1;
+        let n = self.receive(*idle_since)?;
+        let now = Instant::now();
+        let mut work = n > 0;
+        for i in 0..n {
+            let (src, buf) = self.driver.rx(i);
+            self.ep.handle(now, src, buf);
+        }
+        while let Some(cmd) = self.inbox.pop() {
+            self.stats.commands += 1;
+            self.command(now, cmd);
+            work = true;
+        }
+        if self.ep.poll_timeout().is_some_and(|t| t <= now) {
+            self.ep.handle_timeout(now);
+            work = true;
+        }
+        work |= self.dispatch_events(now);
+        work |= self.transmit(now)?;
+        if let Some(deadline) = self.draining {
+            if self.drained() || now >= deadline {
+                self.close_all(now)?;
+                return Ok(false);
+            }
+        }
+        *idle_since = if work {
+            None
+        } else {
+            Some(idle_since.unwrap_or(now))
+        };
+        Ok(true)
+    }
+
+    /// Receives a batch: polls while busy or spinning, parks after `spin` idle.
+    fn receive(&mut self, idle_since: Option<Instant>) -> std::io::Result<usize> {
+        let now = Instant::now();
+        let spinning = idle_since.is_none_or(|t| now.saturating_duration_since(t) < self.spin);
+        if spinning || !self.inbox.prepare_park() {
+            return self.driver.recv(Some(Duration::ZERO));
+        }
+        let mut wake_at = self.ep.poll_timeout();
+        if let Some(d) = self.draining {
+            wake_at = Some(wake_at.map_or(d, |t| t.min(d)));
+        }
+        let timeout = wake_at.map(|t| t.saturating_duration_since(now));
+        self.stats.parks += 1;
+        let n = self.driver.recv(timeout);
+        self.inbox.unpark();
+        n
+    }
+
+    /// Writes every datagram the endpoint has into the driver's batch.
+    fn transmit(&mut self, now: Instant) -> std::io::Result<bool> {
+        let mut sent = false;
+        loop {
+            let Some(slot) = self.driver.tx_slot() else {
+                self.driver.flush()?;
+                continue;
+            };
+            let Some(t) = self.ep.poll_transmit(now, slot) else {
+                break;
+            };
+            self.driver.tx_commit(t.dst, t.len);
+            sent = true;
+        }
+        if sent {
+            self.driver.flush()?;
+        }
+        Ok(sent)
+    }
+
+    /// Shutdown may finish: nothing of ours or of our callers is in flight.
+    fn drained(&self) -> bool {
+        self.waiting.is_empty()
+            && self.served.is_empty()
+            && self.backlog.values().all(VecDeque::is_empty)
+            && self.ep.call_count() == 0
+    }
+
+    /// Sends CLOSE on every session and flushes.
+    fn close_all(&mut self, now: Instant) -> std::io::Result<()> {
+        for s in self.ep.session_ids() {
+            let _ = self.ep.close(now, s, 0);
+        }
+        self.dispatch_events(now);
+        self.transmit(now)?;
+        Ok(())
+    }
+
+    /// Completes everything still waiting with `UNAVAILABLE` (core exiting).
+    fn fail_all(&mut self) {
+        let status = net_proto::Status::UNAVAILABLE;
+        for (_, w) in self.waiting.drain() {
+            if let Waiter::Events(mut e) = w {
+                e.complete(status, &[]);
+            }
+        }
+        for (_, q) in self.backlog.drain() {
+            for p in q {
+                if let Waiter::Events(mut e) = p.waiter {
+                    e.complete(status, &[]);
+                }
+            }
+        }
+        for (_, mut s) in self.served.drain() {
+            s.complete(net_proto::Status::CANCELLED, &[]);
+        }
+    }
+}

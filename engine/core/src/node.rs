@@ -1,0 +1,340 @@
+//! `MeshNode`: owns the per-core threads and is the engine's public face.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use net_crypto::{Backend, NodeId};
+use net_io::{DriverKind, Steering};
+use net_proto::{CallKind, Endpoint, ServiceId};
+
+use crate::config::MeshNodeConfig;
+use crate::core_loop::Core;
+use crate::handler::{CallEvents, CoreApp, Handler};
+use crate::inbox::{CallRequest, Command, Inbox};
+use crate::stats::CoreStats;
+
+/// Why the engine refused an operation.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Sockets could not be opened or a driver could not start.
+    #[error("io: {0}")]
+    Io(#[from] net_io::IoError),
+    /// The configured AEAD backend is not available in this build.
+    #[error("crypto: {0}")]
+    Crypto(#[from] net_crypto::CryptoError),
+    /// `start` was called twice.
+    #[error("node already started")]
+    AlreadyStarted,
+    /// The node is not running (not started, or shut down).
+    #[error("node not running")]
+    NotRunning,
+    /// The chosen core's inbox is full: back off and retry.
+    #[error("core inbox full")]
+    Backpressure,
+    /// A core thread could not be spawned.
+    #[error("spawning core thread: {0}")]
+    Spawn(std::io::Error),
+}
+
+struct CoreHandle {
+    inbox: Arc<Inbox>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct Running {
+    cores: Vec<CoreHandle>,
+    local_addr: SocketAddr,
+    driver: DriverKind,
+}
+
+/// A mesh node: one pinned event loop per configured core.
+pub struct MeshNode {
+    cfg: MeshNodeConfig,
+    aead: Backend,
+    running: Mutex<Option<Running>>,
+    /// Services registered before start, installed on every core at start.
+    services: Mutex<HashMap<ServiceId, (Handler, u32)>>,
+    next_core: AtomicUsize,
+}
+
+impl MeshNode {
+    /// A node with this configuration (nothing is bound until [`start`](Self::start)).
+    pub fn new(cfg: MeshNodeConfig) -> Result<Self, EngineError> {
+        let aead = Backend::select(cfg.aead)?;
+        Ok(MeshNode {
+            cfg,
+            aead,
+            running: Mutex::new(None),
+            services: Mutex::new(HashMap::new()),
+            next_core: AtomicUsize::new(0),
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.cfg.node_id()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &MeshNodeConfig {
+        &self.cfg
+    }
+
+    /// The AEAD backend and CPU path, e.g. `chacha20-poly1305/ring/avx2`.
+    pub fn aead(&self) -> &'static str {
+        self.aead.describe()
+    }
+
+    /// Bound address, once started.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.lock().as_ref().map(|r| r.local_addr)
+    }
+
+    /// Driver in use, once started.
+    pub fn driver(&self) -> Option<DriverKind> {
+        self.lock().as_ref().map(|r| r.driver)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Running>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Binds the sockets and starts one loop thread per core.
+    pub fn start(&self) -> Result<(), EngineError> {
+        let mut running = self.lock();
+        if running.is_some() {
+            return Err(EngineError::AlreadyStarted);
+        }
+        let n = self.cfg.cores;
+        let steering = Steering {
+            index_offset: 4,
+            core_bits: self.cfg.core_bits(),
+            init_type: 1,
+        };
+        let drivers = net_io::open_group(
+            self.cfg.listen,
+            n,
+            steering,
+            self.cfg.driver,
+            &self.cfg.driver_cfg,
+        )?;
+        let local_addr = drivers[0].local_addr();
+        let driver = drivers[0].kind();
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let cpus = core_affinity::get_core_ids().unwrap_or_default();
+        let services = self
+            .services
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut cores = Vec::with_capacity(n);
+        for (i, drv) in drivers.into_iter().enumerate() {
+            let inbox = Arc::new(Inbox::new(self.cfg.inbox, drv.waker()));
+            let core = self.new_core(i, drv, inbox.clone(), wall, &services);
+            let cpu = (self.cfg.pin && !cpus.is_empty()).then(|| cpus[i % cpus.len()]);
+            let thread = std::thread::Builder::new()
+                .name(format!("net-core-{i}"))
+                .spawn(move || {
+                    if let Some(cpu) = cpu {
+                        core_affinity::set_for_current(cpu);
+                    }
+                    core.run();
+                })
+                .map_err(EngineError::Spawn)?;
+            cores.push(CoreHandle {
+                inbox,
+                thread: Some(thread),
+            });
+        }
+        tracing::info!(node = %self.node_id().short(), %local_addr, %driver, aead = self.aead(), cores = n, spin_us = self.cfg.spin.as_micros() as u64, "node started");
+        *running = Some(Running {
+            cores,
+            local_addr,
+            driver,
+        });
+        Ok(())
+    }
+
+    /// Starts a node shared through an `Arc`. Background loops the node runs
+    /// (capability re-announce) hold only a `Weak`, so dropping the last
+    /// `Arc` stops them.
+    pub fn start_arc(self: &Arc<Self>) -> Result<(), EngineError> {
+        self.start()
+    }
+
+    fn new_core(
+        &self,
+        i: usize,
+        driver: Box<dyn net_io::Driver>,
+        inbox: Arc<Inbox>,
+        wall: u64,
+        services: &HashMap<ServiceId, (Handler, u32)>,
+    ) -> Core {
+        let now = Instant::now();
+        let mut ep = Endpoint::new(self.cfg.endpoint_config(i, self.aead), now, wall);
+        let mut handlers = HashMap::new();
+        for (id, (h, max)) in services {
+            ep.register_service(*id, *max);
+            handlers.insert(*id, h.clone());
+        }
+        Core {
+            index: i,
+            driver,
+            ep,
+            inbox,
+            spin: self.cfg.spin,
+            peers: self
+                .cfg
+                .peers
+                .iter()
+                .map(|p| (p.identity.node_id(), *p))
+                .collect(),
+            sessions: HashMap::new(),
+            backlog: HashMap::new(),
+            waiting: HashMap::new(),
+            served: HashMap::new(),
+            held: HashMap::new(),
+            handlers,
+            app: None,
+            app_calls: Vec::new(),
+            spare: Vec::new(),
+            out: Vec::new(),
+            stats: CoreStats::default(),
+            draining: None,
+        }
+    }
+
+    /// Pushes `make()` to every core (registrations must reach all of them).
+    fn broadcast(&self, make: impl Fn() -> Command) -> Result<(), EngineError> {
+        let running = self.lock();
+        let Some(r) = running.as_ref() else {
+            return Ok(());
+        };
+        for c in &r.cores {
+            c.inbox
+                .push(make())
+                .map_err(|_| EngineError::Backpressure)?;
+        }
+        Ok(())
+    }
+
+    /// Serves `service` on every core with `handler`, at most
+    /// `max_in_flight` unanswered calls per core (beyond: `Backpressure`).
+    pub fn serve(
+        &self,
+        service: ServiceId,
+        handler: Handler,
+        max_in_flight: Option<u32>,
+    ) -> Result<(), EngineError> {
+        let max = max_in_flight.unwrap_or(self.cfg.max_in_flight);
+        self.services
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(service, (handler.clone(), max));
+        self.broadcast(|| Command::Register {
+            service,
+            handler: handler.clone(),
+            max_in_flight: max,
+        })
+    }
+
+    /// Stops serving `service`; new calls get `NotFound`.
+    pub fn unserve(&self, service: ServiceId) -> Result<(), EngineError> {
+        self.services
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&service);
+        self.broadcast(|| Command::Unregister { service })
+    }
+
+    /// Opens a call to `peer` on the next core (round robin); its events go
+    /// to `events` on that core's thread.
+    pub fn call(
+        &self,
+        peer: NodeId,
+        service: ServiceId,
+        kind: CallKind,
+        deadline: Option<Instant>,
+        payload: Vec<u8>,
+        events: Box<dyn CallEvents>,
+    ) -> Result<(), EngineError> {
+        let running = self.lock();
+        let r = running.as_ref().ok_or(EngineError::NotRunning)?;
+        let i = self.next_core.fetch_add(1, Ordering::Relaxed) % r.cores.len();
+        let cmd = Command::Call(CallRequest {
+            peer,
+            service,
+            kind,
+            deadline,
+            payload,
+            events,
+        });
+        r.cores[i]
+            .inbox
+            .push(cmd)
+            .map_err(|_| EngineError::Backpressure)
+    }
+
+    /// Runs `app` on core `core`'s own thread (engine-mode benchmarks).
+    pub fn run_on_core(&self, core: usize, app: Box<dyn CoreApp>) -> Result<(), EngineError> {
+        let running = self.lock();
+        let r = running.as_ref().ok_or(EngineError::NotRunning)?;
+        let c = r.cores.get(core).ok_or(EngineError::NotRunning)?;
+        c.inbox
+            .push(Command::App(app))
+            .map_err(|_| EngineError::Backpressure)
+    }
+
+    /// Per-core counters (asks each core; waits up to 1 s per core).
+    pub fn stats(&self) -> Vec<CoreStats> {
+        let running = self.lock();
+        let Some(r) = running.as_ref() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for c in &r.cores {
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            if c.inbox.push(Command::Stats(tx)).is_ok() {
+                if let Ok(s) = rx.recv_timeout(Duration::from_secs(1)) {
+                    out.push(s);
+                }
+            }
+        }
+        out
+    }
+
+    /// Graceful shutdown: cores stop accepting calls, finish what is in
+    /// flight (or give up at `timeout`), send CLOSE on every session and exit.
+    /// Calls still waiting then complete with `Unavailable`.
+    pub fn shutdown(&self, timeout: Duration) -> Result<(), EngineError> {
+        let Some(mut r) = self.lock().take() else {
+            return Err(EngineError::NotRunning);
+        };
+        let deadline = Instant::now() + timeout;
+        for c in &r.cores {
+            // A full inbox still drains: retry until the core takes it.
+            while c.inbox.push(Command::Shutdown { deadline }).is_err() {
+                std::thread::yield_now();
+            }
+        }
+        for c in &mut r.cores {
+            if let Some(t) = c.thread.take() {
+                let _ = t.join();
+            }
+        }
+        tracing::info!(node = %self.node_id().short(), "node stopped");
+        Ok(())
+    }
+}
+
+impl Drop for MeshNode {
+    fn drop(&mut self) {
+        let _ = self.shutdown(Duration::from_millis(500));
+    }
+}

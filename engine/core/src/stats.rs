@@ -1,0 +1,53 @@
+//! Per-core counters, snapshotted on request (`MeshNode::stats`).
+
+use net_io::DriverStats;
+use net_proto::EndpointStats;
+
+/// One core's counters. Monotonic since the core started.
+#[derive(Debug, Clone, Default)]
+pub struct CoreStats {
+    /// Core index.
+    pub core: usize,
+    /// Driver kind in use ("uring", "mmsg", "portable").
+    pub driver: String,
+    /// Syscalls, batches and datagrams as the driver counts them.
+    pub io: DriverStats,
+    /// Protocol counters, including drops by reason.
+    pub proto: EndpointStats,
+    /// Loop iterations.
+    pub loops: u64,
+    /// Times the loop blocked in the kernel after spinning.
+    pub parks: u64,
+    /// Wakes other threads sent to this core's parked loop.
+    pub inbox_wakes: u64,
+    /// Commands taken from the inbox.
+    pub commands: u64,
+    /// Requests answered inline by sync handlers.
+    pub inline_handled: u64,
+    /// Requests handed to async handlers.
+    pub async_handled: u64,
+    /// Calls this core made that completed.
+    pub calls_completed: u64,
+    /// Calls refused because the peer is unknown or the core is shutting down.
+    pub calls_refused: u64,
+}
+
+impl CoreStats {
+    /// Mean datagrams per receive batch.
+    pub fn mean_rx_batch(&self) -> f64 {
+        ratio(self.io.rx_datagrams, self.io.rx_batches)
+    }
+
+    /// Mean datagrams per transmit batch.
+    pub fn mean_tx_batch(&self) -> f64 {
+        ratio(self.io.tx_datagrams, self.io.tx_batches)
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}

@@ -1,0 +1,302 @@
+//! Calls from async code: unary, server-streaming, client-streaming, duplex.
+//!
+//! Each call's events arrive on the engine core that owns its session; a
+//! small sink forwards them into tokio channels (no runtime needed on the
+//! core). Dropping a call's future or stream object before it completes
+//! cancels the call at the callee.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use net_crypto::NodeId;
+use net_engine::{CallEvents, CallHandle};
+use net_proto::{CallKind, ServiceId, Status};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::RpcError;
+use crate::mesh::Mesh;
+
+/// Per-call options.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallOptions {
+    /// Give up (status `Timeout`, and cancel at the callee) after this long.
+    pub deadline: Option<Duration>,
+}
+
+#[derive(Default)]
+struct Shared {
+    handle: Option<CallHandle>,
+    dropped: bool,
+    done: bool,
+}
+
+fn lock(s: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Forwards one call's events from the core to the awaiting task.
+struct Sink {
+    shared: Arc<Mutex<Shared>>,
+    opened: Option<oneshot::Sender<CallHandle>>,
+    msgs: Option<mpsc::UnboundedSender<Bytes>>,
+    done: Option<oneshot::Sender<(Status, Bytes)>>,
+}
+
+impl CallEvents for Sink {
+    fn opened(&mut self, handle: CallHandle) {
+        let mut s = lock(&self.shared);
+        if s.dropped {
+            let _ = handle.cancel();
+            return;
+        }
+        s.handle = Some(handle.clone());
+        drop(s);
+        if let Some(tx) = self.opened.take() {
+            let _ = tx.send(handle);
+        }
+    }
+
+    fn message(&mut self, payload: &[u8]) {
+        if let Some(tx) = &self.msgs {
+            let _ = tx.send(Bytes::copy_from_slice(payload));
+        }
+    }
+
+    fn complete(&mut self, status: Status, payload: &[u8]) {
+        lock(&self.shared).done = true;
+        self.msgs = None;
+        if let Some(tx) = self.done.take() {
+            let _ = tx.send((status, Bytes::copy_from_slice(payload)));
+        }
+    }
+}
+
+/// Cancels the call when dropped before completion.
+struct CancelGuard(Arc<Mutex<Shared>>);
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        let mut s = lock(&self.0);
+        if s.done {
+            return;
+        }
+        match s.handle.take() {
+            Some(h) => {
+                let _ = h.cancel();
+            }
+            None => s.dropped = true,
+        }
+    }
+}
+
+/// The receiving ends of one call.
+struct Parts {
+    guard: CancelGuard,
+    opened: oneshot::Receiver<CallHandle>,
+    msgs: mpsc::UnboundedReceiver<Bytes>,
+    done: oneshot::Receiver<(Status, Bytes)>,
+}
+
+fn outcome(r: Result<(Status, Bytes), oneshot::error::RecvError>) -> Result<Bytes, RpcError> {
+    match r {
+        Ok((s, b)) if s.is_ok() => Ok(b),
+        Ok((status, payload)) => Err(RpcError::Status { status, payload }),
+        Err(_) => Err(RpcError::Dropped),
+    }
+}
+
+impl Mesh {
+    fn open(
+        &self,
+        peer: NodeId,
+        service: &str,
+        kind: CallKind,
+        payload: Vec<u8>,
+        opts: CallOptions,
+    ) -> Result<Parts, RpcError> {
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let (open_tx, opened) = oneshot::channel();
+        let (msg_tx, msgs) = mpsc::unbounded_channel();
+        let (done_tx, done) = oneshot::channel();
+        let sink = Sink {
+            shared: shared.clone(),
+            opened: Some(open_tx),
+            msgs: Some(msg_tx),
+            done: Some(done_tx),
+        };
+        let deadline = opts.deadline.map(|d| Instant::now() + d);
+        self.node.call(
+            peer,
+            ServiceId::of(service),
+            kind,
+            deadline,
+            payload,
+            Box::new(sink),
+        )?;
+        Ok(Parts {
+            guard: CancelGuard(shared),
+            opened,
+            msgs,
+            done,
+        })
+    }
+
+    /// Unary call: sends `payload` to `service` on `peer`, returns the response.
+    pub async fn call(
+        &self,
+        peer: NodeId,
+        service: &str,
+        payload: impl Into<Vec<u8>>,
+    ) -> Result<Bytes, RpcError> {
+        self.call_with(peer, service, payload, CallOptions::default())
+            .await
+    }
+
+    /// Unary call with options (deadline).
+    pub async fn call_with(
+        &self,
+        peer: NodeId,
+        service: &str,
+        payload: impl Into<Vec<u8>>,
+        opts: CallOptions,
+    ) -> Result<Bytes, RpcError> {
+        let parts = self.open(peer, service, CallKind::Unary, payload.into(), opts)?;
+        let r = parts.done.await;
+        drop(parts.guard);
+        outcome(r)
+    }
+
+    /// Server-streaming call: one request, a stream of responses.
+    pub fn call_server_stream(
+        &self,
+        peer: NodeId,
+        service: &str,
+        payload: impl Into<Vec<u8>>,
+        opts: CallOptions,
+    ) -> Result<ServerStream, RpcError> {
+        let p = self.open(peer, service, CallKind::ServerStream, payload.into(), opts)?;
+        Ok(ServerStream {
+            msgs: p.msgs,
+            done: p.done,
+            _guard: p.guard,
+        })
+    }
+
+    /// Client-streaming call: send messages, then `finish` for the response.
+    pub fn call_client_stream(
+        &self,
+        peer: NodeId,
+        service: &str,
+        opts: CallOptions,
+    ) -> Result<ClientStream, RpcError> {
+        let p = self.open(peer, service, CallKind::ClientStream, Vec::new(), opts)?;
+        Ok(ClientStream {
+            opened: Some(p.opened),
+            handle: None,
+            done: p.done,
+            _guard: p.guard,
+        })
+    }
+
+    /// Duplex call: streams both ways.
+    pub fn call_duplex(
+        &self,
+        peer: NodeId,
+        service: &str,
+        opts: CallOptions,
+    ) -> Result<DuplexCall, RpcError> {
+        let p = self.open(peer, service, CallKind::Duplex, Vec::new(), opts)?;
+        let tx = ClientStream {
+            opened: Some(p.opened),
+            handle: None,
+            done: p.done,
+            _guard: p.guard,
+        };
+        Ok(DuplexCall { tx, msgs: p.msgs })
+    }
+}
+
+/// Responses of a server-streaming call.
+pub struct ServerStream {
+    msgs: mpsc::UnboundedReceiver<Bytes>,
+    done: oneshot::Receiver<(Status, Bytes)>,
+    _guard: CancelGuard,
+}
+
+impl ServerStream {
+    /// Next message; `None` once the stream ended (then call `finish`).
+    pub async fn next(&mut self) -> Option<Bytes> {
+        self.msgs.recv().await
+    }
+
+    /// The trailer: the call's status and final payload.
+    pub async fn finish(self) -> Result<Bytes, RpcError> {
+        outcome(self.done.await)
+    }
+}
+
+/// Sending side of a client-streaming call.
+pub struct ClientStream {
+    opened: Option<oneshot::Receiver<CallHandle>>,
+    handle: Option<CallHandle>,
+    done: oneshot::Receiver<(Status, Bytes)>,
+    _guard: CancelGuard,
+}
+
+/// How long `send` retries a full core inbox before reporting backpressure.
+const SEND_RETRY: Duration = Duration::from_secs(1);
+
+impl ClientStream {
+    async fn handle(&mut self) -> Result<CallHandle, RpcError> {
+        if let Some(rx) = self.opened.take() {
+            self.handle = rx.await.ok();
+        }
+        self.handle.clone().ok_or(RpcError::Dropped)
+    }
+
+    /// Sends one message. Flow control holds messages on the core until the
+    /// callee grants credit; order is kept.
+    pub async fn send(&mut self, payload: impl Into<Vec<u8>>) -> Result<(), RpcError> {
+        let h = self.handle().await?;
+        let mut payload = payload.into();
+        let until = Instant::now() + SEND_RETRY;
+        loop {
+            match h.send(std::mem::take(&mut payload)) {
+                Ok(()) => return Ok(()),
+                Err(_) if Instant::now() < until => tokio::task::yield_now().await,
+                Err(_) => return Err(RpcError::Engine(net_engine::EngineError::Backpressure)),
+            }
+        }
+    }
+
+    /// Ends the stream and waits for the response.
+    pub async fn finish(mut self) -> Result<Bytes, RpcError> {
+        let h = self.handle().await?;
+        let _ = h.finish();
+        outcome((&mut self.done).await)
+    }
+}
+
+/// A duplex call: send like a [`ClientStream`], receive like a [`ServerStream`].
+pub struct DuplexCall {
+    tx: ClientStream,
+    msgs: mpsc::UnboundedReceiver<Bytes>,
+}
+
+impl DuplexCall {
+    /// Sends one message.
+    pub async fn send(&mut self, payload: impl Into<Vec<u8>>) -> Result<(), RpcError> {
+        self.tx.send(payload).await
+    }
+
+    /// Next message from the callee; `None` once its stream ended.
+    pub async fn recv(&mut self) -> Option<Bytes> {
+        self.msgs.recv().await
+    }
+
+    /// Ends our stream and waits for the callee's final status.
+    pub async fn finish(self) -> Result<Bytes, RpcError> {
+        self.tx.finish().await
+    }
+}

@@ -1,0 +1,51 @@
+//! Errors the SDK returns.
+
+use bytes::Bytes;
+use net_engine::EngineError;
+use net_proto::Status;
+
+/// Why a call did not return a successful response.
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    /// The call completed with a non-OK status (NotFound, CapabilityDenied,
+    /// Timeout, Backpressure, Cancelled, Internal, Unavailable or an
+    /// application code); `payload` is whatever the callee sent with it.
+    #[error("call failed with status {status}")]
+    Status {
+        /// Outcome.
+        status: Status,
+        /// Body sent with the status.
+        payload: Bytes,
+    },
+    /// The engine refused the call (not running, inbox full).
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The engine dropped the call without an outcome (node shut down).
+    #[error("call dropped by the engine")]
+    Dropped,
+}
+
+impl RpcError {
+    /// The call's status, if it completed with one.
+    pub fn status(&self) -> Option<Status> {
+        match self {
+            RpcError::Status { status, .. } => Some(*status),
+            RpcError::Engine(EngineError::Backpressure) => Some(Status::BACKPRESSURE),
+            _ => None,
+        }
+    }
+}
+
+/// Why a mesh could not be built or started.
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    /// `build()` without an identity.
+    #[error("no identity configured")]
+    MissingIdentity,
+    /// `build()` without a mesh PSK.
+    #[error("no mesh PSK configured")]
+    MissingPsk,
+    /// The engine refused.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}

@@ -1,0 +1,240 @@
+//! `Mesh`: building, starting and serving.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use net_crypto::{Identity, NodeId, PublicIdentity};
+use net_engine::{
+    CoreStats, DriverChoice, Handler, IncomingCall, MeshNode, MeshNodeConfig, RequestInfo,
+};
+use net_proto::{ServiceId, Status};
+
+use crate::error::MeshError;
+
+/// Builds a [`Mesh`]. Identity and PSK are required; everything else has defaults.
+#[derive(Default)]
+pub struct MeshBuilder {
+    identity: Option<Identity>,
+    psk: Option<[u8; 32]>,
+    listen: Option<SocketAddr>,
+    cores: Option<usize>,
+    driver: Option<DriverChoice>,
+    spin: Option<Duration>,
+    pin: Option<bool>,
+    peers: Vec<(SocketAddr, PublicIdentity)>,
+}
+
+impl MeshBuilder {
+    /// This node's identity.
+    pub fn identity(mut self, id: Identity) -> Self {
+        self.identity = Some(id);
+        self
+    }
+    /// The mesh pre-shared key.
+    pub fn psk(mut self, psk: [u8; 32]) -> Self {
+        self.psk = Some(psk);
+        self
+    }
+    /// Address to listen on (default 127.0.0.1, ephemeral port).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = Some(addr);
+        self
+    }
+    /// Event-loop cores (default 1).
+    pub fn cores(mut self, n: usize) -> Self {
+        self.cores = Some(n);
+        self
+    }
+    /// UDP driver (default: `NET_DRIVER`, else auto).
+    pub fn driver(mut self, d: DriverChoice) -> Self {
+        self.driver = Some(d);
+        self
+    }
+    /// Spin before parking (default 50 µs).
+    pub fn spin(mut self, d: Duration) -> Self {
+        self.spin = Some(d);
+        self
+    }
+    /// Pin loop threads to CPUs (default on).
+    pub fn pin(mut self, pin: bool) -> Self {
+        self.pin = Some(pin);
+        self
+    }
+    /// A peer this node may call.
+    pub fn peer(mut self, addr: SocketAddr, identity: PublicIdentity) -> Self {
+        self.peers.push((addr, identity));
+        self
+    }
+
+    /// Validates and creates the mesh (nothing is bound until `start`).
+    pub fn build(self) -> Result<Mesh, MeshError> {
+        let identity = self.identity.ok_or(MeshError::MissingIdentity)?;
+        let psk = self.psk.ok_or(MeshError::MissingPsk)?;
+        let mut cfg = MeshNodeConfig::new(identity, psk);
+        if let Some(a) = self.listen {
+            cfg = cfg.with_listen(a);
+        }
+        if let Some(n) = self.cores {
+            cfg = cfg.with_cores(n);
+        }
+        if let Some(d) = self.driver {
+            cfg = cfg.with_driver(d);
+        }
+        if let Some(s) = self.spin {
+            cfg = cfg.with_spin(s);
+        }
+        if let Some(p) = self.pin {
+            cfg = cfg.with_pinning(p);
+        }
+        for (addr, id) in self.peers {
+            cfg = cfg.with_peer(addr, id);
+        }
+        Ok(Mesh {
+            node: Arc::new(MeshNode::new(cfg)?),
+        })
+    }
+}
+
+/// A node of the mesh, from the application's side. Cheap to clone.
+#[derive(Clone)]
+pub struct Mesh {
+    pub(crate) node: Arc<MeshNode>,
+}
+
+/// Unregisters its service when dropped.
+#[must_use = "dropping the handle stops serving"]
+pub struct ServeHandle {
+    node: Arc<MeshNode>,
+    service: ServiceId,
+}
+
+impl Drop for ServeHandle {
+    fn drop(&mut self) {
+        let _ = self.node.unserve(self.service);
+    }
+}
+
+/// A request as an async handler sees it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Authenticated caller.
+    pub peer: NodeId,
+    /// Service called.
+    pub service: ServiceId,
+    /// Request body.
+    pub payload: Bytes,
+}
+
+impl Mesh {
+    /// Starts building a mesh node.
+    pub fn builder() -> MeshBuilder {
+        MeshBuilder::default()
+    }
+
+    /// Binds and starts the event loops.
+    pub fn start(&self) -> Result<(), MeshError> {
+        Ok(self.node.start_arc()?)
+    }
+
+    /// Graceful shutdown within `timeout`.
+    pub fn shutdown(&self, timeout: Duration) -> Result<(), MeshError> {
+        Ok(self.node.shutdown(timeout)?)
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node.node_id()
+    }
+
+    /// Address peers reach this node at, once started.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.node.local_addr()
+    }
+
+    /// Driver and AEAD in use, e.g. `("mmsg", "chacha20-poly1305/ring/avx2")`.
+    pub fn describe(&self) -> (String, &'static str) {
+        (
+            self.node
+                .driver()
+                .map(|d| d.to_string())
+                .unwrap_or_default(),
+            self.node.aead(),
+        )
+    }
+
+    /// Per-core counters.
+    pub fn stats(&self) -> Vec<CoreStats> {
+        self.node.stats()
+    }
+
+    /// The engine node (advanced use: on-core apps, raw handlers).
+    pub fn engine(&self) -> &Arc<MeshNode> {
+        &self.node
+    }
+
+    fn register(&self, service: &str, handler: Handler) -> Result<ServeHandle, MeshError> {
+        let id = ServiceId::of(service);
+        self.node.serve(id, handler, None)?;
+        Ok(ServeHandle {
+            node: self.node.clone(),
+            service: id,
+        })
+    }
+
+    /// Serves `service` with a synchronous handler that runs inline on the
+    /// core (no hand-off, no allocation by the engine): it gets the request
+    /// and appends the response to `out`. It must not block.
+    pub fn serve_rpc<F>(&self, service: &str, handler: F) -> Result<ServeHandle, MeshError>
+    where
+        F: Fn(&RequestInfo, &[u8], &mut Vec<u8>) -> Status + Send + Sync + 'static,
+    {
+        self.register(service, Handler::Sync(Arc::new(handler)))
+    }
+
+    /// Serves `service` with an async handler run on the current tokio
+    /// runtime (one task per request); its result returns through the
+    /// owning core's inbox. Must be called inside a tokio runtime.
+    pub fn serve_rpc_async<F, Fut>(
+        &self,
+        service: &str,
+        handler: F,
+    ) -> Result<ServeHandle, MeshError>
+    where
+        F: Fn(Request) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, Status>> + Send + 'static,
+    {
+        let rt = tokio::runtime::Handle::current();
+        let handler = Arc::new(handler);
+        let h = move |call: IncomingCall| {
+            let req = Request {
+                peer: call.info.peer,
+                service: call.info.service,
+                payload: Bytes::from(call.payload),
+            };
+            let fut = handler(req);
+            let responder = call.responder;
+            rt.spawn(async move {
+                let (status, body) = match fut.await {
+                    Ok(b) => (Status::OK, b.to_vec()),
+                    Err(s) => (s, Vec::new()),
+                };
+                let _ = responder.respond(status, body);
+            });
+            None
+        };
+        self.register(service, Handler::Async(Arc::new(h)))
+    }
+
+    /// Serves a streaming service: `handler` runs on the core for each call
+    /// and returns the sink for the caller's messages; it answers through
+    /// `call.responder` (stream messages, then the trailer) from any thread.
+    pub fn serve_stream<F>(&self, service: &str, handler: F) -> Result<ServeHandle, MeshError>
+    where
+        F: Fn(IncomingCall) -> Option<Box<dyn net_engine::CallEvents>> + Send + Sync + 'static,
+    {
+        self.register(service, Handler::Async(Arc::new(handler)))
+    }
+}
