@@ -1,0 +1,415 @@
+//! The `recvmmsg`/`sendmmsg` driver.
+//!
+//! One `recvmmsg` harvests up to `batch` datagrams; one `sendmmsg` sends a
+//! whole flush (GSO runs as single messages). The socket is nonblocking; to
+//! park, `ppoll` waits on the socket and the waker's eventfd. All header,
+//! iovec and address arrays are allocated at open and only rewritten.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::portable::{is_full, is_transient};
+use crate::sock::{self, errno, NAME_LEN};
+use crate::txq::{Run, TxHeaders, TxQueue};
+use crate::waker::{Notify, WakeShared};
+use crate::{Driver, DriverConfig, DriverKind, DriverStats, Waker};
+
+/// Receive-side arrays: `hdrs[i]` points at `iov[i]` (slot `i` of `bufs`)
+/// and `names[i]`.
+struct RxArrays {
+    hdrs: Vec<libc::mmsghdr>,
+    iov: Vec<libc::iovec>,
+    names: Vec<libc::sockaddr_in6>,
+    bufs: Vec<u8>,
+    slot: usize,
+}
+
+impl RxArrays {
+    fn new(batch: usize, slot: usize) -> Self {
+        RxArrays {
+            // SAFETY: mmsghdr is a C struct of integers and pointers; all
+            // zero (null pointers, zero lengths) is a valid value.
+            hdrs: (0..batch).map(|_| unsafe { std::mem::zeroed() }).collect(),
+            iov: (0..batch)
+                .map(|_| libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                })
+                .collect(),
+            names: (0..batch).map(|_| sock::zero_sockaddr()).collect(),
+            bufs: vec![0u8; batch * slot],
+            slot,
+        }
+    }
+
+    /// Points header `i` at `iov[i]` (slot `i` of `bufs`) and `names[i]`
+    /// and resets the lengths the kernel overwrites. Pointers are derived
+    /// afresh each call, so they are never stale.
+    fn prepare(&mut self) {
+        let base = self.bufs.as_mut_ptr();
+        let names = self.names.as_mut_ptr();
+        let iov = self.iov.as_mut_ptr();
+        for (i, h) in self.hdrs.iter_mut().enumerate() {
+            // SAFETY: `i < batch` = length of `iov` and `names`, so these
+            // element pointers are in bounds; nothing else borrows them now.
+            unsafe {
+                *iov.add(i) = libc::iovec {
+                    iov_base: base.wrapping_add(i * self.slot).cast(),
+                    iov_len: self.slot,
+                };
+                h.msg_hdr.msg_iov = iov.add(i);
+                h.msg_hdr.msg_name = names.add(i).cast();
+            }
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_namelen = NAME_LEN as libc::socklen_t;
+            h.msg_hdr.msg_control = std::ptr::null_mut();
+            h.msg_hdr.msg_controllen = 0;
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
+        }
+    }
+}
+
+/// See the module docs.
+pub(crate) struct MmsgDriver {
+    /// Owns the descriptor `fd` (closed on drop).
+    _sock: socket2::Socket,
+    fd: RawFd,
+    efd: RawFd,
+    local: SocketAddr,
+    batch: usize,
+    max_datagram: usize,
+    rx: RxArrays,
+    /// Slot and length of each accepted datagram of the last `recv`.
+    rx_meta: Vec<(SocketAddr, u32, u32)>,
+    tx: TxQueue,
+    txh: TxHeaders,
+    /// The run each `txh` entry of the current `sendmmsg` carries.
+    runs: Vec<Run>,
+    gso: bool,
+    wake: Arc<WakeShared>,
+    stats: DriverStats,
+}
+
+// SAFETY: the raw pointers inside `rx` and `txh` point only into heap
+// buffers owned by this same struct (never shared), and are dereferenced
+// only by the kernel during syscalls this driver makes from whichever single
+// thread owns it. Moving the driver to another thread moves that ownership.
+unsafe impl Send for MmsgDriver {}
+
+impl MmsgDriver {
+    /// Sets up the driver on (a duplicate of) the bound socket `s`.
+    pub(crate) fn new(s: &socket2::Socket, cfg: &DriverConfig) -> io::Result<Self> {
+        let sock = s.try_clone()?;
+        sock.set_nonblocking(true)?;
+        let local = sock::local_addr(&sock)?;
+        let wake = WakeShared::new(Notify::EventFd(sock::eventfd(true)?));
+        let mut d = MmsgDriver {
+            fd: sock.as_raw_fd(),
+            efd: wake.eventfd().unwrap_or(-1),
+            _sock: sock,
+            local,
+            batch: cfg.batch,
+            max_datagram: cfg.max_datagram,
+            rx: RxArrays::new(cfg.batch, cfg.max_datagram),
+            rx_meta: Vec::with_capacity(cfg.batch),
+            tx: TxQueue::new(cfg.batch, cfg.max_datagram),
+            txh: TxHeaders::new(cfg.batch),
+            runs: vec![Run::default(); cfg.batch],
+            gso: cfg.gso && gso_supported(&local),
+            wake,
+            stats: DriverStats::default(),
+        };
+        // Probe: a seccomp filter or an exotic kernel may refuse recvmmsg.
+        d.harvest()?;
+        d.rx_meta.clear();
+        Ok(d)
+    }
+
+    pub(crate) fn stats_mut(&mut self) -> &mut DriverStats {
+        &mut self.stats
+    }
+
+    /// One nonblocking `recvmmsg`; appends accepted datagrams to `rx_meta`.
+    fn harvest(&mut self) -> io::Result<()> {
+        self.rx.prepare();
+        loop {
+            self.stats.syscalls += 1;
+            // SAFETY: `hdrs` holds `batch` initialised mmsghdrs whose name and
+            // iovec pointers target `names`/`bufs` slots of this struct, each
+            // sized as declared (NAME_LEN, `slot`); the kernel writes at most
+            // that much into each. No timeout pointer is passed.
+            let r = unsafe {
+                libc::recvmmsg(
+                    self.fd,
+                    self.rx.hdrs.as_mut_ptr(),
+                    self.batch as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
+            };
+            if r >= 0 {
+                self.accept(r as usize);
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EAGAIN) => return Ok(()),
+                Some(libc::EINTR) => continue,
+                _ if is_transient(&e) => {
+                    self.stats.rx_errors += 1;
+                    continue;
+                }
+                _ => return Err(e),
+            }
+        }
+    }
+
+    fn accept(&mut self, n: usize) {
+        for i in 0..n {
+            let h = &self.rx.hdrs[i];
+            let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            let src = sock::sockaddr_from_raw(&self.rx.names[i], h.msg_hdr.msg_namelen);
+            match src {
+                Some(src) if !truncated && (h.msg_len as usize) <= self.max_datagram => {
+                    self.rx_meta.push((src, i as u32, h.msg_len));
+                }
+                _ => self.stats.rx_errors += 1,
+            }
+        }
+    }
+
+    /// `ppoll` on the socket and the eventfd for at most `left`.
+    fn poll(&mut self, left: Option<Duration>) -> io::Result<()> {
+        let mut fds = [
+            libc::pollfd {
+                fd: self.fd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.efd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let ts = left.map(|d| libc::timespec {
+            tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: d.subsec_nanos() as libc::c_long,
+        });
+        let tsp = ts
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        self.stats.syscalls += 1;
+        // SAFETY: `fds` is a live array of 2 pollfds; `tsp` is null or points
+        // at the live local `ts`; no signal mask is passed.
+        let r = unsafe { libc::ppoll(fds.as_mut_ptr(), 2, tsp, std::ptr::null()) };
+        if r < 0 && errno() != libc::EINTR {
+            return Err(io::Error::last_os_error());
+        }
+        if fds[1].revents != 0 {
+            self.stats.syscalls += 1;
+            sock::eventfd_drain(self.efd);
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> usize {
+        let n = self.rx_meta.len();
+        if n > 0 {
+            self.stats.rx_batches += 1;
+            self.stats.rx_datagrams += n as u64;
+        }
+        n
+    }
+
+    /// Sends queued items from `start` with one `sendmmsg` per call, GSO
+    /// runs as single messages. Returns `Some(i)` if GSO was refused for the
+    /// run starting at item `i` (the caller turns GSO off and resends from
+    /// there), `None` when every item was sent or counted as dropped.
+    fn send_from(&mut self, start: usize) -> Option<usize> {
+        let n_items = self.tx.items().len();
+        let base = self.tx.slab_ptr();
+        let mut m = 0;
+        let mut i = start;
+        while i < n_items {
+            let run = self.tx.run_at(i, self.gso);
+            self.txh.fill(m, base, &self.tx, &run);
+            self.runs[m] = run;
+            m += 1;
+            i += run.count;
+        }
+        let mut k = 0;
+        let mut retried = false;
+        while k < m {
+            self.stats.syscalls += 1;
+            // SAFETY: entries k..m of `txh.msgs` were filled above: their
+            // name, iovec and control pointers target live buffers of this
+            // struct, and each iovec lies inside the tx slab (whose queued
+            // items end before its length). The kernel only reads them.
+            let r = unsafe {
+                libc::sendmmsg(
+                    self.fd,
+                    self.txh.msgs.as_mut_ptr().add(k),
+                    (m - k) as libc::c_uint,
+                    0,
+                )
+            };
+            if r > 0 {
+                for run in &self.runs[k..k + r as usize] {
+                    self.stats.tx_datagrams += run.count as u64;
+                    self.stats.gso_sends += u64::from(run.is_gso());
+                }
+                k += r as usize;
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            let run = self.runs[k];
+            match e.raw_os_error() {
+                Some(libc::EINTR) => {}
+                Some(libc::EIO | libc::EINVAL) if run.is_gso() => return Some(run.first),
+                _ if is_full(&e) && !retried => {
+                    retried = true;
+                    self.wait_writable();
+                }
+                _ if is_full(&e) => {
+                    // Still full after a wait: drop the rest of the flush.
+                    let rest: usize = self.runs[k..m].iter().map(|r| r.count).sum();
+                    self.stats.tx_errors += rest as u64;
+                    tracing::debug!(dropped = rest, "net-io: send buffer full");
+                    return None;
+                }
+                _ => {
+                    tracing::debug!(error = %e, "net-io: datagram dropped by the kernel");
+                    self.stats.tx_errors += run.count as u64;
+                    k += 1;
+                }
+            }
+        }
+        None
+    }
+
+    /// Waits up to 1 ms for send-buffer space.
+    fn wait_writable(&mut self) {
+        let mut fd = libc::pollfd {
+            fd: self.fd,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        self.stats.syscalls += 1;
+        // SAFETY: one live pollfd; the count passed is 1.
+        unsafe { libc::poll(&mut fd, 1, 1) };
+    }
+}
+
+/// Whether the kernel knows `UDP_SEGMENT` (Linux ≥ 4.18). Probed on a
+/// throwaway socket of the same family.
+fn gso_supported(local: &SocketAddr) -> bool {
+    let Ok(s) = socket2::Socket::new(
+        socket2::Domain::for_address(*local),
+        socket2::Type::DGRAM,
+        None,
+    ) else {
+        return false;
+    };
+    match sock::getsockopt_int(s.as_raw_fd(), libc::SOL_UDP, libc::UDP_SEGMENT) {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::debug!(error = %e, "net-io: UDP GSO unsupported");
+            false
+        }
+    }
+}
+
+impl Driver for MmsgDriver {
+    fn kind(&self) -> DriverKind {
+        DriverKind::Mmsg
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    fn tx_slot(&mut self) -> Option<&mut [u8]> {
+        self.tx.slot()
+    }
+
+    fn tx_commit(&mut self, dst: SocketAddr, len: usize) {
+        if !self.tx.commit(dst, len) {
+            self.stats.tx_errors += 1;
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.tx.is_empty() {
+            return Ok(());
+        }
+        self.stats.tx_batches += 1;
+        let mut start = 0;
+        while let Some(failed) = self.send_from(start) {
+            tracing::warn!("net-io: kernel refused UDP GSO; sending datagrams one by one");
+            self.gso = false;
+            self.stats.downgrades += 1;
+            start = failed;
+        }
+        self.tx.clear();
+        Ok(())
+    }
+
+    fn recv(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
+        self.rx_meta.clear();
+        self.harvest()?;
+        if !self.rx_meta.is_empty() || timeout == Some(Duration::ZERO) {
+            return Ok(self.finish());
+        }
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        loop {
+            let left = match deadline {
+                None => None,
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(l) if !l.is_zero() => Some(l),
+                    _ => return Ok(self.finish()),
+                },
+            };
+            if !self.wake.park_begin() {
+                self.wake.take_pending();
+                self.stats.wakes += 1;
+                return Ok(self.finish());
+            }
+            self.stats.parks += 1;
+            let r = self.poll(left);
+            self.wake.park_end();
+            r?;
+            let woke = self.wake.take_pending();
+            self.stats.wakes += u64::from(woke);
+            self.harvest()?;
+            if woke || !self.rx_meta.is_empty() {
+                return Ok(self.finish());
+            }
+        }
+    }
+
+    fn rx(&mut self, i: usize) -> (SocketAddr, &mut [u8]) {
+        match self.rx_meta.get(i) {
+            Some(&(src, slot, len)) => {
+                let start = slot as usize * self.rx.slot;
+                (src, &mut self.rx.bufs[start..start + len as usize])
+            }
+            None => {
+                debug_assert!(false, "rx({i}) past the last recv's count");
+                (self.local, &mut [])
+            }
+        }
+    }
+
+    fn waker(&self) -> Waker {
+        Waker::new(&self.wake)
+    }
+
+    fn stats(&self) -> DriverStats {
+        self.stats
+    }
+}
