@@ -65,17 +65,15 @@ impl Core {
                 self.waiting.remove(&(session, call));
                 self.held.remove(&(session, call));
             }
-            Command::Register {
-                service,
-                handler,
-                max_in_flight,
-            } => {
+            Command::Register { service, handler, max_in_flight, ack } => {
                 self.handlers.insert(service, handler);
                 self.ep.register_service(service, max_in_flight);
+                let _ = ack.try_send(());
             }
-            Command::Unregister { service } => {
+            Command::Unregister { service, ack } => {
                 self.handlers.remove(&service);
                 self.ep.unregister_service(service);
+                let _ = ack.try_send(());
             }
             Command::Stats(tx) => {
                 let _ = tx.try_send(self.snapshot());

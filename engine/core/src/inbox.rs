@@ -58,13 +58,17 @@ pub(crate) enum Command {
         session: SessionId,
         call: CallId,
     },
+    /// Installs a handler; `ack` is signalled once it is live on this core.
     Register {
         service: ServiceId,
         handler: Handler,
         max_in_flight: u32,
+        ack: std::sync::mpsc::SyncSender<()>,
     },
+    /// Removes a handler; `ack` is signalled once it is gone on this core.
     Unregister {
         service: ServiceId,
+        ack: std::sync::mpsc::SyncSender<()>,
     },
     Stats(std::sync::mpsc::SyncSender<CoreStats>),
     /// Run an application on this core (engine-mode benchmarks).

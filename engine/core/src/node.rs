@@ -210,16 +210,17 @@ impl MeshNode {
         }
     }
 
-    /// Pushes `make()` to every core (registrations must reach all of them).
-    fn broadcast(&self, make: impl Fn() -> Command) -> Result<(), EngineError> {
+    /// Pushes `make(ack)` to every core and waits until each has applied it,
+    /// so a service is live (or gone) everywhere when `serve` returns.
+    fn broadcast(&self, make: impl Fn(std::sync::mpsc::SyncSender<()>) -> Command) -> Result<(), EngineError> {
         let running = self.lock();
-        let Some(r) = running.as_ref() else {
-            return Ok(());
-        };
+        let Some(r) = running.as_ref() else { return Ok(()) };
+        let (tx, rx) = std::sync::mpsc::sync_channel(r.cores.len());
         for c in &r.cores {
-            c.inbox
-                .push(make())
-                .map_err(|_| EngineError::Backpressure)?;
+            c.inbox.push(make(tx.clone())).map_err(|_| EngineError::Backpressure)?;
+        }
+        for _ in &r.cores {
+            rx.recv_timeout(Duration::from_secs(5)).map_err(|_| EngineError::NotRunning)?;
         }
         Ok(())
     }
@@ -237,11 +238,7 @@ impl MeshNode {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(service, (handler.clone(), max));
-        self.broadcast(|| Command::Register {
-            service,
-            handler: handler.clone(),
-            max_in_flight: max,
-        })
+        self.broadcast(|ack| Command::Register { service, handler: handler.clone(), max_in_flight: max, ack })
     }
 
     /// Stops serving `service`; new calls get `NotFound`.
@@ -250,7 +247,7 @@ impl MeshNode {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&service);
-        self.broadcast(|| Command::Unregister { service })
+        self.broadcast(|ack| Command::Unregister { service, ack })
     }
 
     /// Opens a call to `peer` on the next core (round robin); its events go

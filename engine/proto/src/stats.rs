@@ -69,6 +69,8 @@ pub struct EndpointStats {
     pub calls_not_found: u64,
     /// Calls refused with BACKPRESSURE.
     pub calls_backpressure: u64,
+    /// Open calls the caller cancelled (or whose deadline passed) before the answer.
+    pub calls_cancelled: u64,
     /// Requests delivered to the application.
     pub requests_delivered: u64,
     /// Calls this endpoint made that completed (any status).

@@ -254,6 +254,7 @@ impl Session {
                     self.emit_response(ctx, id, Status::TIMEOUT, Vec::new());
                 }
                 Role::Callee => {
+                    ctx.stats.calls_cancelled += 1;
                     ctx.events.push_back(Event::Cancelled {
                         session: self.id,
                         call: id,
@@ -467,6 +468,7 @@ impl Session {
         if let Some(call) = self.calls.get(&id) {
             if !call.done {
                 ctx.services.release(call.service);
+                ctx.stats.calls_cancelled += 1;
                 ctx.events.push_back(Event::Cancelled {
                     session: self.id,
                     call: id,
