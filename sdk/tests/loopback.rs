@@ -37,11 +37,18 @@ fn pair(kind: DriverKind, cores: usize) -> Option<(Mesh, Mesh)> {
         .driver(DriverChoice::Force(kind))
         .cores(cores)
         .pin(false)
-        .peer(server.local_addr().unwrap(), Identity::from_seed(&[1; 32]).public())
+        .peer(
+            server.local_addr().unwrap(),
+            Identity::from_seed(&[1; 32]).public(),
+        )
         .build()
         .unwrap();
     client.start().unwrap();
-    assert_eq!(client.describe().0, kind.to_string(), "forced driver in use");
+    assert_eq!(
+        client.describe().0,
+        kind.to_string(),
+        "forced driver in use"
+    );
     Some((server, client))
 }
 
@@ -69,7 +76,9 @@ impl CallEvents for Count {
         }
     }
     fn finished(&mut self) {
-        let _ = self.responder.respond(Status::OK, self.bytes.to_be_bytes().to_vec());
+        let _ = self
+            .responder
+            .respond(Status::OK, self.bytes.to_be_bytes().to_vec());
     }
     fn complete(&mut self, _: Status, _: &[u8]) {}
 }
@@ -81,15 +90,29 @@ fn streaming_services(server: &Mesh) -> Vec<net::ServeHandle> {
             for i in 0..n {
                 call.responder.send(i.to_be_bytes().to_vec()).unwrap();
             }
-            call.responder.respond(Status::OK, b"done".to_vec()).unwrap();
+            call.responder
+                .respond(Status::OK, b"done".to_vec())
+                .unwrap();
             None
         })
         .unwrap();
     let sink = server
-        .serve_stream("sink", |call: IncomingCall| Some(Box::new(Count { bytes: 0, responder: call.responder, duplex: false }) as _))
+        .serve_stream("sink", |call: IncomingCall| {
+            Some(Box::new(Count {
+                bytes: 0,
+                responder: call.responder,
+                duplex: false,
+            }) as _)
+        })
         .unwrap();
     let duplex = server
-        .serve_stream("duplex", |call: IncomingCall| Some(Box::new(Count { bytes: 0, responder: call.responder, duplex: true }) as _))
+        .serve_stream("duplex", |call: IncomingCall| {
+            Some(Box::new(Count {
+                bytes: 0,
+                responder: call.responder,
+                duplex: true,
+            }) as _)
+        })
         .unwrap();
     vec![ticker, sink, duplex]
 }
@@ -101,20 +124,31 @@ async fn unary_and_streams(server: &Mesh, client: &Mesh) {
     let r = client.call(id, "echo", b"ping".to_vec()).await.unwrap();
     assert_eq!(&r[..], b"ping");
     // Server streaming.
-    let mut s = client.call_server_stream(id, "ticker", 100u32.to_be_bytes().to_vec(), CallOptions::default()).unwrap();
+    let mut s = client
+        .call_server_stream(
+            id,
+            "ticker",
+            100u32.to_be_bytes().to_vec(),
+            CallOptions::default(),
+        )
+        .unwrap();
     for i in 0..100u32 {
         assert_eq!(s.next().await.as_deref(), Some(&i.to_be_bytes()[..]));
     }
     assert_eq!(s.next().await, None);
     assert_eq!(&s.finish().await.unwrap()[..], b"done");
     // Client streaming.
-    let mut c = client.call_client_stream(id, "sink", CallOptions::default()).unwrap();
+    let mut c = client
+        .call_client_stream(id, "sink", CallOptions::default())
+        .unwrap();
     for _ in 0..500 {
         c.send(vec![1u8; 1000]).await.unwrap();
     }
     assert_eq!(c.finish().await.unwrap()[..], 500_000u64.to_be_bytes());
     // Duplex.
-    let mut d = client.call_duplex(id, "duplex", CallOptions::default()).unwrap();
+    let mut d = client
+        .call_duplex(id, "duplex", CallOptions::default())
+        .unwrap();
     for i in 0..50u8 {
         d.send(vec![i; 10]).await.unwrap();
         assert_eq!(d.recv().await.unwrap()[..], [i; 10]);
@@ -135,15 +169,27 @@ async fn cancel_and_deadline(server: &Mesh, client: &Mesh) {
     let id = server.node_id();
     // The deadline's cancel and the dropped call's cancel both reach the callee.
     let before = cancelled(server);
-    let opts = CallOptions { deadline: Some(Duration::from_millis(50)) };
-    let err = client.call_with(id, "slow", b"x".to_vec(), opts).await.unwrap_err();
+    let opts = CallOptions {
+        deadline: Some(Duration::from_millis(50)),
+    };
+    let err = client
+        .call_with(id, "slow", b"x".to_vec(), opts)
+        .await
+        .unwrap_err();
     assert_eq!(err.status(), Some(Status::TIMEOUT), "{err}");
     // Dropping the future cancels the call at the callee.
-    let r = tokio::time::timeout(Duration::from_millis(50), client.call(id, "slow", b"y".to_vec())).await;
+    let r = tokio::time::timeout(
+        Duration::from_millis(50),
+        client.call(id, "slow", b"y".to_vec()),
+    )
+    .await;
     assert!(r.is_err(), "the slow call was still running");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while cancelled(server) < before + 2 {
-        assert!(tokio::time::Instant::now() < deadline, "callee never saw the cancel");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "callee never saw the cancel"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -193,7 +239,9 @@ async fn shutdown_with_calls_in_flight(server: Mesh, client: Mesh) {
     let mut calls = Vec::new();
     for i in 0..64u32 {
         let c = client.clone();
-        calls.push(tokio::spawn(async move { c.call(id, "slow", i.to_be_bytes().to_vec()).await }));
+        calls.push(tokio::spawn(async move {
+            c.call(id, "slow", i.to_be_bytes().to_vec()).await
+        }));
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
     let s = server.clone();
@@ -206,9 +254,22 @@ async fn shutdown_with_calls_in_flight(server: Mesh, client: Mesh) {
     // Now the server is gone: a client call in flight during the client's
     // own shutdown completes (Unavailable) instead of hanging.
     let c2 = client.clone();
-    let pending = tokio::spawn(async move { c2.call_with(id, "slow", b"late".to_vec(), CallOptions { deadline: Some(Duration::from_secs(20)) }).await });
+    let pending = tokio::spawn(async move {
+        c2.call_with(
+            id,
+            "slow",
+            b"late".to_vec(),
+            CallOptions {
+                deadline: Some(Duration::from_secs(20)),
+            },
+        )
+        .await
+    });
     tokio::time::sleep(Duration::from_millis(20)).await;
-    tokio::task::spawn_blocking(move || client.shutdown(Duration::from_millis(200))).await.unwrap().unwrap();
+    tokio::task::spawn_blocking(move || client.shutdown(Duration::from_millis(200)))
+        .await
+        .unwrap()
+        .unwrap();
     match pending.await.unwrap() {
         Err(e @ RpcError::Status { .. }) => assert_eq!(e.status(), Some(Status::UNAVAILABLE)),
         other => panic!("expected Unavailable, got {other:?}"),
@@ -216,11 +277,21 @@ async fn shutdown_with_calls_in_flight(server: Mesh, client: Mesh) {
 }
 
 async fn suite(kind: DriverKind) {
-    let Some((server, client)) = pair(kind, 1) else { return };
-    tokio::time::timeout(BOUND, unary_and_streams(&server, &client)).await.expect("streams bounded");
-    tokio::time::timeout(BOUND, cancel_and_deadline(&server, &client)).await.expect("cancel bounded");
-    tokio::time::timeout(BOUND, c128(&server, &client)).await.expect("c128 bounded");
-    tokio::time::timeout(BOUND, shutdown_with_calls_in_flight(server, client)).await.expect("shutdown bounded");
+    let Some((server, client)) = pair(kind, 1) else {
+        return;
+    };
+    tokio::time::timeout(BOUND, unary_and_streams(&server, &client))
+        .await
+        .expect("streams bounded");
+    tokio::time::timeout(BOUND, cancel_and_deadline(&server, &client))
+        .await
+        .expect("cancel bounded");
+    tokio::time::timeout(BOUND, c128(&server, &client))
+        .await
+        .expect("c128 bounded");
+    tokio::time::timeout(BOUND, shutdown_with_calls_in_flight(server, client))
+        .await
+        .expect("shutdown bounded");
 }
 
 macro_rules! per_driver {
@@ -238,11 +309,16 @@ per_driver!(uring => DriverKind::Uring, mmsg => DriverKind::Mmsg, portable => Dr
 /// that owns it: a packet on the wrong core would be an unknown index there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steering_two_cores() {
-    let Some((server, client)) = pair(DriverKind::Mmsg, 2) else { return };
+    let Some((server, client)) = pair(DriverKind::Mmsg, 2) else {
+        return;
+    };
     let _e = echo(&server);
     let id = server.node_id();
     for i in 0..2000u32 {
-        let r = client.call(id, "echo", i.to_be_bytes().to_vec()).await.unwrap();
+        let r = client
+            .call(id, "echo", i.to_be_bytes().to_vec())
+            .await
+            .unwrap();
         assert_eq!(r[..], i.to_be_bytes());
     }
     let stats = server.stats();
@@ -250,10 +326,18 @@ async fn steering_two_cores() {
     let rx: u64 = stats.iter().map(|s| s.proto.data_packets_rx).sum();
     assert!(rx >= 2000);
     for s in stats.iter().chain(client.stats().iter()) {
-        assert_eq!(s.proto.drop_unknown_index, 0, "core {} got another core's packet", s.core);
+        assert_eq!(
+            s.proto.drop_unknown_index, 0,
+            "core {} got another core's packet",
+            s.core
+        );
         assert_eq!(s.proto.drop_decrypt, 0);
     }
     // Both client cores opened their own session (per-core sessions).
-    let handshakes: u64 = client.stats().iter().map(|s| s.proto.handshakes_completed).sum();
+    let handshakes: u64 = client
+        .stats()
+        .iter()
+        .map(|s| s.proto.handshakes_completed)
+        .sum();
     assert_eq!(handshakes, 2);
 }

@@ -65,7 +65,12 @@ impl Core {
                 self.waiting.remove(&(session, call));
                 self.held.remove(&(session, call));
             }
-            Command::Register { service, handler, max_in_flight, ack } => {
+            Command::Register {
+                service,
+                handler,
+                max_in_flight,
+                ack,
+            } => {
                 self.handlers.insert(service, handler);
                 self.ep.register_service(service, max_in_flight);
                 let _ = ack.try_send(());
@@ -139,7 +144,12 @@ impl Core {
             .call(now, session, p.service, p.kind, p.deadline, &p.payload)
         {
             Ok(call) => {
-                self.ep.recycle(p.payload);
+                // The endpoint copied the body; keep the buffer for the next
+                // on-core call (SDK buffers go to the endpoint's pool).
+                match p.waiter {
+                    Waiter::App(_) if self.spare.len() < 1024 => self.spare.push(p.payload),
+                    _ => self.ep.recycle(p.payload),
+                }
                 let mut waiter = p.waiter;
                 if let Waiter::Events(e) = &mut waiter {
                     e.opened(CallHandle {

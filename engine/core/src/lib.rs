@@ -15,6 +15,7 @@ mod core_loop;
 mod dispatch;
 mod handler;
 mod inbox;
+pub mod loadgen;
 mod node;
 mod stats;
 

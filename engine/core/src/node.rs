@@ -212,15 +212,23 @@ impl MeshNode {
 
     /// Pushes `make(ack)` to every core and waits until each has applied it,
     /// so a service is live (or gone) everywhere when `serve` returns.
-    fn broadcast(&self, make: impl Fn(std::sync::mpsc::SyncSender<()>) -> Command) -> Result<(), EngineError> {
+    fn broadcast(
+        &self,
+        make: impl Fn(std::sync::mpsc::SyncSender<()>) -> Command,
+    ) -> Result<(), EngineError> {
         let running = self.lock();
-        let Some(r) = running.as_ref() else { return Ok(()) };
+        let Some(r) = running.as_ref() else {
+            return Ok(());
+        };
         let (tx, rx) = std::sync::mpsc::sync_channel(r.cores.len());
         for c in &r.cores {
-            c.inbox.push(make(tx.clone())).map_err(|_| EngineError::Backpressure)?;
+            c.inbox
+                .push(make(tx.clone()))
+                .map_err(|_| EngineError::Backpressure)?;
         }
         for _ in &r.cores {
-            rx.recv_timeout(Duration::from_secs(5)).map_err(|_| EngineError::NotRunning)?;
+            rx.recv_timeout(Duration::from_secs(5))
+                .map_err(|_| EngineError::NotRunning)?;
         }
         Ok(())
     }
@@ -238,7 +246,12 @@ impl MeshNode {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(service, (handler.clone(), max));
-        self.broadcast(|ack| Command::Register { service, handler: handler.clone(), max_in_flight: max, ack })
+        self.broadcast(|ack| Command::Register {
+            service,
+            handler: handler.clone(),
+            max_in_flight: max,
+            ack,
+        })
     }
 
     /// Stops serving `service`; new calls get `NotFound`.

@@ -379,12 +379,16 @@ impl Endpoint {
             s.queued = true;
             self.ready.push_back(idx);
         }
-        let t = s.next_timeout(&self.cfg);
-        if t != s.timer {
-            s.timer = t;
-            if let Some(t) = t {
+        // Only an earlier deadline is pushed: a later one would leave a
+        // stale entry per packet (the keepalive deadline moves with every
+        // send). The armed entry then fires early once and re-arms.
+        match (s.next_timeout(&self.cfg), s.timer) {
+            (Some(t), Some(armed)) if t >= armed => {}
+            (Some(t), _) => {
+                s.timer = Some(t);
                 self.timers.push(Reverse((t, idx)));
             }
+            (None, _) => s.timer = None,
         }
     }
 
