@@ -33,6 +33,8 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "alloc-counter")]
+pub mod alloc_counter;
 mod config;
 mod error;
 mod mmsg;

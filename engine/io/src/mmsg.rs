@@ -123,14 +123,34 @@ impl MmsgDriver {
             wake,
             stats: DriverStats::default(),
         };
-        // Probe: a seccomp filter or an exotic kernel may refuse recvmmsg.
-        d.harvest()?;
-        d.rx_meta.clear();
+        d.probe()?;
         Ok(d)
     }
 
     pub(crate) fn stats_mut(&mut self) -> &mut DriverStats {
         &mut self.stats
+    }
+
+    /// Checks that the kernel (or a seccomp filter) allows `recvmmsg`,
+    /// without consuming anything: one peeking, nonblocking call.
+    fn probe(&mut self) -> io::Result<()> {
+        self.rx.prepare();
+        self.stats.syscalls += 1;
+        // SAFETY: as in `harvest`, with a vector length of 1 (≤ batch).
+        let r = unsafe {
+            libc::recvmmsg(
+                self.fd,
+                self.rx.hdrs.as_mut_ptr(),
+                1,
+                libc::MSG_DONTWAIT | libc::MSG_PEEK,
+                std::ptr::null_mut(),
+            )
+        };
+        match r {
+            r if r >= 0 => Ok(()),
+            _ if errno() == libc::EAGAIN => Ok(()),
+            _ => Err(io::Error::last_os_error()),
+        }
     }
 
     /// One nonblocking `recvmmsg`; appends accepted datagrams to `rx_meta`.
@@ -265,6 +285,12 @@ impl MmsgDriver {
                 }
                 k += r as usize;
                 continue;
+            }
+            if r == 0 {
+                // Not expected from Linux; never loop on it.
+                let rest: usize = self.runs[k..m].iter().map(|r| r.count).sum();
+                self.stats.tx_errors += rest as u64;
+                return None;
             }
             let e = io::Error::last_os_error();
             let run = self.runs[k];

@@ -16,6 +16,15 @@
 //!   every send completes, so `tx_slot` after a flush first reaps the send
 //!   completions, entering the kernel only if they are not in yet (counted
 //!   in `tx_waits`).
+//! * **one enter per iteration**: a blocking `recv` submits the queued sends
+//!   and waits in the same `io_uring_enter`, asking for one completion more
+//!   than the sends it submits (UDP sends complete inline), so their
+//!   completions do not end the wait.
+//! * **owning thread**: io_uring runs a request's completion work in the
+//!   task that submitted it. Drivers are opened on one thread and moved to
+//!   their core's thread, so the receive and wake requests are re-armed (the
+//!   old ones cancelled) when `recv` first runs on a new thread; otherwise
+//!   every datagram would wake the opening thread.
 //! * **spinning**: the ring is set up with `COOP_TASKRUN | TASKRUN_FLAG`, so
 //!   the kernel flags pending completion work in the SQ ring; `recv(Some(0))`
 //!   on an idle ring with nothing to submit makes no syscall at all.
@@ -48,6 +57,18 @@ const UD_CANCEL: u64 = 4 << TAG_SHIFT;
 const BGID: u16 = 0;
 /// Size of the `io_uring_recvmsg_out` header the kernel writes first.
 const RECVMSG_OUT_LEN: usize = 16;
+/// Low user-data bits holding the arming generation of receive/wake SQEs.
+const GEN_MASK: u64 = 0xffff_ffff;
+
+/// An identifier of the calling thread, unique among live threads: the
+/// address of a thread-local (no allocation, no atomics).
+fn thread_token() -> usize {
+    thread_local! {
+        static TOKEN: u8 = const { 0 };
+    }
+    TOKEN.with(|t| t as *const u8 as usize)
+}
+
 /// Consecutive failed receive completions after which `recv` reports an
 /// error instead of re-arming forever.
 const MAX_RX_ERROR_STREAK: u32 = 64;
@@ -87,6 +108,16 @@ pub(crate) struct UringDriver {
     max_datagram: usize,
     recv_armed: bool,
     wake_armed: bool,
+    /// Generation of the current receive/wake SQEs (in their user data);
+    /// bumped when they are re-armed from another thread.
+    arm_gen: u64,
+    /// `thread_token()` of the thread that armed them.
+    armed_by: usize,
+    /// Cancelled receive/wake SQEs of older generations whose final
+    /// completion has not arrived yet.
+    stale_armed: u32,
+    /// Send SQEs pushed since the last `io_uring_enter`.
+    sends_unsubmitted: usize,
     ready: VecDeque<RxEntry>,
     cur: Vec<RxEntry>,
     sends: Vec<SendRec>,
@@ -109,8 +140,20 @@ pub(crate) struct UringDriver {
 // another thread, so moving the whole driver to another thread is sound.
 unsafe impl Send for UringDriver {}
 
-fn ring_sizes(batch: usize) -> (u16, u32, u32) {
-    let bufs = (batch * 4).max(64).next_power_of_two().min(1 << 15);
+/// Memory the receive buffer pool may take before it is shrunk below four
+/// batches (only large `max_datagram`s get near it).
+const MAX_POOL_BYTES: usize = 32 << 20;
+
+/// Buffer-pool entries, SQ and CQ sizes for a batch and a buffer size: four
+/// batches of buffers (at least 64) unless that exceeds [`MAX_POOL_BYTES`],
+/// never below one batch (and 16).
+fn ring_sizes(batch: usize, buf_size: usize) -> (u16, u32, u32) {
+    let floor = batch.max(16).next_power_of_two();
+    let mut bufs = (batch * 4).max(64).next_power_of_two();
+    while bufs > floor && bufs * buf_size > MAX_POOL_BYTES {
+        bufs /= 2;
+    }
+    let bufs = bufs.min(1 << 15);
     let sq = (batch * 2 + 8).next_power_of_two() as u32;
     let cq = (bufs + batch * 2 + 16).next_power_of_two() as u32;
     (bufs as u16, sq, cq)
@@ -160,10 +203,10 @@ impl UringDriver {
         // instead of failing sends with EAGAIN.
         sock.set_nonblocking(false)?;
         let local = sock::local_addr(&sock)?;
-        let (nbufs, sq, cq) = ring_sizes(cfg.batch);
+        let buf_size = RECVMSG_OUT_LEN + NAME_LEN + cfg.max_datagram;
+        let (nbufs, sq, cq) = ring_sizes(cfg.batch, buf_size);
         let ring = build_ring(sq, cq)?;
         check_opcodes(&ring)?;
-        let buf_size = RECVMSG_OUT_LEN + NAME_LEN + cfg.max_datagram;
         let bufs = BufRing::new(nbufs, buf_size)?;
         bufs.publish();
         // SAFETY: the ring memory is a live, page-aligned mapping of `nbufs`
@@ -193,6 +236,10 @@ impl UringDriver {
             max_datagram: cfg.max_datagram,
             recv_armed: false,
             wake_armed: false,
+            arm_gen: 0,
+            armed_by: thread_token(),
+            stale_armed: 0,
+            sends_unsubmitted: 0,
             ready: VecDeque::with_capacity(nbufs as usize),
             cur: Vec::with_capacity(cfg.batch),
             sends: vec![SendRec::default(); cfg.batch],
@@ -230,17 +277,20 @@ impl UringDriver {
     /// # Safety
     /// Every pointer in `e` must stay valid until its completion is reaped.
     unsafe fn push(&mut self, e: &squeue::Entry) -> io::Result<()> {
-        loop {
+        for _ in 0..16 {
             // SAFETY: forwarded from the caller's contract.
             if unsafe { self.ring.submission().push(e) }.is_ok() {
                 return Ok(());
             }
+            // Submitting empties the SQ (CQEs are not reaped here, so this
+            // never re-enters the completion handlers).
             self.enter(0, None)?;
         }
+        Err(io::Error::from_raw_os_error(libc::EBUSY))
     }
 
-    /// Returns the last batch's buffers, re-arms what is not armed, and
-    /// publishes the buffer ring.
+    /// Returns the last batch's buffers, re-arms what is not armed (from
+    /// this thread, see the module docs), and publishes the buffer ring.
     fn prepare(&mut self) -> io::Result<()> {
         for i in 0..self.cur.len() {
             let bid = self.cur[i].bid;
@@ -248,10 +298,16 @@ impl UringDriver {
         }
         self.cur.clear();
         self.bufs.publish();
+        let me = thread_token();
+        if me != self.armed_by {
+            self.retire_arms()?;
+            self.armed_by = me;
+        }
+        let gen = self.arm_gen & GEN_MASK;
         if !self.recv_armed {
             let e = opcode::RecvMsgMulti::new(types::Fd(self.fd), &*self.recv_hdr, BGID)
                 .build()
-                .user_data(UD_RECV);
+                .user_data(UD_RECV | gen);
             // SAFETY: `recv_hdr` is boxed and lives as long as the ring (it is
             // dropped after it); the buffers come from the registered ring.
             unsafe { self.push(&e)? };
@@ -261,12 +317,32 @@ impl UringDriver {
             let buf: *mut u64 = &mut *self.wake_buf;
             let e = opcode::Read::new(types::Fd(self.efd), buf.cast(), 8)
                 .build()
-                .user_data(UD_WAKE);
+                .user_data(UD_WAKE | gen);
             // SAFETY: `wake_buf` is a boxed u64 (8 bytes, as declared) that
             // outlives the ring; the eventfd is kept open by `self.wake`.
             unsafe { self.push(&e)? };
             self.wake_armed = true;
         }
+        Ok(())
+    }
+
+    /// Cancels the armed receive/wake SQEs and starts a new generation, so
+    /// `prepare` arms fresh ones from the calling thread.
+    fn retire_arms(&mut self) -> io::Result<()> {
+        let gen = self.arm_gen & GEN_MASK;
+        for (armed, tag) in [(self.recv_armed, UD_RECV), (self.wake_armed, UD_WAKE)] {
+            if armed {
+                let e = opcode::AsyncCancel::new(tag | gen)
+                    .build()
+                    .user_data(UD_CANCEL);
+                // SAFETY: a cancel SQE carries no pointers.
+                unsafe { self.push(&e)? };
+                self.stale_armed += 1;
+            }
+        }
+        self.arm_gen = self.arm_gen.wrapping_add(1);
+        self.recv_armed = false;
+        self.wake_armed = false;
         Ok(())
     }
 
@@ -283,6 +359,9 @@ impl UringDriver {
             }
             _ => self.ring.submitter().submit_and_wait(want),
         };
+        if self.ring.submission().is_empty() {
+            self.sends_unsubmitted = 0;
+        }
         match r {
             Ok(_) => Ok(()),
             Err(e) => match e.raw_os_error() {
@@ -309,27 +388,35 @@ impl UringDriver {
     }
 
     fn on_cqe(&mut self, ud: u64, res: i32, flags: u32) -> io::Result<()> {
+        let current = ud & GEN_MASK == self.arm_gen & GEN_MASK;
         match ud & TAG_MASK {
-            UD_RECV => self.on_recv(res, flags),
-            UD_WAKE => {
+            UD_RECV => {
+                let last = !cqueue::more(flags);
+                if last && current {
+                    self.recv_armed = false;
+                } else if last {
+                    self.stale_armed = self.stale_armed.saturating_sub(1);
+                }
+                // Data is data, whichever generation delivered it.
+                self.on_recv(res, flags, current);
+            }
+            UD_WAKE if current => {
                 self.wake_armed = false;
                 if res < 0 && res != -libc::ECANCELED {
                     self.setup_errno.get_or_insert(-res);
                     tracing::debug!(errno = -res, "net-io: eventfd read failed");
                 }
             }
+            UD_WAKE => self.stale_armed = self.stale_armed.saturating_sub(1),
             UD_SEND => return self.on_send((ud & !TAG_MASK) as usize, res),
             _ => {}
         }
         Ok(())
     }
 
-    fn on_recv(&mut self, res: i32, flags: u32) {
-        if !cqueue::more(flags) {
-            self.recv_armed = false;
-        }
+    fn on_recv(&mut self, res: i32, flags: u32, current: bool) {
         if res < 0 {
-            if res != -libc::ENOBUFS && res != -libc::ECANCELED {
+            if res != -libc::ENOBUFS && res != -libc::ECANCELED && current {
                 self.setup_errno.get_or_insert(-res);
                 tracing::debug!(errno = -res, "net-io: multishot recvmsg error");
                 self.stats.rx_errors += 1;
@@ -422,6 +509,7 @@ impl UringDriver {
         // (`tx_slot` waits for that before handing out the slab again).
         unsafe { self.push(&e)? };
         self.tx_in_flight += 1;
+        self.sends_unsubmitted += 1;
         Ok(())
     }
 
@@ -471,10 +559,9 @@ impl UringDriver {
         Ok(())
     }
 
-    /// Nonblocking harvest: reaps, and enters the kernel only if there is
-    /// something to submit or the kernel flagged pending completion work.
+    /// Enters the kernel (without waiting) only if there is something to
+    /// submit or the kernel flagged pending completion work; then reaps.
     fn poll_ready(&mut self) -> io::Result<()> {
-        self.reap()?;
         let need_enter = {
             let sq = self.ring.submission();
             !sq.is_empty() || sq.taskrun() || sq.cq_overflow()
@@ -487,25 +574,60 @@ impl UringDriver {
         Ok(())
     }
 
-    /// Cancels the receive and wake SQEs and waits (bounded) for them and
-    /// for in-flight sends. `true` when nothing is left in the kernel.
+    /// The blocking part of `recv`: parks in one `io_uring_enter` that also
+    /// submits the queued sends, until a datagram, a wake or the deadline.
+    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        loop {
+            self.check_streak()?;
+            let left = match deadline {
+                None => None,
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(l) if !l.is_zero() => Some(l),
+                    // Every earlier iteration entered, so nothing is unsent.
+                    _ => return Ok(self.take_batch()),
+                },
+            };
+            if !self.wake.park_begin() {
+                self.wake.take_pending();
+                self.stats.wakes += 1;
+                self.poll_ready()?;
+                return Ok(self.take_batch());
+            }
+            if !self.ring.submission().taskrun() {
+                self.stats.parks += 1;
+            }
+            // Sends submitted now complete inline; wait for one more.
+            let want = 1 + self.sends_unsubmitted;
+            let r = self.enter(want, left);
+            self.wake.park_end();
+            r?;
+            let woke = self.wake.take_pending();
+            self.stats.wakes += u64::from(woke);
+            self.reap()?;
+            self.prepare()?;
+            if woke || !self.ready.is_empty() {
+                return Ok(self.take_batch());
+            }
+        }
+    }
+
+    /// Cancels the receive and wake SQEs and waits (bounded) for their final
+    /// completions (older generations' too) and for in-flight sends.
+    /// `true` when nothing is left in the kernel.
     fn shutdown(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(2);
         if self.tx_submitted && !self.await_sends() {
             return false;
         }
-        for target in [UD_RECV, UD_WAKE] {
-            let e = opcode::AsyncCancel::new(target)
-                .build()
-                .user_data(UD_CANCEL);
-            // SAFETY: a cancel SQE carries no pointers.
-            if unsafe { self.push(&e) }.is_err() {
+        if self.retire_arms().is_err() {
+            return false;
+        }
+        while self.stale_armed > 0 || self.tx_in_flight > 0 {
+            if Instant::now() >= deadline {
                 return false;
             }
-        }
-        while self.recv_armed || self.wake_armed || self.tx_in_flight > 0 {
-            if Instant::now() >= deadline || self.enter(1, Some(Duration::from_millis(50))).is_err()
-            {
+            if self.enter(1, Some(Duration::from_millis(50))).is_err() {
                 return false;
             }
             // Receives completing now just fill `ready`; errors don't matter.
@@ -578,38 +700,14 @@ impl Driver for UringDriver {
 
     fn recv(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
         self.prepare()?;
-        self.poll_ready()?;
+        self.reap()?;
         if !self.ready.is_empty() || timeout == Some(Duration::ZERO) {
+            // Submits deferred sends even when datagrams are already here.
+            self.poll_ready()?;
             self.check_streak()?;
             return Ok(self.take_batch());
         }
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        loop {
-            self.check_streak()?;
-            let left = match deadline {
-                None => None,
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(l) if !l.is_zero() => Some(l),
-                    _ => return Ok(self.take_batch()),
-                },
-            };
-            if !self.wake.park_begin() {
-                self.wake.take_pending();
-                self.stats.wakes += 1;
-                return Ok(self.take_batch());
-            }
-            self.stats.parks += 1;
-            let r = self.enter(1, left);
-            self.wake.park_end();
-            r?;
-            let woke = self.wake.take_pending();
-            self.stats.wakes += u64::from(woke);
-            self.reap()?;
-            self.prepare()?;
-            if woke || !self.ready.is_empty() {
-                return Ok(self.take_batch());
-            }
-        }
+        self.wait(timeout)
     }
 
     fn rx(&mut self, i: usize) -> (SocketAddr, &mut [u8]) {
@@ -631,5 +729,18 @@ impl Driver for UringDriver {
 
     fn stats(&self) -> DriverStats {
         self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ring_sizes() {
+        assert_eq!(super::ring_sizes(64, 2092), (256, 256, 512));
+        assert_eq!(super::ring_sizes(4, 65_579), (64, 16, 128));
+        let (bufs, _, _) = super::ring_sizes(1024, 65_579);
+        assert_eq!(bufs, 1024);
+        let (bufs, _, _) = super::ring_sizes(64, 65_579);
+        assert_eq!(bufs, 256); // 16.8 MB: under the cap
     }
 }
