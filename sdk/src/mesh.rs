@@ -58,7 +58,7 @@ impl MeshBuilder {
         self.spin = Some(d);
         self
     }
-    /// Pin loop threads to CPUs (default on).
+    /// Pin core `i` to CPU `i` (default off; see `MeshNodeConfig::with_cpus`).
     pub fn pin(mut self, pin: bool) -> Self {
         self.pin = Some(pin);
         self

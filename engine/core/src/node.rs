@@ -128,6 +128,11 @@ impl MeshNode {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         let cpus = core_affinity::get_core_ids().unwrap_or_default();
+        let pin_to = |i: usize| {
+            let want = self.cfg.cpus.as_ref()?;
+            let id = want[i % want.len()];
+            cpus.iter().copied().find(|c| c.id == id)
+        };
         let services = self
             .services
             .lock()
@@ -137,7 +142,7 @@ impl MeshNode {
         for (i, drv) in drivers.into_iter().enumerate() {
             let inbox = Arc::new(Inbox::new(self.cfg.inbox, drv.waker()));
             let core = self.new_core(i, drv, inbox.clone(), wall, &services);
-            let cpu = (self.cfg.pin && !cpus.is_empty()).then(|| cpus[i % cpus.len()]);
+            let cpu = pin_to(i);
             let thread = std::thread::Builder::new()
                 .name(format!("net-core-{i}"))
                 .spawn(move || {

@@ -1,0 +1,79 @@
+//! Hand-offs per unary call through the public async API (tokio callers,
+//! inline server handler), counted on a real loopback run at c128. The
+//! numbers are quoted in docs/ARCHITECTURE.md; the bound below is a
+//! regression guard (the engine-only path is pinned at zero allocations in
+//! engine/core/tests/handoffs.rs).
+
+use std::time::Duration;
+
+use net::{Identity, Mesh, Status};
+use net_io::alloc_counter::{allocations, CountingAllocator};
+
+#[global_allocator]
+static ALLOC: CountingAllocator = CountingAllocator;
+
+async fn burst(client: &Mesh, id: net::NodeId, calls: u64) {
+    let mut tasks = Vec::new();
+    for t in 0..128u64 {
+        let c = client.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..calls / 128 {
+                let body = (t << 32 | i).to_be_bytes();
+                let r = c.call(id, "echo", body.to_vec()).await.unwrap();
+                assert_eq!(r[..], body);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn sdk_hand_offs_per_call_c128() {
+    let server = Mesh::builder()
+        .identity(Identity::from_seed(&[1; 32]))
+        .psk([7; 32])
+        .pin(false)
+        .build()
+        .unwrap();
+    server.start().unwrap();
+    let _echo = server
+        .serve_rpc("echo", |_, b, out| {
+            out.extend_from_slice(b);
+            Status::OK
+        })
+        .unwrap();
+    let client = Mesh::builder()
+        .identity(Identity::from_seed(&[2; 32]))
+        .psk([7; 32])
+        .pin(false)
+        .peer(
+            server.local_addr().unwrap(),
+            Identity::from_seed(&[1; 32]).public(),
+        )
+        .build()
+        .unwrap();
+    client.start().unwrap();
+    let id = server.node_id();
+    burst(&client, id, 12_800).await;
+    const N: u64 = 25_600;
+    let (c0, s0) = (client.stats(), server.stats());
+    let a0 = allocations();
+    burst(&client, id, N).await;
+    let a1 = allocations();
+    let (c1, s1) = (client.stats(), server.stats());
+    let per = |a: u64, b: u64| (b - a) as f64 / N as f64;
+    let allocs = per(a0, a1);
+    println!(
+        "sdk c128 per call: allocations {allocs:.2} (process), client syscalls {:.3}, server syscalls {:.3}, client parks {:.3}, server parks {:.3}, client inbox wakes {:.3}",
+        per(c0[0].io.syscalls, c1[0].io.syscalls),
+        per(s0[0].io.syscalls, s1[0].io.syscalls),
+        per(c0[0].parks, c1[0].parks),
+        per(s0[0].parks, s1[0].parks),
+        per(c0[0].inbox_wakes, c1[0].inbox_wakes),
+    );
+    assert!(allocs < 16.0, "{allocs} allocations per SDK call");
+    client.shutdown(Duration::from_secs(1)).unwrap();
+    server.shutdown(Duration::from_secs(1)).unwrap();
+}
