@@ -111,5 +111,14 @@ fn inline_handler_hand_offs_per_call() {
             p.client_parks <= 1.0 && p.server_parks <= 1.0,
             "c{c}: more than one wakeup per side per call: {p:?}"
         );
+        // Engine-mode calls never cross threads, so nobody needs to wake a core.
+        assert!(p.inbox_wakes < 0.01, "c{c}: {p:?}");
+        if c == 128 {
+            // Batching: many calls share each receive and each send.
+            assert!(
+                p.client_syscalls < 1.0 && p.server_syscalls < 1.0,
+                "c128 not batched: {p:?}"
+            );
+        }
     }
 }
