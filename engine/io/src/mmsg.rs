@@ -424,10 +424,7 @@ impl Driver for MmsgDriver {
                 let start = slot as usize * self.rx.slot;
                 (src, &mut self.rx.bufs[start..start + len as usize])
             }
-            None => {
-                debug_assert!(false, "rx({i}) past the last recv's count");
-                (self.local, &mut [])
-            }
+            None => (self.local, &mut []),
         }
     }
 

@@ -271,10 +271,7 @@ impl Driver for PortableDriver {
                 src,
                 &mut self.rx_buf[i * self.rx_slot..i * self.rx_slot + n],
             ),
-            None => {
-                debug_assert!(false, "rx({i}) past the last recv's count");
-                (self.local, &mut [])
-            }
+            None => (self.local, &mut []),
         }
     }
 
