@@ -48,13 +48,7 @@ fn main() {
         ))
         .unwrap();
         client.start().unwrap();
-        let spec = |total| LoadSpec {
-            peer: server.node_id(),
-            service: ServiceId::of("echo"),
-            concurrency: 1,
-            total,
-            payload: 32,
-        };
+        let spec = |total| LoadSpec::calls(server.node_id(), ServiceId::of("echo"), 1, 32, total);
         let go = |total| {
             let (tx, rx) = sync_channel(1);
             client
@@ -64,13 +58,10 @@ fn main() {
         };
         go(2_000);
         let cpu0 = cpu_time();
-        let mut r = go(20_000);
+        let r = go(20_000);
         let cpu = cpu_time() - cpu0;
-        r.latencies_ns.sort_unstable();
-        let q = |p: f64| {
-            r.latencies_ns[((r.latencies_ns.len() - 1) as f64 * p) as usize] as f64 / 1000.0
-        };
-        let secs = r.elapsed_ns as f64 / 1e9;
+        let q = |p: f64| r.hist.value_at_quantile(p) as f64 / 1000.0;
+        let secs = r.elapsed.as_secs_f64();
         println!(
             "| {spin_us} µs | {:.1} | {:.1} | {:.0} | {:.1} |",
             q(0.5),

@@ -121,8 +121,11 @@ impl Core {
             return self.driver.recv(Some(Duration::ZERO));
         }
         let mut wake_at = self.ep.poll_timeout();
-        if let Some(d) = self.draining {
-            wake_at = Some(wake_at.map_or(d, |t| t.min(d)));
+        for extra in [self.draining, self.app.as_ref().and_then(|a| a.next_wake())]
+            .into_iter()
+            .flatten()
+        {
+            wake_at = Some(wake_at.map_or(extra, |t| t.min(extra)));
         }
         let timeout = wake_at.map(|t| t.saturating_duration_since(now));
         self.stats.parks += 1;

@@ -256,7 +256,16 @@ impl Core {
             any = true;
             self.event(now, ev);
         }
+        if let Some(app) = self.app.as_mut() {
+            let mut cx = CoreCx {
+                now,
+                calls: &mut self.app_calls,
+                spare: &mut self.spare,
+            };
+            app.poll(&mut cx);
+        }
         if !self.app_calls.is_empty() {
+            any = true;
             self.issue_app_calls(now);
         }
         any

@@ -153,6 +153,12 @@ pub trait CoreApp: Send + 'static {
     fn response(&mut self, cx: &mut CoreCx<'_>, token: u64, status: Status, payload: &[u8]);
     /// The app is finished; the core drops it.
     fn done(&self) -> bool;
+    /// Called every loop iteration (open-loop apps send on a schedule).
+    fn poll(&mut self, _cx: &mut CoreCx<'_>) {}
+    /// When the app next needs `poll`; the core does not park past it.
+    fn next_wake(&self) -> Option<Instant> {
+        None
+    }
 }
 
 /// What an on-core app may do.

@@ -66,12 +66,14 @@ fn measure(concurrency: usize) -> PerCall {
         .serve(ServiceId::of("echo"), Handler::Sync(echo), None)
         .unwrap();
     let client = node(2, Some(&server));
-    let spec = |total| LoadSpec {
-        peer: server.node_id(),
-        service: ServiceId::of("echo"),
-        concurrency,
-        total,
-        payload: 32,
+    let spec = |total| {
+        LoadSpec::calls(
+            server.node_id(),
+            ServiceId::of("echo"),
+            concurrency,
+            32,
+            total,
+        )
     };
     // Warm up: handshake, pools, map capacities.
     let warm = run(&client, spec(20_000));
@@ -87,7 +89,7 @@ fn measure(concurrency: usize) -> PerCall {
     assert_eq!(report.ok, N);
     let n = N as f64;
     PerCall {
-        // Includes the run's own set-up (its latency buffer, the app box).
+        // Includes the run's own set-up (its histogram, the app box).
         allocations: (a1 - a0) as f64 / n,
         client_syscalls: (cs1 - cs0) as f64 / n,
         server_syscalls: (ss1 - ss0) as f64 / n,
