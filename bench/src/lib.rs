@@ -1,1 +1,210 @@
-//! Net benchmarks. Criterion micro-benches live in `benches/`.
+//! Net benchmarks: `nrpc_qps` (engine vs a same-run raw-UDP baseline) and
+//! its building blocks. Criterion micro-benches live in `benches/`.
+
+pub mod nrpc;
+pub mod raw;
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// A point with no progress for this long fails the run (never a livelock).
+pub const STALL: Duration = Duration::from_secs(20);
+
+/// One measurement point.
+#[derive(Clone, Debug)]
+pub struct Point {
+    /// Calls (or datagrams) in flight.
+    pub conc: usize,
+    /// Request and response body size in bytes.
+    pub payload: usize,
+    /// Measured stretch.
+    pub duration: Duration,
+    /// Unmeasured stretch before it.
+    pub warmup: Duration,
+    /// Loop spin before parking (0 = park at once).
+    pub spin: Duration,
+    /// Open loop: calls per second.
+    pub rate: Option<f64>,
+}
+
+impl Point {
+    /// `c128/32B`-style name used in messages.
+    pub fn name(&self) -> String {
+        format!("c{}/{}B", self.conc, self.payload)
+    }
+}
+
+/// What one run of one point measured.
+#[derive(Clone, Debug)]
+pub struct PointResult {
+    /// Latencies in nanoseconds.
+    pub hist: Histogram<u64>,
+    /// Calls answered correctly.
+    pub ok: u64,
+    /// Calls failed, wrong, or lost.
+    pub errors: u64,
+    /// Length of the measured stretch.
+    pub elapsed: Duration,
+    /// No progress for [`STALL`].
+    pub stalled: bool,
+}
+
+impl PointResult {
+    /// Empty result.
+    pub fn new() -> Self {
+        PointResult {
+            hist: Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds"),
+            ok: 0,
+            errors: 0,
+            elapsed: Duration::ZERO,
+            stalled: false,
+        }
+    }
+
+    /// Records one completed call.
+    pub fn record(&mut self, latency: Duration, good: bool) {
+        if good {
+            self.ok += 1;
+            let _ = self.hist.record((latency.as_nanos() as u64).max(1));
+        } else {
+            self.errors += 1;
+        }
+    }
+
+    /// Calls per second over the measured stretch.
+    pub fn qps(&self) -> f64 {
+        let s = self.elapsed.as_secs_f64();
+        if s > 0.0 {
+            self.ok as f64 / s
+        } else {
+            0.0
+        }
+    }
+
+    /// Latency quantile in microseconds.
+    pub fn quantile_us(&self, q: f64) -> f64 {
+        self.hist.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+impl Default for PointResult {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One JSON record: (system, driver, mode, conc, payload) → figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct Record {
+    /// "nrpc" or "raw".
+    pub system: String,
+    /// Driver kind.
+    pub driver: String,
+    /// "engine" or "sdk" (raw: "raw").
+    pub mode: String,
+    /// Calls in flight.
+    pub conc: usize,
+    /// Payload bytes.
+    pub payload: usize,
+    /// Open-loop offered rate, if any.
+    pub rate: Option<f64>,
+    /// Completed calls per second.
+    pub qps: f64,
+    /// Median latency, µs.
+    pub p50_us: f64,
+    /// 99th percentile, µs.
+    pub p99_us: f64,
+    /// 99.9th percentile, µs.
+    pub p999_us: f64,
+    /// Calls completed correctly in the measured stretch.
+    pub calls: u64,
+    /// Calls failed, wrong or lost.
+    pub errors: u64,
+}
+
+impl Record {
+    /// A record for `system` from a point's result.
+    pub fn new(system: &str, driver: &str, mode: &str, point: &Point, r: &PointResult) -> Self {
+        Record {
+            system: system.into(),
+            driver: driver.into(),
+            mode: mode.into(),
+            conc: point.conc,
+            payload: point.payload,
+            rate: point.rate,
+            qps: r.qps(),
+            p50_us: r.quantile_us(0.5),
+            p99_us: r.quantile_us(0.99),
+            p999_us: r.quantile_us(0.999),
+            calls: r.ok,
+            errors: r.errors,
+        }
+    }
+}
+
+/// Where the numbers were taken.
+#[derive(Clone, Debug, Serialize)]
+pub struct Host {
+    /// Online CPUs.
+    pub cores: usize,
+    /// `uname -r`.
+    pub kernel: String,
+    /// CPU model name.
+    pub cpu: String,
+    /// AEAD backend string, e.g. `chacha20-poly1305/ring/avx2`.
+    pub aead: String,
+    /// Unix time of the run.
+    pub unix_time: u64,
+}
+
+impl Host {
+    /// Reads the host description.
+    pub fn detect(aead: &str) -> Self {
+        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        let cpu = read("/proc/cpuinfo")
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+            .unwrap_or_default();
+        Host {
+            // Online CPUs, not this (possibly pinned) thread's parallelism.
+            cores: read("/proc/cpuinfo")
+                .lines()
+                .filter(|l| l.starts_with("processor"))
+                .count()
+                .max(1),
+            kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
+            cpu,
+            aead: aead.to_string(),
+            unix_time: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        }
+    }
+}
+
+/// The JSON document `--json` writes.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Where.
+    pub host: Host,
+    /// The command line.
+    pub command: String,
+    /// One per (system, driver, mode, conc, payload).
+    pub records: Vec<Record>,
+}
+
+/// Pins the calling thread to `cpu`. The CPU is set directly, not looked up
+/// among the CPUs this thread may use now: a child process inherits its
+/// parent's (possibly pinned) mask and must still be able to move.
+pub fn pin(cpu: Option<usize>) {
+    if let Some(id) = cpu {
+        if !core_affinity::set_for_current(core_affinity::CoreId { id }) {
+            eprintln!("nrpc_qps: could not pin to CPU {id}");
+        }
+    }
+}

@@ -25,8 +25,9 @@ use crate::stats::CoreStats;
 pub(crate) enum Waiter {
     /// A remote thread (SDK) through its event sink.
     Events(Box<dyn CallEvents>),
-    /// The on-core app, by token.
-    App(u64),
+    /// The on-core app, by token and by the app's generation: responses to
+    /// calls of an app that has since been replaced are dropped.
+    App { token: u64, gen: u64 },
 }
 
 /// Outgoing stream items held back by flow control, in order.
@@ -53,6 +54,8 @@ pub(crate) struct Core {
     pub held: HashMap<(SessionId, CallId), VecDeque<Held>>,
     pub handlers: HashMap<ServiceId, Handler>,
     pub app: Option<Box<dyn CoreApp>>,
+    /// Incremented each time an app is installed.
+    pub app_gen: u64,
     pub app_calls: Vec<(NodeId, ServiceId, u64, Vec<u8>)>,
     pub spare: Vec<Vec<u8>>,
     /// Response buffer for sync handlers, reused.

@@ -91,6 +91,7 @@ impl Core {
                 };
                 app.start(&mut cx);
                 self.app = Some(app);
+                self.app_gen += 1;
                 self.issue_app_calls(now);
             }
             Command::Shutdown { deadline } => self.draining = Some(deadline),
@@ -147,7 +148,7 @@ impl Core {
                 // The endpoint copied the body; keep the buffer for the next
                 // on-core call (SDK buffers go to the endpoint's pool).
                 match p.waiter {
-                    Waiter::App(_) if self.spare.len() < 1024 => self.spare.push(p.payload),
+                    Waiter::App { .. } if self.spare.len() < 1024 => self.spare.push(p.payload),
                     _ => self.ep.recycle(p.payload),
                 }
                 let mut waiter = p.waiter;
@@ -219,8 +220,8 @@ impl Core {
         self.stats.calls_completed += 1;
         match waiter {
             Waiter::Events(mut e) => e.complete(status, payload),
-            Waiter::App(token) => {
-                if let Some(app) = self.app.as_mut() {
+            Waiter::App { token, gen } => {
+                if let Some(app) = self.app.as_mut().filter(|_| gen == self.app_gen) {
                     let mut cx = CoreCx {
                         now: Instant::now(),
                         calls: &mut self.app_calls,
@@ -240,7 +241,10 @@ impl Core {
                 kind: CallKind::Unary,
                 deadline: None,
                 payload,
-                waiter: Waiter::App(token),
+                waiter: Waiter::App {
+                    token,
+                    gen: self.app_gen,
+                },
             };
             self.open_call(now, p);
         }

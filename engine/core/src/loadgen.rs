@@ -190,6 +190,9 @@ impl CoreApp for ClosedLoop {
     fn response(&mut self, cx: &mut CoreCx<'_>, token: u64, status: Status, payload: &[u8]) {
         let now = Instant::now();
         let slot = token as usize;
+        if slot >= self.started.len() {
+            return; // not one of ours
+        }
         self.last_progress = Some(now);
         if self.measure_from.is_some_and(|m| now >= m) {
             let good = status.is_ok()

@@ -127,11 +127,13 @@ impl MeshNode {
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        let cpus = core_affinity::get_core_ids().unwrap_or_default();
+        // CPUs are set directly rather than looked up in the current mask: a
+        // thread (or process) already pinned elsewhere must still be movable.
         let pin_to = |i: usize| {
             let want = self.cfg.cpus.as_ref()?;
-            let id = want[i % want.len()];
-            cpus.iter().copied().find(|c| c.id == id)
+            Some(core_affinity::CoreId {
+                id: want[i % want.len()],
+            })
         };
         let services = self
             .services
@@ -207,6 +209,7 @@ impl MeshNode {
             held: HashMap::new(),
             handlers,
             app: None,
+            app_gen: 0,
             app_calls: Vec::new(),
             spare: Vec::new(),
             out: Vec::new(),

@@ -1,0 +1,371 @@
+//! `nrpc_qps`: unary nRPC throughput and latency on loopback, against a raw
+//! UDP baseline measured in the same run with the same pinning and payloads.
+//!
+//! `cargo run --release -p net-bench --bin nrpc_qps` sweeps concurrency
+//! {1, 16, 128} × payload {32, 1024} B. Server and client run in separate
+//! processes (`--processes 2`, default), pinned to different CPUs.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use net_bench::{nrpc, pin, raw, Host, Point, PointResult, Record, Report};
+use net_engine::DriverChoice;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// Calls issued from the client node's core directly (no hand-off).
+    Engine,
+    /// Calls through the public async API on tokio.
+    Sdk,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Role {
+    RawServer,
+    NrpcServer,
+}
+
+/// Unary nRPC QPS and latency vs a same-run raw-UDP baseline.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Concurrency levels (calls in flight), comma separated.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1usize, 16, 128])]
+    conc: Vec<usize>,
+    /// Payload sizes in bytes, comma separated.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![32usize, 1024])]
+    payload: Vec<usize>,
+    /// Measured time per point.
+    #[arg(long, default_value_t = 2000)]
+    duration_ms: u64,
+    /// Unmeasured warm-up per point.
+    #[arg(long, default_value_t = 500)]
+    warmup_ms: u64,
+    /// UDP driver: auto, uring, mmsg or portable.
+    #[arg(long, default_value = "auto")]
+    driver: String,
+    /// Spin before parking, µs (0 = park at once; the baseline then blocks too).
+    #[arg(long, default_value_t = 50)]
+    spin_us: u64,
+    /// Where calls are issued from.
+    #[arg(long, value_enum, default_value_t = Mode::Engine)]
+    mode: Mode,
+    /// 2: server in a child process; 1: server on a thread of this process.
+    #[arg(long, default_value_t = 2)]
+    processes: u8,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// Open loop: offered calls per second (latency from intended send time).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// CPU for the server.
+    #[arg(long, default_value_t = 0)]
+    server_cpu: usize,
+    /// CPU for the client.
+    #[arg(long, default_value_t = 1)]
+    client_cpu: usize,
+    /// Skip the raw-UDP baseline.
+    #[arg(long)]
+    no_baseline: bool,
+    /// Internal: run as a server child process.
+    #[arg(long, value_enum, hide = true)]
+    role: Option<Role>,
+}
+
+fn driver(args: &Args) -> DriverChoice {
+    DriverChoice::from_str(&args.driver).unwrap_or_else(|e| fail(&format!("--driver: {e}")))
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("nrpc_qps: {msg}");
+    std::process::exit(2)
+}
+
+/// A running server: a child process, or a thread with its stop flag.
+enum Server {
+    Child(Child),
+    Thread(
+        Arc<AtomicBool>,
+        Option<std::thread::JoinHandle<()>>,
+        Option<net_engine::MeshNode>,
+    ),
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        match self {
+            Server::Child(c) => {
+                drop(c.stdin.take());
+                let _ = c.wait();
+            }
+            Server::Thread(stop, t, node) => {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                if let Some(t) = t.take() {
+                    let _ = t.join();
+                }
+                if let Some(n) = node.take() {
+                    let _ = n.shutdown(Duration::from_millis(200));
+                }
+            }
+        }
+    }
+}
+
+/// Child process: run `role` pinned to the server CPU until stdin closes.
+fn serve_role(args: &Args, role: Role) {
+    pin(Some(args.server_cpu));
+    let spin = Duration::from_micros(args.spin_us);
+    let stop = Arc::new(AtomicBool::new(false));
+    let _keep = match role {
+        Role::RawServer => {
+            let drv = raw::open(SocketAddr::from(([127, 0, 0, 1], 0)), driver(args))
+                .unwrap_or_else(|e| fail(&e.to_string()));
+            println!("READY {}", drv.local_addr());
+            let s = stop.clone();
+            Some(std::thread::spawn(move || {
+                let _ = raw::serve(drv, spin, &s);
+            }))
+        }
+        Role::NrpcServer => {
+            let node = nrpc::server(driver(args), spin, Some(args.server_cpu))
+                .unwrap_or_else(|e| fail(&e));
+            println!("READY {}", node.local_addr().expect("started"));
+            std::io::stdout().flush().ok();
+            let mut line = String::new();
+            while std::io::stdin()
+                .read_line(&mut line)
+                .map(|n| n > 0)
+                .unwrap_or(false)
+            {}
+            let _ = node.shutdown(Duration::from_millis(200));
+            return;
+        }
+    };
+    std::io::stdout().flush().ok();
+    let mut line = String::new();
+    while std::io::stdin()
+        .read_line(&mut line)
+        .map(|n| n > 0)
+        .unwrap_or(false)
+    {}
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn start_server(args: &Args, role: Role) -> (Server, SocketAddr) {
+    if args.processes >= 2 {
+        let exe = std::env::current_exe().unwrap_or_else(|e| fail(&e.to_string()));
+        let role_arg = match role {
+            Role::RawServer => "raw-server",
+            Role::NrpcServer => "nrpc-server",
+        };
+        let mut child = Command::new(exe)
+            .args([
+                "--role",
+                role_arg,
+                "--driver",
+                &args.driver,
+                "--spin-us",
+                &args.spin_us.to_string(),
+            ])
+            .args(["--server-cpu", &args.server_cpu.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| fail(&format!("spawning server: {e}")));
+        let mut out = BufReader::new(child.stdout.take().expect("piped"));
+        let mut line = String::new();
+        out.read_line(&mut line)
+            .unwrap_or_else(|e| fail(&e.to_string()));
+        let addr = line
+            .trim()
+            .strip_prefix("READY ")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| fail(&format!("server said {line:?}")));
+        return (Server::Child(child), addr);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let spin = Duration::from_micros(args.spin_us);
+    match role {
+        Role::RawServer => {
+            let drv = raw::open(SocketAddr::from(([127, 0, 0, 1], 0)), driver(args))
+                .unwrap_or_else(|e| fail(&e.to_string()));
+            let addr = drv.local_addr();
+            let (s, cpu) = (stop.clone(), args.server_cpu);
+            let t = std::thread::spawn(move || {
+                pin(Some(cpu));
+                let _ = raw::serve(drv, spin, &s);
+            });
+            (Server::Thread(stop, Some(t), None), addr)
+        }
+        Role::NrpcServer => {
+            let node = nrpc::server(driver(args), spin, Some(args.server_cpu))
+                .unwrap_or_else(|e| fail(&e));
+            let addr = node.local_addr().expect("started");
+            (Server::Thread(stop, None, Some(node)), addr)
+        }
+    }
+}
+
+fn points(args: &Args) -> Vec<Point> {
+    let mut v = Vec::new();
+    for &payload in &args.payload {
+        for &conc in &args.conc {
+            v.push(Point {
+                conc: conc.max(1),
+                payload: payload.max(16),
+                duration: Duration::from_millis(args.duration_ms),
+                warmup: Duration::from_millis(args.warmup_ms),
+                spin: Duration::from_micros(args.spin_us),
+                rate: args.rate,
+            });
+        }
+    }
+    v
+}
+
+fn check(point: &Point, system: &str, r: &PointResult) {
+    if r.stalled || r.ok == 0 {
+        fail(&format!(
+            "{system} {}: no progress for {:?}; transport saturated or broken, not measurable here",
+            point.name(),
+            net_bench::STALL
+        ));
+    }
+}
+
+fn run_raw(args: &Args, pts: &[Point]) -> Vec<PointResult> {
+    let (_server, addr) = start_server(args, Role::RawServer);
+    pin(Some(args.client_cpu));
+    pts.iter()
+        .map(|p| {
+            let r = raw::run(p, addr, driver(args), Arc::new(AtomicBool::new(false)))
+                .unwrap_or_else(|e| fail(&format!("raw {}: {e}", p.name())));
+            check(p, "raw", &r);
+            r
+        })
+        .collect()
+}
+
+fn run_nrpc(args: &Args, pts: &[Point]) -> (Vec<PointResult>, String, String) {
+    let (_server, addr) = start_server(args, Role::NrpcServer);
+    let spin = Duration::from_micros(args.spin_us);
+    let mut out = Vec::new();
+    let (drv, aead);
+    match args.mode {
+        Mode::Engine => {
+            let node = nrpc::client(addr, driver(args), spin, Some(args.client_cpu))
+                .unwrap_or_else(|e| fail(&e));
+            drv = node.driver().map(|d| d.to_string()).unwrap_or_default();
+            aead = node.aead().to_string();
+            for p in pts {
+                let r = nrpc::run_engine(&node, p).unwrap_or_else(|e| fail(&e));
+                check(p, "nrpc", &r);
+                out.push(r);
+            }
+            let _ = node.shutdown(Duration::from_millis(200));
+        }
+        Mode::Sdk => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap_or_else(|e| fail(&e.to_string()));
+            let mesh = net::Mesh::builder()
+                .identity(net_crypto::Identity::from_seed(&[2; 32]))
+                .psk(nrpc::PSK)
+                .driver(driver(args))
+                .spin(spin)
+                .peer(addr, nrpc::server_identity())
+                .build()
+                .unwrap_or_else(|e| fail(&e.to_string()));
+            mesh.start().unwrap_or_else(|e| fail(&e.to_string()));
+            (drv, aead) = (mesh.describe().0, mesh.describe().1.to_string());
+            for p in pts {
+                let r = nrpc::run_sdk(&mesh, &rt, p)
+                    .unwrap_or_else(|e| fail(&format!("nrpc {}: {e}", p.name())));
+                check(p, "nrpc", &r);
+                out.push(r);
+            }
+            let _ = mesh.shutdown(Duration::from_millis(200));
+        }
+    }
+    (out, drv, aead)
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.2}", a / b)
+    } else {
+        "-".into()
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Some(role) = args.role {
+        serve_role(&args, role);
+        return;
+    }
+    let pts = points(&args);
+    let raw = if args.no_baseline {
+        Vec::new()
+    } else {
+        run_raw(&args, &pts)
+    };
+    let (nrpc, drv, aead) = run_nrpc(&args, &pts);
+    let mode = format!("{:?}", args.mode).to_lowercase();
+    let host = Host::detect(&aead);
+    println!(
+        "nrpc_qps — {} cores, kernel {}, {}; driver {drv}, mode {mode}, spin {} µs, {} process(es)",
+        host.cores, host.kernel, host.aead, args.spin_us, args.processes
+    );
+    println!("| conc | payload | raw qps | nrpc qps | qps ratio | raw p50 µs | nrpc p50 µs | p50 ratio | raw p99 µs | nrpc p99 µs | p99 ratio | nrpc p99.9 µs | errors |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut records = Vec::new();
+    for (i, p) in pts.iter().enumerate() {
+        let n = &nrpc[i];
+        let r = raw.get(i);
+        let rq = r.map_or(0.0, |r| r.qps());
+        let (r50, r99) = r.map_or((0.0, 0.0), |r| (r.quantile_us(0.5), r.quantile_us(0.99)));
+        println!(
+            "| {} | {} B | {:.0} | {:.0} | {} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {} | {:.1} | {} |",
+            p.conc,
+            p.payload,
+            rq,
+            n.qps(),
+            ratio(n.qps(), rq),
+            r50,
+            n.quantile_us(0.5),
+            ratio(n.quantile_us(0.5), r50),
+            r99,
+            n.quantile_us(0.99),
+            ratio(n.quantile_us(0.99), r99),
+            n.quantile_us(0.999),
+            n.errors
+        );
+        if let Some(r) = r {
+            records.push(Record::new("raw", &drv, "raw", p, r));
+        }
+        records.push(Record::new("nrpc", &drv, &mode, p, n));
+    }
+    if let Some(path) = &args.json {
+        let report = Report {
+            host,
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            records,
+        };
+        let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+        std::fs::write(path, json)
+            .unwrap_or_else(|e| fail(&format!("writing {}: {e}", path.display())));
+    }
+    if nrpc.iter().any(|r| r.errors > 0) {
+        fail("some calls failed (see the errors column)");
+    }
+}

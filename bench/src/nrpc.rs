@@ -1,0 +1,178 @@
+//! The nRPC side of `nrpc_qps`: an echo server node and clients in two
+//! modes — `engine` (an on-core load generator: no hand-off at all) and
+//! `sdk` (tokio tasks calling through the public async API).
+
+use std::net::SocketAddr;
+use std::sync::mpsc::sync_channel;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use net_crypto::{Identity, PublicIdentity};
+use net_engine::loadgen::{ClosedLoop, LoadSpec};
+use net_engine::{DriverChoice, Handler, MeshNode, MeshNodeConfig};
+use net_proto::{ServiceId, Status};
+
+use crate::{Point, PointResult, STALL};
+
+/// The bench's mesh PSK (loopback only).
+pub const PSK: [u8; 32] = [0x42; 32];
+/// Backpressure retries in SDK mode stop after this.
+pub const RETRY_DEADLINE: Duration = Duration::from_secs(20);
+
+fn service() -> ServiceId {
+    ServiceId::of("echo")
+}
+
+/// Starts an echo server node on one core.
+pub fn server(
+    driver: DriverChoice,
+    spin: Duration,
+    cpu: Option<usize>,
+) -> Result<MeshNode, String> {
+    let mut cfg = MeshNodeConfig::new(Identity::from_seed(&[1; 32]), PSK)
+        .with_driver(driver)
+        .with_spin(spin);
+    if let Some(c) = cpu {
+        cfg = cfg.with_cpus(vec![c]);
+    }
+    let node = MeshNode::new(cfg).map_err(|e| e.to_string())?;
+    node.start().map_err(|e| e.to_string())?;
+    let echo: Arc<net_engine::SyncHandler> = Arc::new(|_, body: &[u8], out: &mut Vec<u8>| {
+        out.extend_from_slice(body);
+        Status::OK
+    });
+    node.serve(service(), Handler::Sync(echo), Some(1 << 20))
+        .map_err(|e| e.to_string())?;
+    Ok(node)
+}
+
+/// The server's public identity (fixed seed: the bench is loopback-only).
+pub fn server_identity() -> PublicIdentity {
+    Identity::from_seed(&[1; 32]).public()
+}
+
+/// A client node on one core, peered with the server.
+pub fn client(
+    server: SocketAddr,
+    driver: DriverChoice,
+    spin: Duration,
+    cpu: Option<usize>,
+) -> Result<MeshNode, String> {
+    let mut cfg = MeshNodeConfig::new(Identity::from_seed(&[2; 32]), PSK)
+        .with_driver(driver)
+        .with_spin(spin)
+        .with_peer(server, server_identity());
+    if let Some(c) = cpu {
+        cfg = cfg.with_cpus(vec![c]);
+    }
+    let node = MeshNode::new(cfg).map_err(|e| e.to_string())?;
+    node.start().map_err(|e| e.to_string())?;
+    Ok(node)
+}
+
+/// Engine mode: the load generator runs on the client node's own core.
+pub fn run_engine(node: &MeshNode, point: &Point) -> Result<PointResult, String> {
+    let spec = LoadSpec {
+        peer: server_identity().node_id(),
+        service: service(),
+        concurrency: if point.rate.is_some() {
+            4096
+        } else {
+            point.conc
+        },
+        payload: point.payload,
+        total: None,
+        duration: Some(point.duration),
+        warmup: point.warmup,
+        rate: point.rate,
+    };
+    let (tx, rx) = sync_channel(1);
+    node.run_on_core(0, Box::new(ClosedLoop::new(spec, tx)))
+        .map_err(|e| e.to_string())?;
+    let limit = point.warmup + point.duration + STALL + Duration::from_secs(5);
+    let r = rx
+        .recv_timeout(limit)
+        .map_err(|_| format!("{}: the load generator never reported", point.name()))?;
+    Ok(PointResult {
+        hist: r.hist,
+        ok: r.ok,
+        errors: r.errors,
+        elapsed: r.elapsed,
+        stalled: r.stalled,
+    })
+}
+
+/// SDK mode: `conc` tokio tasks call through `net::Mesh` in a closed loop.
+pub fn run_sdk(
+    mesh: &net::Mesh,
+    rt: &tokio::runtime::Runtime,
+    point: &Point,
+) -> Result<PointResult, String> {
+    let start = Instant::now();
+    let measure_from = start + point.warmup;
+    let end = measure_from + point.duration;
+    let peer = server_identity().node_id();
+    let results = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for t in 0..point.conc {
+            let mesh = mesh.clone();
+            let payload = point.payload.max(8);
+            tasks.push(tokio::spawn(async move {
+                sdk_task(mesh, peer, t as u64, payload, measure_from, end).await
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.push(t.await.map_err(|e| e.to_string())?);
+        }
+        Ok::<_, String>(all)
+    })?;
+    let mut out = PointResult::new();
+    for r in results {
+        let r = r?;
+        out.ok += r.ok;
+        out.errors += r.errors;
+        out.hist.add(&r.hist).map_err(|e| e.to_string())?;
+    }
+    out.elapsed = point.duration;
+    Ok(out)
+}
+
+async fn sdk_task(
+    mesh: net::Mesh,
+    peer: net_crypto::NodeId,
+    t: u64,
+    payload: usize,
+    measure_from: Instant,
+    end: Instant,
+) -> Result<PointResult, String> {
+    let mut r = PointResult::new();
+    let mut body = vec![0x5a; payload];
+    let mut i = 0u64;
+    while Instant::now() < end {
+        body[..8].copy_from_slice(&(t << 32 | i).to_be_bytes());
+        i += 1;
+        let sent = Instant::now();
+        let retry_until = sent + RETRY_DEADLINE;
+        let reply = loop {
+            match mesh.call(peer, "echo", body.clone()).await {
+                Err(e)
+                    if e.status() == Some(Status::BACKPRESSURE) && Instant::now() < retry_until =>
+                {
+                    tokio::task::yield_now().await
+                }
+                Err(e) if e.status() == Some(Status::BACKPRESSURE) => {
+                    return Err(format!(
+                    "transport saturated: backpressure for {RETRY_DEADLINE:?}; not measurable here"
+                ))
+                }
+                other => break other,
+            }
+        };
+        let now = Instant::now();
+        if now >= measure_from {
+            r.record(now - sent, matches!(&reply, Ok(b) if b[..] == body[..]));
+        }
+    }
+    Ok(r)
+}
