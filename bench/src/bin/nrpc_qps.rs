@@ -94,7 +94,7 @@ enum Server {
     Thread(
         Arc<AtomicBool>,
         Option<std::thread::JoinHandle<()>>,
-        Option<net_engine::MeshNode>,
+        Option<Box<net_engine::MeshNode>>,
     ),
 }
 
@@ -208,7 +208,7 @@ fn start_server(args: &Args, role: Role) -> (Server, SocketAddr) {
             let node = nrpc::server(driver(args), spin, Some(args.server_cpu))
                 .unwrap_or_else(|e| fail(&e));
             let addr = node.local_addr().expect("started");
-            (Server::Thread(stop, None, Some(node)), addr)
+            (Server::Thread(stop, None, Some(Box::new(node))), addr)
         }
     }
 }
