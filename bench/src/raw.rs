@@ -55,6 +55,7 @@ pub fn serve(mut drv: Box<dyn Driver>, spin: Duration, stop: &AtomicBool) -> std
 struct Slot {
     seq: u64,
     sent: Instant,
+    busy: bool,
 }
 
 /// Runs the baseline client against `server` for one point.
@@ -74,6 +75,7 @@ pub fn run(
         .map(|_| Slot {
             seq: 0,
             sent: start,
+            busy: true,
         })
         .collect();
     let send = |drv: &mut Box<dyn Driver>, body: &mut Vec<u8>, i: usize, s: &Slot| {
@@ -87,8 +89,26 @@ pub fn run(
             drv.tx_commit(server, body.len());
         }
     };
-    for (i, s) in slots.iter().enumerate() {
-        send(&mut drv, &mut body, i, s);
+    // Open loop: slots are issued on a schedule (and capped at 4096 in
+    // flight); latency counts from the intended send time.
+    let gap = point
+        .rate
+        .map(|r| Duration::from_secs_f64(1.0 / r.max(1e-3)));
+    let mut free: Vec<usize> = Vec::new();
+    let mut next_send = start;
+    if gap.is_some() {
+        slots = (0..4096)
+            .map(|_| Slot {
+                seq: 0,
+                sent: start,
+                busy: false,
+            })
+            .collect();
+        free = (0..slots.len()).rev().collect();
+    } else {
+        for (i, s) in slots.iter().enumerate() {
+            send(&mut drv, &mut body, i, s);
+        }
     }
     drv.flush()?;
     let mut last_progress = start;
@@ -128,13 +148,31 @@ pub fn run(
             }
             s.seq += 1;
             s.sent = now;
-            send(&mut drv, &mut body, slot, s);
+            if gap.is_some() {
+                s.busy = false;
+                free.push(slot);
+            } else {
+                send(&mut drv, &mut body, slot, s);
+            }
+        }
+        if let Some(gap) = gap {
+            while next_send <= now {
+                let Some(i) = free.pop() else { break };
+                slots[i].sent = next_send;
+                slots[i].busy = true;
+                send(&mut drv, &mut body, i, &slots[i]);
+                next_send += gap;
+            }
         }
         let check = now >= next_loss_check;
         if check {
             next_loss_check = now + Duration::from_millis(1);
         }
-        for (i, s) in slots.iter_mut().enumerate().filter(|_| check) {
+        for (i, s) in slots
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, s)| check && (gap.is_none() || s.busy))
+        {
             if now.duration_since(s.sent) > LOSS_TIMEOUT {
                 if now >= measure_from {
                     result.errors += 1;
