@@ -1,0 +1,1 @@
+//! Trust layer (being written).
