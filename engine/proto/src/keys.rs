@@ -104,19 +104,26 @@ impl TransportKeys {
         if !due || self.awaiting_peer {
             return false;
         }
-        let next_recv = self
+        self.switch_phase(now, grace, None);
+        true
+    }
+
+    /// Moves both directions to the next phase. `first_counter` is the
+    /// peer's first packet in it when the peer started the update; `None`
+    /// when we did (we then wait for the peer to follow).
+    fn switch_phase(&mut self, now: Instant, grace: Duration, first_counter: Option<u64>) {
+        let next = self
             .next_recv
             .take()
             .unwrap_or_else(|| self.recv.next(self.backend));
-        let old = std::mem::replace(&mut self.recv, next_recv);
+        let old = std::mem::replace(&mut self.recv, next);
         self.prev_recv = Some((old, now + grace));
         self.send = self.send.next(self.backend);
         self.phase = !self.phase;
-        self.awaiting_peer = true;
-        self.lowest_in_phase = None;
+        self.awaiting_peer = first_counter.is_none();
+        self.lowest_in_phase = first_counter;
         self.phase_start = now;
         self.sent_in_phase = 0;
-        true
     }
 
     /// Seals `buf[..len]` for packet `counter`, tag appended.
@@ -165,20 +172,7 @@ impl TransportKeys {
                 self.lowest_in_phase =
                     Some(self.lowest_in_phase.map_or(counter, |l| l.min(counter)));
             }
-            Opened::Next => {
-                let next = self
-                    .next_recv
-                    .take()
-                    .unwrap_or_else(|| self.recv.next(self.backend));
-                let old = std::mem::replace(&mut self.recv, next);
-                self.prev_recv = Some((old, now + grace));
-                self.send = self.send.next(self.backend);
-                self.phase = !self.phase;
-                self.awaiting_peer = false;
-                self.lowest_in_phase = Some(counter);
-                self.phase_start = now;
-                self.sent_in_phase = 0;
-            }
+            Opened::Next => self.switch_phase(now, grace, Some(counter)),
         }
     }
 
@@ -229,34 +223,36 @@ mod tests {
         let t0 = Instant::now();
         let (mut a, mut b) = pair(t0);
         assert_eq!(send(&mut a, &mut b, t0, 0), Some(Opened::Current));
-        // An old-phase packet sealed before the update, delivered after it.
-        let mut late = [0u8; 64];
-        let n = a.seal(1, b"aad", &mut late, 0).unwrap();
+        // Two old-phase packets sealed before the update, delivered after it.
+        let (mut late1, mut late2) = ([0u8; 64], [0u8; 64]);
+        let n1 = a.seal(1, b"aad", &mut late1, 0).unwrap();
+        let n2 = a.seal(2, b"aad", &mut late2, 0).unwrap();
         assert!(a.maybe_update(t0, 2, Duration::MAX, Duration::from_secs(1)));
         assert!(
             !a.maybe_update(t0, 0, Duration::MAX, Duration::from_secs(1)),
             "second update before confirmation"
         );
-        assert_eq!(send(&mut a, &mut b, t0, 2), Some(Opened::Next));
+        assert_eq!(send(&mut a, &mut b, t0, 3), Some(Opened::Next));
         assert_eq!(b.phase(), a.phase());
-        let (_, opened) = b.open(t0, !b.phase(), 1, b"aad", &mut late[..n]).unwrap();
+        // Inside the grace period the previous key still opens old packets...
+        let (_, opened) = b.open(t0, !b.phase(), 1, b"aad", &mut late1[..n1]).unwrap();
         assert_eq!(opened, Opened::Previous);
         assert_eq!(send(&mut b, &mut a, t0, 0), Some(Opened::Current));
-        // After the grace period the previous key is gone.
+        // ...and after it, it is gone.
         let later = t0 + Duration::from_secs(2);
-        let n = {
-            let mut buf = [0u8; 32];
-            let mut k = TransportKeys::new(
-                Backend::Ring,
-                Zeroizing::new([1u8; 32]),
-                Zeroizing::new([2u8; 32]),
-                t0,
-            );
-            k.seal(1, b"aad", &mut buf, 0).unwrap()
-        };
         assert!(b
-            .open(later, !b.phase(), 1, b"aad", &mut late[..n])
+            .open(later, !b.phase(), 2, b"aad", &mut late2[..n2])
             .is_none());
+        // Control: the same packet does open inside the grace period.
+        let mut again = [0u8; 64];
+        let mut k = TransportKeys::new(
+            Backend::Ring,
+            Zeroizing::new([1u8; 32]),
+            Zeroizing::new([2u8; 32]),
+            t0,
+        );
+        let n = k.seal(2, b"aad", &mut again, 0).unwrap();
+        assert!(b.open(t0, !b.phase(), 2, b"aad", &mut again[..n]).is_some());
     }
 
     #[test]
