@@ -9,7 +9,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::portable::{is_full, is_transient};
 use crate::sock::{self, errno, NAME_LEN};
@@ -386,36 +386,7 @@ impl Driver for MmsgDriver {
     }
 
     fn recv(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
-        self.rx_meta.clear();
-        self.harvest()?;
-        if !self.rx_meta.is_empty() || timeout == Some(Duration::ZERO) {
-            return Ok(self.finish());
-        }
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        loop {
-            let left = match deadline {
-                None => None,
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(l) if !l.is_zero() => Some(l),
-                    _ => return Ok(self.finish()),
-                },
-            };
-            if !self.wake.park_begin() {
-                self.wake.take_pending();
-                self.stats.wakes += 1;
-                return Ok(self.finish());
-            }
-            self.stats.parks += 1;
-            let r = self.poll(left);
-            self.wake.park_end();
-            r?;
-            let woke = self.wake.take_pending();
-            self.stats.wakes += u64::from(woke);
-            self.harvest()?;
-            if woke || !self.rx_meta.is_empty() {
-                return Ok(self.finish());
-            }
-        }
+        crate::waker::recv_parked(self, timeout)
     }
 
     fn rx(&mut self, i: usize) -> (SocketAddr, &mut [u8]) {
@@ -434,5 +405,29 @@ impl Driver for MmsgDriver {
 
     fn stats(&self) -> DriverStats {
         self.stats
+    }
+}
+
+impl crate::waker::Parking for MmsgDriver {
+    fn wake_state(&self) -> &crate::waker::WakeShared {
+        &self.wake
+    }
+    fn counters(&mut self) -> &mut crate::DriverStats {
+        &mut self.stats
+    }
+    fn clear_rx(&mut self) {
+        self.rx_meta.clear();
+    }
+    fn harvest(&mut self) -> io::Result<()> {
+        MmsgDriver::harvest(self)
+    }
+    fn wait(&mut self, left: Option<Duration>) -> io::Result<()> {
+        self.poll(left)
+    }
+    fn has_rx(&self) -> bool {
+        !self.rx_meta.is_empty()
+    }
+    fn finish(&mut self) -> usize {
+        MmsgDriver::finish(self)
     }
 }

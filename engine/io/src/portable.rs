@@ -8,7 +8,7 @@
 use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::waker::{datagram_notify, WakeShared};
 use crate::{Driver, DriverConfig, DriverKind, DriverStats, Steering, Waker};
@@ -229,40 +229,7 @@ impl Driver for PortableDriver {
     }
 
     fn recv(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
-        self.rx_meta.clear();
-        self.drain()?;
-        if !self.rx_meta.is_empty() || timeout == Some(Duration::ZERO) {
-            return Ok(self.finish());
-        }
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        loop {
-            let left = match deadline {
-                None => None,
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(l) if !l.is_zero() => Some(l),
-                    _ => return Ok(self.finish()),
-                },
-            };
-            if !self.wake.park_begin() {
-                self.wake.take_pending();
-                self.stats.wakes += 1;
-                return Ok(self.finish());
-            }
-            self.stats.parks += 1;
-            let r = self.wait_one(left);
-            self.wake.park_end();
-            r?;
-            let woke = self.wake.take_pending();
-            if woke {
-                self.stats.wakes += 1;
-            }
-            if !self.rx_meta.is_empty() {
-                self.drain()?;
-            }
-            if woke || !self.rx_meta.is_empty() {
-                return Ok(self.finish());
-            }
-        }
+        crate::waker::recv_parked(self, timeout)
     }
 
     fn rx(&mut self, i: usize) -> (SocketAddr, &mut [u8]) {
@@ -281,5 +248,29 @@ impl Driver for PortableDriver {
 
     fn stats(&self) -> DriverStats {
         self.stats
+    }
+}
+
+impl crate::waker::Parking for PortableDriver {
+    fn wake_state(&self) -> &crate::waker::WakeShared {
+        &self.wake
+    }
+    fn counters(&mut self) -> &mut crate::DriverStats {
+        &mut self.stats
+    }
+    fn clear_rx(&mut self) {
+        self.rx_meta.clear();
+    }
+    fn harvest(&mut self) -> io::Result<()> {
+        PortableDriver::drain(self)
+    }
+    fn wait(&mut self, left: Option<Duration>) -> io::Result<()> {
+        self.wait_one(left)
+    }
+    fn has_rx(&self) -> bool {
+        !self.rx_meta.is_empty()
+    }
+    fn finish(&mut self) -> usize {
+        PortableDriver::finish(self)
     }
 }

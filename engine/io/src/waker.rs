@@ -155,3 +155,63 @@ pub(crate) fn datagram_notify(
     };
     Ok((Notify::Datagram { sock, payload }, from))
 }
+
+/// What the shared blocking receive ([`recv_parked`]) needs from a driver
+/// that waits with a readiness call (mmsg, portable). io_uring waits on its
+/// completion queue instead and has its own loop.
+pub(crate) trait Parking {
+    /// The driver's wake state.
+    fn wake_state(&self) -> &WakeShared;
+    /// The driver's counters.
+    fn counters(&mut self) -> &mut crate::DriverStats;
+    /// Forgets the previous receive batch.
+    fn clear_rx(&mut self);
+    /// Takes whatever datagrams are ready, without blocking.
+    fn harvest(&mut self) -> std::io::Result<()>;
+    /// Blocks until the socket is readable, a wake arrives, or `left` passes.
+    fn wait(&mut self, left: Option<std::time::Duration>) -> std::io::Result<()>;
+    /// Whether the current batch holds any datagram.
+    fn has_rx(&self) -> bool;
+    /// Closes the batch and returns its size.
+    fn finish(&mut self) -> usize;
+}
+
+/// `Driver::recv` for [`Parking`] drivers: returns at once if anything is
+/// ready or the timeout is zero; otherwise parks (announcing it, so a
+/// concurrent `Waker::wake` is never lost) until data, a wake or the timeout.
+pub(crate) fn recv_parked<P: Parking>(
+    p: &mut P,
+    timeout: Option<std::time::Duration>,
+) -> std::io::Result<usize> {
+    use std::time::{Duration, Instant};
+    p.clear_rx();
+    p.harvest()?;
+    if p.has_rx() || timeout == Some(Duration::ZERO) {
+        return Ok(p.finish());
+    }
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    loop {
+        let left = match deadline {
+            None => None,
+            Some(d) => match d.checked_duration_since(Instant::now()) {
+                Some(l) if !l.is_zero() => Some(l),
+                _ => return Ok(p.finish()),
+            },
+        };
+        if !p.wake_state().park_begin() {
+            p.wake_state().take_pending();
+            p.counters().wakes += 1;
+            return Ok(p.finish());
+        }
+        p.counters().parks += 1;
+        let r = p.wait(left);
+        p.wake_state().park_end();
+        r?;
+        let woke = p.wake_state().take_pending();
+        p.counters().wakes += u64::from(woke);
+        p.harvest()?;
+        if woke || p.has_rx() {
+            return Ok(p.finish());
+        }
+    }
+}
