@@ -41,8 +41,15 @@ pub fn server(
         out.extend_from_slice(body);
         Status::OK
     });
-    node.serve(service(), Handler::Sync(echo), Some(1 << 20))
-        .map_err(|e| e.to_string())?;
+    node.serve(
+        "echo",
+        Handler::Sync(echo),
+        net_engine::ServeOptions {
+            max_in_flight: Some(1 << 20),
+            allowed: Vec::new(),
+        },
+    )
+    .map_err(|e| e.to_string())?;
     Ok(node)
 }
 

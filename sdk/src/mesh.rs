@@ -9,6 +9,7 @@ use bytes::Bytes;
 use net_crypto::{Identity, NodeId, PublicIdentity};
 use net_engine::{
     CoreStats, DriverChoice, Handler, IncomingCall, MeshNode, MeshNodeConfig, RequestInfo,
+    ServeOptions,
 };
 use net_proto::{ServiceId, Status};
 
@@ -104,16 +105,16 @@ pub struct Mesh {
     pub(crate) node: Arc<MeshNode>,
 }
 
-/// Unregisters its service when dropped.
+/// Unregisters its service (and withdraws its advertisement) when dropped.
 #[must_use = "dropping the handle stops serving"]
 pub struct ServeHandle {
     node: Arc<MeshNode>,
-    service: ServiceId,
+    service: String,
 }
 
 impl Drop for ServeHandle {
     fn drop(&mut self) {
-        let _ = self.node.unserve(self.service);
+        let _ = self.node.unserve(&self.service);
     }
 }
 
@@ -175,13 +176,41 @@ impl Mesh {
         &self.node
     }
 
-    fn register(&self, service: &str, handler: Handler) -> Result<ServeHandle, MeshError> {
-        let id = ServiceId::of(service);
-        self.node.serve(id, handler, None)?;
+    fn register(
+        &self,
+        service: &str,
+        handler: Handler,
+        opts: ServeOptions,
+    ) -> Result<ServeHandle, MeshError> {
+        self.node.serve(service, handler, opts)?;
         Ok(ServeHandle {
             node: self.node.clone(),
-            service: id,
+            service: service.to_string(),
         })
+    }
+
+    /// Like [`serve_rpc`](Self::serve_rpc), only for the node ids in
+    /// `allowed`: the callee gate checks each request's *session-authenticated*
+    /// caller and answers others `CapabilityDenied`.
+    pub fn serve_rpc_allowed<F>(
+        &self,
+        service: &str,
+        allowed: Vec<NodeId>,
+        handler: F,
+    ) -> Result<ServeHandle, MeshError>
+    where
+        F: Fn(&RequestInfo, &[u8], &mut Vec<u8>) -> Status + Send + Sync + 'static,
+    {
+        let opts = ServeOptions {
+            max_in_flight: None,
+            allowed,
+        };
+        self.register(service, Handler::Sync(Arc::new(handler)), opts)
+    }
+
+    /// Nodes that currently advertise `service` (verified announcements).
+    pub fn discover(&self, service: &str) -> Vec<NodeId> {
+        self.node.discover(service)
     }
 
     /// Serves `service` with a synchronous handler that runs inline on the
@@ -191,7 +220,11 @@ impl Mesh {
     where
         F: Fn(&RequestInfo, &[u8], &mut Vec<u8>) -> Status + Send + Sync + 'static,
     {
-        self.register(service, Handler::Sync(Arc::new(handler)))
+        self.register(
+            service,
+            Handler::Sync(Arc::new(handler)),
+            ServeOptions::default(),
+        )
     }
 
     /// Serves `service` with an async handler run on the current tokio
@@ -225,7 +258,11 @@ impl Mesh {
             });
             None
         };
-        self.register(service, Handler::Async(Arc::new(h)))
+        self.register(
+            service,
+            Handler::Async(Arc::new(h)),
+            ServeOptions::default(),
+        )
     }
 
     /// Serves a streaming service: `handler` runs on the core for each call
@@ -235,6 +272,10 @@ impl Mesh {
     where
         F: Fn(IncomingCall) -> Option<Box<dyn net_engine::CallEvents>> + Send + Sync + 'static,
     {
-        self.register(service, Handler::Async(Arc::new(handler)))
+        self.register(
+            service,
+            Handler::Async(Arc::new(handler)),
+            ServeOptions::default(),
+        )
     }
 }

@@ -40,7 +40,7 @@ fn main() {
             Status::OK
         });
         server
-            .serve(ServiceId::of("echo"), Handler::Sync(echo), None)
+            .serve("echo", Handler::Sync(echo), Default::default())
             .unwrap();
         let client = MeshNode::new(cfg(2).with_peer(
             server.local_addr().unwrap(),

@@ -36,6 +36,7 @@ pub struct MeshNodeConfig {
     pub(crate) keepalive: Duration,
     pub(crate) max_in_flight: u32,
     pub(crate) inbox: usize,
+    pub(crate) announce: net_trust::AnnouncePolicy,
 }
 
 impl MeshNodeConfig {
@@ -60,6 +61,10 @@ impl MeshNodeConfig {
             keepalive: Duration::from_secs(10),
             max_in_flight: 4096,
             inbox: 4096,
+            announce: net_trust::AnnouncePolicy {
+                reannounce_interval: Duration::from_secs(150),
+                min_announce_interval: Duration::from_secs(10),
+            },
         }
     }
 
@@ -127,6 +132,22 @@ impl MeshNodeConfig {
     pub fn with_handshake(mut self, retry: Duration, attempts: u32) -> Self {
         self.handshake_retry = retry;
         self.handshake_attempts = attempts.max(1);
+        self
+    }
+
+    /// Capability re-announce cadence (default 150 s; `Duration::MAX`
+    /// disables the periodic re-announce) and the minimum gap between
+    /// network announces (default 10 s; a change inside it is delayed, never
+    /// dropped). Announcements carry TTL = 2 × max(reannounce, min).
+    pub fn with_capability_intervals(
+        mut self,
+        reannounce: Duration,
+        min_announce: Duration,
+    ) -> Self {
+        self.announce = net_trust::AnnouncePolicy {
+            reannounce_interval: reannounce,
+            min_announce_interval: min_announce,
+        };
         self
     }
 

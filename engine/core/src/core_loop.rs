@@ -62,6 +62,7 @@ pub(crate) struct Core {
     pub out: Vec<u8>,
     pub stats: CoreStats,
     pub draining: Option<Instant>,
+    pub trust: crate::trust::CoreTrust,
 }
 
 impl Core {
@@ -101,6 +102,9 @@ impl Core {
             work = true;
         }
         work |= self.dispatch_events(now);
+        if let Some(bytes) = self.trust.poll(now) {
+            self.announce_all(now, &bytes);
+        }
         work |= self.transmit(now)?;
         if let Some(deadline) = self.draining {
             if self.drained() || now >= deadline {
@@ -124,10 +128,12 @@ impl Core {
             return self.driver.recv(Some(Duration::ZERO));
         }
         let mut wake_at = self.ep.poll_timeout();
-        for extra in [self.draining, self.app.as_ref().and_then(|a| a.next_wake())]
-            .into_iter()
-            .flatten()
-        {
+        let extras = [
+            self.draining,
+            self.app.as_ref().and_then(|a| a.next_wake()),
+            self.trust.next_wake(),
+        ];
+        for extra in extras.into_iter().flatten() {
             wake_at = Some(wake_at.map_or(extra, |t| t.min(extra)));
         }
         let timeout = wake_at.map(|t| t.saturating_duration_since(now));
@@ -155,6 +161,15 @@ impl Core {
             self.driver.flush()?;
         }
         Ok(sent)
+    }
+
+    /// Sends the node's capability announcement on every established session.
+    fn announce_all(&mut self, now: Instant, bytes: &[u8]) {
+        for s in self.ep.session_ids() {
+            if self.ep.is_established(s) {
+                let _ = self.ep.announce(now, s, bytes);
+            }
+        }
     }
 
     /// Shutdown may finish: nothing of ours or of our callers is in flight.

@@ -69,15 +69,18 @@ impl Core {
                 service,
                 handler,
                 max_in_flight,
+                advert,
                 ack,
             } => {
                 self.handlers.insert(service, handler);
                 self.ep.register_service(service, max_in_flight);
+                self.trust.set_advert(service, Some(advert), now);
                 let _ = ack.try_send(());
             }
             Command::Unregister { service, ack } => {
                 self.handlers.remove(&service);
                 self.ep.unregister_service(service);
+                self.trust.set_advert(service, None, now);
                 let _ = ack.try_send(());
             }
             Command::Stats(tx) => {
@@ -105,6 +108,7 @@ impl Core {
         s.io = self.driver.stats();
         s.proto = self.ep.stats().clone();
         s.inbox_wakes = self.inbox.wakes.load(std::sync::atomic::Ordering::Relaxed);
+        s.trust = self.trust.stats.clone();
         s
     }
 
@@ -339,10 +343,16 @@ impl Core {
             Event::CallsAvailable { session } => self.drain_backlog(now, session),
             Event::Connected { session, peer } => {
                 self.sessions.entry(peer).or_insert(session);
+                if let Some(bytes) = self.trust.current() {
+                    let _ = self.ep.announce(now, session, bytes);
+                }
                 self.drain_backlog(now, session);
             }
             Event::Closed { session, peer, .. } => self.on_closed(session, peer),
-            Event::Announce { payload, .. } => self.ep.recycle(payload),
+            Event::Announce { peer, payload, .. } => {
+                let _ = self.trust.on_announcement(&peer, &payload, now);
+                self.ep.recycle(payload);
+            }
         }
     }
 
@@ -371,6 +381,13 @@ impl Core {
             let _ = self
                 .ep
                 .respond(now, session, call, Status::UNAVAILABLE, &[]);
+            self.ep.recycle(payload);
+            return;
+        }
+        if !self.trust.allows(info.service, &info.peer, now) {
+            let _ = self
+                .ep
+                .respond(now, session, call, Status::CAPABILITY_DENIED, &[]);
             self.ep.recycle(payload);
             return;
         }

@@ -63,6 +63,8 @@ pub(crate) enum Command {
         service: ServiceId,
         handler: Handler,
         max_in_flight: u32,
+        /// Name and allow-list, announced as `nrpc:<name>`.
+        advert: crate::trust::Advert,
         ack: std::sync::mpsc::SyncSender<()>,
     },
     /// Removes a handler; `ack` is signalled once it is gone on this core.

@@ -18,6 +18,7 @@ mod inbox;
 pub mod loadgen;
 mod node;
 mod stats;
+mod trust;
 
 pub use config::{MeshNodeConfig, PeerConfig};
 pub use handler::{
@@ -25,5 +26,5 @@ pub use handler::{
     RequestInfo, Responder, SyncHandler,
 };
 pub use net_io::{DriverChoice, DriverKind};
-pub use node::{EngineError, MeshNode};
+pub use node::{EngineError, MeshNode, ServeOptions};
 pub use stats::CoreStats;

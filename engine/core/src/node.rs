@@ -45,6 +45,17 @@ struct CoreHandle {
     thread: Option<JoinHandle<()>>,
 }
 
+/// How a service is served.
+#[derive(Clone, Debug, Default)]
+pub struct ServeOptions {
+    /// Unanswered calls per core beyond which callers get `Backpressure`
+    /// (default: the node's `max_in_flight`).
+    pub max_in_flight: Option<u32>,
+    /// Node ids allowed to call (checked against the session's
+    /// authenticated peer). Empty: any node of the mesh.
+    pub allowed: Vec<NodeId>,
+}
+
 struct Running {
     cores: Vec<CoreHandle>,
     local_addr: SocketAddr,
@@ -57,8 +68,9 @@ pub struct MeshNode {
     aead: Backend,
     running: Mutex<Option<Running>>,
     /// Services registered before start, installed on every core at start.
-    services: Mutex<HashMap<ServiceId, (Handler, u32)>>,
+    services: Mutex<HashMap<ServiceId, (Handler, u32, crate::trust::Advert)>>,
     next_core: AtomicUsize,
+    trust: Arc<Mutex<crate::trust::SharedTrust>>,
 }
 
 impl MeshNode {
@@ -71,6 +83,10 @@ impl MeshNode {
             running: Mutex::new(None),
             services: Mutex::new(HashMap::new()),
             next_core: AtomicUsize::new(0),
+            trust: Arc::new(Mutex::new(crate::trust::SharedTrust {
+                fold: net_trust::CapabilityFold::new(16_384),
+                stats: net_trust::TrustStats::default(),
+            })),
         })
     }
 
@@ -181,14 +197,23 @@ impl MeshNode {
         driver: Box<dyn net_io::Driver>,
         inbox: Arc<Inbox>,
         wall: u64,
-        services: &HashMap<ServiceId, (Handler, u32)>,
+        services: &HashMap<ServiceId, (Handler, u32, crate::trust::Advert)>,
     ) -> Core {
         let now = Instant::now();
         let mut ep = Endpoint::new(self.cfg.endpoint_config(i, self.aead), now, wall);
+        let wall_ms = wall / 1_000_000;
+        let mut trust = crate::trust::CoreTrust::new(
+            self.cfg.identity.clone(),
+            self.cfg.announce,
+            self.trust.clone(),
+            now,
+            wall_ms,
+        );
         let mut handlers = HashMap::new();
-        for (id, (h, max)) in services {
+        for (id, (h, max, advert)) in services {
             ep.register_service(*id, *max);
             handlers.insert(*id, h.clone());
+            trust.set_advert(*id, Some(advert.clone()), now);
         }
         Core {
             index: i,
@@ -215,6 +240,7 @@ impl MeshNode {
             out: Vec::new(),
             stats: CoreStats::default(),
             draining: None,
+            trust,
         }
     }
 
@@ -241,29 +267,37 @@ impl MeshNode {
         Ok(())
     }
 
-    /// Serves `service` on every core with `handler`, at most
-    /// `max_in_flight` unanswered calls per core (beyond: `Backpressure`).
+    /// Serves `name` on every core with `handler` and advertises it as
+    /// `nrpc:<name>` (with the allow-list, if any, enforced by the callee
+    /// gate against each session's authenticated peer).
     pub fn serve(
         &self,
-        service: ServiceId,
+        name: &str,
         handler: Handler,
-        max_in_flight: Option<u32>,
+        opts: ServeOptions,
     ) -> Result<(), EngineError> {
-        let max = max_in_flight.unwrap_or(self.cfg.max_in_flight);
+        let service = ServiceId::of(name);
+        let max = opts.max_in_flight.unwrap_or(self.cfg.max_in_flight);
+        let advert = crate::trust::Advert {
+            name: name.to_string(),
+            allowed: opts.allowed,
+        };
         self.services
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(service, (handler.clone(), max));
+            .insert(service, (handler.clone(), max, advert.clone()));
         self.broadcast(|ack| Command::Register {
             service,
             handler: handler.clone(),
             max_in_flight: max,
+            advert: advert.clone(),
             ack,
         })
     }
 
-    /// Stops serving `service`; new calls get `NotFound`.
-    pub fn unserve(&self, service: ServiceId) -> Result<(), EngineError> {
+    /// Stops serving `name`; new calls get `NotFound`.
+    pub fn unserve(&self, name: &str) -> Result<(), EngineError> {
+        let service = ServiceId::of(name);
         self.services
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -297,6 +331,47 @@ impl MeshNode {
             .inbox
             .push(cmd)
             .map_err(|_| EngineError::Backpressure)
+    }
+
+    /// Nodes whose current (verified, unexpired) announcements advertise
+    /// `nrpc:<name>`, in node-id order. Capability filters are matchmaking,
+    /// not access control: the callee's gate decides.
+    pub fn discover(&self, name: &str) -> Vec<NodeId> {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let tag = format!("{}{name}", net_trust::NRPC_TAG_PREFIX);
+        let t = self.trust.lock().unwrap_or_else(|e| e.into_inner());
+        t.fold.nodes_with_tag(&tag, now_ms).collect()
+    }
+
+    /// Calls `name` on a node that advertises it (round robin over
+    /// [`discover`](Self::discover)); `Unavailable` if none does.
+    pub fn call_service(
+        &self,
+        name: &str,
+        kind: CallKind,
+        deadline: Option<Instant>,
+        payload: Vec<u8>,
+        mut events: Box<dyn CallEvents>,
+    ) -> Result<(), EngineError> {
+        let nodes = self.discover(name);
+        if nodes.is_empty() {
+            events.complete(net_proto::Status::UNAVAILABLE, &[]);
+            return Ok(());
+        }
+        let peer = nodes[self.next_core.fetch_add(1, Ordering::Relaxed) % nodes.len()];
+        self.call(peer, ServiceId::of(name), kind, deadline, payload, events)
+    }
+
+    /// Trust counters of the node-wide fold (announcements applied, stale,
+    /// full...); per-core gate and verification counters are in [`stats`](Self::stats).
+    pub fn trust_stats(&self) -> net_trust::TrustStats {
+        self.trust
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stats
+            .clone()
     }
 
     /// Runs `app` on core `core`'s own thread (engine-mode benchmarks).

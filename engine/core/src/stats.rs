@@ -30,6 +30,8 @@ pub struct CoreStats {
     pub calls_completed: u64,
     /// Calls refused because the peer is unknown or the core is shutting down.
     pub calls_refused: u64,
+    /// Gate decisions and announcements verified on this core, by outcome.
+    pub trust: net_trust::TrustStats,
 }
 
 impl CoreStats {

@@ -63,7 +63,7 @@ fn measure(concurrency: usize) -> PerCall {
         Status::OK
     });
     server
-        .serve(ServiceId::of("echo"), Handler::Sync(echo), None)
+        .serve("echo", Handler::Sync(echo), Default::default())
         .unwrap();
     let client = node(2, Some(&server));
     let spec = |total| {

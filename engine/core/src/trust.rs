@@ -1,0 +1,198 @@
+//! Capability announcements and the callee gate, per core.
+//!
+//! Each core keeps its own copy of this node's capability entry (set
+//! locally, never from the network) so the gate runs on every inbound
+//! request without a lock, and each core announces the node's capabilities
+//! to its own sessions: on every session open, on every change (rate
+//! limited, never dropped) and every re-announce interval. The re-announce
+//! timer is part of the event loop, so it runs for as long as the node runs
+//! — whichever way it was started — and stops with it: there is no
+//! separate thread that could outlive the node or be forgotten.
+//!
+//! Announcements from peers are verified (signature, expiry, and the signer
+//! binding: the body's node id must be the signer's) and accepted only
+//! first-hand — the signer must be the session's authenticated peer — then
+//! applied to the node-wide fold used for discovery.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use net_crypto::{Identity, NodeId};
+use net_proto::ServiceId;
+use net_trust::{
+    decode_and_verify, AnnounceError, AnnouncePolicy, AnnounceThrottle, AnnouncementBody,
+    Capability, CapabilityFold, ClassHash, SignedAnnouncement, TrustStats,
+};
+
+/// The node-wide fold of peers' announcements (discovery). Locked only
+/// when an announcement arrives or a discovery query runs.
+pub(crate) struct SharedTrust {
+    pub fold: CapabilityFold,
+    pub stats: TrustStats,
+}
+
+/// A served service as announced: its name and optional allow-list.
+#[derive(Clone, Debug)]
+pub(crate) struct Advert {
+    pub name: String,
+    pub allowed: Vec<NodeId>,
+}
+
+/// One core's trust state.
+pub(crate) struct CoreTrust {
+    identity: Identity,
+    node: NodeId,
+    policy: AnnouncePolicy,
+    throttle: AnnounceThrottle,
+    adverts: HashMap<ServiceId, Advert>,
+    /// Only this node's own entry: what the gate reads.
+    local: CapabilityFold,
+    /// The latest signed announcement, sent to each new session.
+    current: Option<Vec<u8>>,
+    pub stats: TrustStats,
+    shared: Arc<Mutex<SharedTrust>>,
+    base: (Instant, u64),
+}
+
+impl CoreTrust {
+    pub fn new(
+        identity: Identity,
+        policy: AnnouncePolicy,
+        shared: Arc<Mutex<SharedTrust>>,
+        now: Instant,
+        wall_ms: u64,
+    ) -> Self {
+        CoreTrust {
+            node: identity.node_id(),
+            identity,
+            policy,
+            throttle: AnnounceThrottle::new(policy),
+            adverts: HashMap::new(),
+            local: CapabilityFold::new(1),
+            current: None,
+            stats: TrustStats::default(),
+            shared,
+            base: (now, wall_ms),
+        }
+    }
+
+    /// Wall-clock milliseconds at `now` (announcement times are wall time).
+    pub fn now_ms(&self, now: Instant) -> u64 {
+        self.base.1 + now.saturating_duration_since(self.base.0).as_millis() as u64
+    }
+
+    /// The served set changed: refresh the local entry now, announce soon.
+    pub fn set_advert(&mut self, service: ServiceId, advert: Option<Advert>, now: Instant) {
+        match advert {
+            Some(a) => self.adverts.insert(service, a),
+            None => self.adverts.remove(&service),
+        };
+        let now_ms = self.now_ms(now);
+        self.refresh_local(now_ms);
+        self.throttle.request(now_ms);
+    }
+
+    fn body(&self, now_ms: u64) -> AnnouncementBody {
+        let mut capabilities: Vec<Capability> = self
+            .adverts
+            .values()
+            .map(|a| Capability {
+                tag: format!("{}{}", net_trust::NRPC_TAG_PREFIX, a.name),
+                allowed_nodes: a.allowed.clone(),
+                allowed_groups: Vec::new(),
+                allowed_subnets: Vec::new(),
+            })
+            .collect();
+        capabilities.sort_by(|a, b| a.tag.cmp(&b.tag));
+        AnnouncementBody {
+            version: net_trust::VERSION,
+            class: ClassHash::CAPABILITIES,
+            node_id: self.node,
+            // Time-based: strictly increasing across re-signs, cores and restarts.
+            seq: now_ms,
+            issued_at_ms: now_ms,
+            ttl_ms: self.policy.ttl_ms(),
+            capabilities,
+        }
+    }
+
+    fn refresh_local(&mut self, now_ms: u64) {
+        self.local.set_local(self.body(now_ms), now_ms);
+    }
+
+    /// If an announcement is due (a change, or the re-announce interval),
+    /// signs it, refreshes the local entry and returns the bytes to send to
+    /// every session of this core.
+    pub fn poll(&mut self, now: Instant) -> Option<Vec<u8>> {
+        let now_ms = self.now_ms(now);
+        if !self.throttle.poll(now_ms) {
+            return None;
+        }
+        let body = self.body(now_ms);
+        self.local.set_local(body.clone(), now_ms);
+        match SignedAnnouncement::sign(&self.identity, &body) {
+            Ok(s) => {
+                let bytes = s.encode();
+                self.current = Some(bytes.clone());
+                Some(bytes)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not sign capability announcement");
+                None
+            }
+        }
+    }
+
+    /// When [`poll`](Self::poll) next has work.
+    pub fn next_wake(&self) -> Option<Instant> {
+        let due = self.throttle.next_due()?;
+        let ms = due.saturating_sub(self.base.1);
+        Some(self.base.0 + Duration::from_millis(ms))
+    }
+
+    /// The announcement to send on a new session.
+    pub fn current(&self) -> Option<&[u8]> {
+        self.current.as_deref()
+    }
+
+    /// The callee gate: may `peer` (the session's authenticated node id)
+    /// call `service` here? Unknown services are left to the endpoint
+    /// (NotFound).
+    pub fn allows(&mut self, service: ServiceId, peer: &NodeId, now: Instant) -> bool {
+        let now_ms = self.now_ms(now);
+        let Some(advert) = self.adverts.get(&service) else {
+            return true;
+        };
+        net_trust::gate(
+            &self.local,
+            &self.node,
+            &advert.name,
+            peer,
+            now_ms,
+            &mut self.stats,
+        )
+    }
+
+    /// A peer's announcement arrived on a session with `peer`.
+    pub fn on_announcement(
+        &mut self,
+        peer: &NodeId,
+        bytes: &[u8],
+        now: Instant,
+    ) -> Result<(), AnnounceError> {
+        let now_ms = self.now_ms(now);
+        let v = decode_and_verify(bytes, now_ms, &mut self.stats)?;
+        if v.signer() != *peer {
+            // Second-hand: only the node itself may announce for itself here.
+            self.stats.count(&AnnounceError::NodeIdMismatch);
+            return Err(AnnounceError::NodeIdMismatch);
+        }
+        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let r = shared.fold.apply(v, now_ms);
+        if let Err(e) = &r {
+            shared.stats.count(e);
+        }
+        r
+    }
+}
