@@ -164,7 +164,7 @@ impl Core {
     }
 
     /// Sends the node's capability announcement on every established session.
-    fn announce_all(&mut self, now: Instant, bytes: &[u8]) {
+    pub(crate) fn announce_all(&mut self, now: Instant, bytes: &[u8]) {
         for s in self.ep.session_ids() {
             if self.ep.is_established(s) {
                 let _ = self.ep.announce(now, s, bytes);

@@ -98,6 +98,18 @@ impl Core {
                 self.issue_app_calls(now);
             }
             Command::Shutdown { deadline } => self.draining = Some(deadline),
+            Command::Announce {
+                peer: None,
+                payload,
+            } => self.announce_all(now, &payload),
+            Command::Announce {
+                peer: Some(p),
+                payload,
+            } => {
+                if let Some(&s) = self.sessions.get(&p) {
+                    let _ = self.ep.announce(now, s, &payload);
+                }
+            }
         }
     }
 

@@ -73,6 +73,12 @@ pub(crate) enum Command {
         ack: std::sync::mpsc::SyncSender<()>,
     },
     Stats(std::sync::mpsc::SyncSender<CoreStats>),
+    /// Sends an ANNOUNCE payload to `peer`'s session on this core, or to
+    /// every established session.
+    Announce {
+        peer: Option<NodeId>,
+        payload: Vec<u8>,
+    },
     /// Run an application on this core (engine-mode benchmarks).
     App(Box<dyn CoreApp>),
     Shutdown {

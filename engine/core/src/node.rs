@@ -71,6 +71,8 @@ pub struct MeshNode {
     services: Mutex<HashMap<ServiceId, (Handler, u32, crate::trust::Advert)>>,
     next_core: AtomicUsize,
     trust: Arc<Mutex<crate::trust::SharedTrust>>,
+    /// Last reservation sequence used (time-based, strictly increasing).
+    reservation_seq: std::sync::atomic::AtomicU64,
 }
 
 impl MeshNode {
@@ -85,8 +87,10 @@ impl MeshNode {
             next_core: AtomicUsize::new(0),
             trust: Arc::new(Mutex::new(crate::trust::SharedTrust {
                 fold: net_trust::CapabilityFold::new(16_384),
+                reservations: net_trust::ReservationFold::new(65_536, 16_384),
                 stats: net_trust::TrustStats::default(),
             })),
+            reservation_seq: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -374,6 +378,105 @@ impl MeshNode {
             .clone()
     }
 
+    /// Acquires (or renews) a lease on `resource` for `ttl` across the mesh:
+    /// applied locally, then announced signed on every session. Fails with
+    /// `Conflict` if another node holds it.
+    pub fn reserve(
+        &self,
+        resource: &str,
+        ttl: Duration,
+    ) -> Result<net_trust::ReservationOutcome, net_trust::ReservationError> {
+        self.reservation(
+            resource,
+            ttl.as_millis() as u64,
+            net_trust::ReservationOp::Acquire,
+        )
+    }
+
+    /// Releases a lease this node holds.
+    pub fn release(
+        &self,
+        resource: &str,
+    ) -> Result<net_trust::ReservationOutcome, net_trust::ReservationError> {
+        self.reservation(resource, 60_000, net_trust::ReservationOp::Release)
+    }
+
+    fn reservation(
+        &self,
+        resource: &str,
+        ttl_ms: u64,
+        op: net_trust::ReservationOp,
+    ) -> Result<net_trust::ReservationOutcome, net_trust::ReservationError> {
+        let now_ms = wall_ms();
+        let seq = 1 + self
+            .reservation_seq
+            .fetch_max(now_ms, Ordering::SeqCst)
+            .max(now_ms);
+        self.reservation_seq.fetch_max(seq, Ordering::SeqCst);
+        let body =
+            net_trust::ReservationBody::new(self.node_id(), seq, now_ms, ttl_ms, resource, op);
+        let signed = net_trust::SignedReservation::sign(&self.cfg.identity, &body)?;
+        let verified = signed.verify(now_ms)?;
+        let outcome = self
+            .trust
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reservations
+            .apply(verified, now_ms)?;
+        let mut payload = vec![crate::trust::KIND_RESERVATION];
+        payload.extend_from_slice(&signed.encode());
+        let _ = self.broadcast_announce(None, payload);
+        Ok(outcome)
+    }
+
+    /// The node holding `resource` now, if any.
+    pub fn reservation_holder(&self, resource: &str) -> Option<NodeId> {
+        self.trust
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reservations
+            .holder(resource, wall_ms())
+    }
+
+    /// `node`'s current verified capability announcement, as this node's
+    /// fold holds it.
+    pub fn capabilities_of(&self, node: &NodeId) -> Option<net_trust::AnnouncementBody> {
+        let t = self.trust.lock().unwrap_or_else(|e| e.into_inner());
+        t.fold
+            .get(net_trust::ClassHash::CAPABILITIES, node, wall_ms())
+            .cloned()
+    }
+
+    /// Sends raw ANNOUNCE bytes to `peer` (or every session). Anything a
+    /// peer could put on its own sessions; exists so tests can play a
+    /// hostile node. Not part of the supported API.
+    #[doc(hidden)]
+    pub fn send_raw_announcement(
+        &self,
+        peer: Option<NodeId>,
+        payload: Vec<u8>,
+    ) -> Result<(), EngineError> {
+        self.broadcast_announce(peer, payload)
+    }
+
+    fn broadcast_announce(
+        &self,
+        peer: Option<NodeId>,
+        payload: Vec<u8>,
+    ) -> Result<(), EngineError> {
+        let running = self.lock();
+        let r = running.as_ref().ok_or(EngineError::NotRunning)?;
+        for c in &r.cores {
+            c.inbox
+                .push(Command::Announce {
+                    peer,
+                    payload: payload.clone(),
+                })
+                .map_err(|_| EngineError::Backpressure)?;
+        }
+        Ok(())
+    }
+
     /// Runs `app` on core `core`'s own thread (engine-mode benchmarks).
     pub fn run_on_core(&self, core: usize, app: Box<dyn CoreApp>) -> Result<(), EngineError> {
         let running = self.lock();
@@ -424,6 +527,13 @@ impl MeshNode {
         tracing::info!(node = %self.node_id().short(), "node stopped");
         Ok(())
     }
+}
+
+/// Wall-clock Unix milliseconds (announcements and reservations carry wall time).
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Drop for MeshNode {

@@ -21,14 +21,21 @@ use std::time::{Duration, Instant};
 use net_crypto::{Identity, NodeId};
 use net_proto::ServiceId;
 use net_trust::{
-    decode_and_verify, AnnounceError, AnnouncePolicy, AnnounceThrottle, AnnouncementBody,
-    Capability, CapabilityFold, ClassHash, SignedAnnouncement, TrustStats,
+    decode_and_verify, decode_and_verify_reservation, AnnounceError, AnnouncePolicy,
+    AnnounceThrottle, AnnouncementBody, Capability, CapabilityFold, ClassHash, ReservationError,
+    ReservationFold, SignedAnnouncement, TrustStats,
 };
 
-/// The node-wide fold of peers' announcements (discovery). Locked only
-/// when an announcement arrives or a discovery query runs.
+/// ANNOUNCE payload kinds (first byte; the rest is a signed envelope).
+pub(crate) const KIND_CAPABILITIES: u8 = 1;
+/// See [`KIND_CAPABILITIES`].
+pub(crate) const KIND_RESERVATION: u8 = 2;
+
+/// The node-wide folds of peers' announcements (discovery) and
+/// reservations. Locked only when such a message arrives or a query runs.
 pub(crate) struct SharedTrust {
     pub fold: CapabilityFold,
+    pub reservations: ReservationFold,
     pub stats: TrustStats,
 }
 
@@ -133,7 +140,8 @@ impl CoreTrust {
         self.local.set_local(body.clone(), now_ms);
         match SignedAnnouncement::sign(&self.identity, &body) {
             Ok(s) => {
-                let bytes = s.encode();
+                let mut bytes = vec![KIND_CAPABILITIES];
+                bytes.extend_from_slice(&s.encode());
                 self.current = Some(bytes.clone());
                 Some(bytes)
             }
@@ -174,7 +182,8 @@ impl CoreTrust {
         )
     }
 
-    /// A peer's announcement arrived on a session with `peer`.
+    /// An ANNOUNCE payload arrived on a session whose authenticated peer is
+    /// `peer`. Only first-hand messages count: the signer must be `peer`.
     pub fn on_announcement(
         &mut self,
         peer: &NodeId,
@@ -182,16 +191,58 @@ impl CoreTrust {
         now: Instant,
     ) -> Result<(), AnnounceError> {
         let now_ms = self.now_ms(now);
-        let v = decode_and_verify(bytes, now_ms, &mut self.stats)?;
-        if v.signer() != *peer {
-            // Second-hand: only the node itself may announce for itself here.
-            self.stats.count(&AnnounceError::NodeIdMismatch);
-            return Err(AnnounceError::NodeIdMismatch);
+        match bytes.split_first() {
+            Some((&KIND_CAPABILITIES, rest)) => self.on_capabilities(peer, rest, now_ms),
+            Some((&KIND_RESERVATION, rest)) => {
+                self.on_reservation(peer, rest, now_ms)
+                    .map_err(|e| match e {
+                        ReservationError::Envelope(e) => e,
+                        _ => AnnounceError::Stale,
+                    })
+            }
+            _ => {
+                self.stats.count(&AnnounceError::Malformed);
+                Err(AnnounceError::Malformed)
+            }
         }
+    }
+
+    fn second_hand(&mut self, signer: NodeId, peer: &NodeId) -> Result<(), AnnounceError> {
+        if signer == *peer {
+            return Ok(());
+        }
+        self.stats.count(&AnnounceError::NodeIdMismatch);
+        Err(AnnounceError::NodeIdMismatch)
+    }
+
+    fn on_capabilities(
+        &mut self,
+        peer: &NodeId,
+        bytes: &[u8],
+        now_ms: u64,
+    ) -> Result<(), AnnounceError> {
+        let v = decode_and_verify(bytes, now_ms, &mut self.stats)?;
+        self.second_hand(v.signer(), peer)?;
         let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         let r = shared.fold.apply(v, now_ms);
         if let Err(e) = &r {
             shared.stats.count(e);
+        }
+        r
+    }
+
+    fn on_reservation(
+        &mut self,
+        peer: &NodeId,
+        bytes: &[u8],
+        now_ms: u64,
+    ) -> Result<(), ReservationError> {
+        let v = decode_and_verify_reservation(bytes, now_ms, &mut self.stats)?;
+        self.second_hand(v.signer(), peer)?;
+        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let r = shared.reservations.apply(v, now_ms).map(|_| ());
+        if let Err(e) = &r {
+            shared.stats.count_reservation(e);
         }
         r
     }

@@ -51,7 +51,7 @@ pub trait EnvelopeBody: Serialize + DeserializeOwned + Clone + sealed::Sealed {
 /// The bytes an envelope's signature covers: `domain || class.0 (u64 BE)
 /// || body_bytes`. The domain keeps envelope signatures apart from every
 /// other Ed25519 use of the same key; the class keeps classes apart.
-fn transcript_for(domain: &[u8], class: ClassHash, body_bytes: &[u8]) -> Vec<u8> {
+pub(crate) fn transcript_for(domain: &[u8], class: ClassHash, body_bytes: &[u8]) -> Vec<u8> {
     let mut t = Vec::with_capacity(domain.len() + 8 + body_bytes.len());
     t.extend_from_slice(domain);
     t.extend_from_slice(&class.0.to_be_bytes());

@@ -10,7 +10,7 @@
 use net_crypto::{Identity, NodeId};
 
 use crate::capability::{AnnouncementBody, Capability, ClassHash};
-use crate::envelope::{decode_and_verify, transcript, SignedAnnouncement};
+use crate::envelope::{decode_and_verify, SignedAnnouncement};
 use crate::reservation::{ReservationFold, ReservationOutcome};
 use crate::serde_util::write_varint;
 use crate::token::TokenChain;
@@ -73,8 +73,19 @@ pub fn reservation(data: &[u8]) {
 /// Builds announcement wire bytes by hand, signed by `signer` over `body`
 /// **whatever `body.node_id` says** — what an attacker can always do.
 pub fn forge_envelope(signer: &Identity, body: &AnnouncementBody) -> Vec<u8> {
+    forge(signer, body)
+}
+
+/// [`forge_envelope`] for any envelope body type (reservations too): signs
+/// whatever the body claims, bypassing `Signed::sign`'s refusal, so tests
+/// can play a hostile node.
+pub fn forge<B: crate::envelope::EnvelopeBody>(signer: &Identity, body: &B) -> Vec<u8> {
     let body_bytes = postcard::to_allocvec(body).unwrap_or_default();
-    let sig = signer.sign(&transcript(body.class, &body_bytes));
+    let sig = signer.sign(&crate::envelope::transcript_for(
+        B::DOMAIN,
+        body.class(),
+        &body_bytes,
+    ));
     let mut out = signer.public().to_bytes().to_vec();
     write_varint(&mut out, body_bytes.len());
     out.extend_from_slice(&body_bytes);
