@@ -47,6 +47,7 @@ pub fn server(
         net_engine::ServeOptions {
             max_in_flight: Some(1 << 20),
             allowed: Vec::new(),
+            ..Default::default()
         },
     )
     .map_err(|e| e.to_string())?;

@@ -204,6 +204,7 @@ impl Mesh {
         let opts = ServeOptions {
             max_in_flight: None,
             allowed,
+            ..Default::default()
         };
         self.register(service, Handler::Sync(Arc::new(handler)), opts)
     }

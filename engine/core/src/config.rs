@@ -37,6 +37,8 @@ pub struct MeshNodeConfig {
     pub(crate) max_in_flight: u32,
     pub(crate) inbox: usize,
     pub(crate) announce: net_trust::AnnouncePolicy,
+    pub(crate) token_roots: Vec<PublicIdentity>,
+    pub(crate) token: Option<net_trust::TokenChain>,
 }
 
 impl MeshNodeConfig {
@@ -65,6 +67,8 @@ impl MeshNodeConfig {
                 reannounce_interval: Duration::from_secs(150),
                 min_announce_interval: Duration::from_secs(10),
             },
+            token_roots: Vec::new(),
+            token: None,
         }
     }
 
@@ -148,6 +152,20 @@ impl MeshNodeConfig {
             reannounce_interval: reannounce,
             min_announce_interval: min_announce,
         };
+        self
+    }
+
+    /// Roots whose delegation chains are accepted for services served with
+    /// `require_token`.
+    pub fn with_token_roots(mut self, roots: Vec<PublicIdentity>) -> Self {
+        self.token_roots = roots;
+        self
+    }
+
+    /// A token chain this node presents on every session it opens or
+    /// accepts (its leaf must name this node).
+    pub fn with_token(mut self, token: net_trust::TokenChain) -> Self {
+        self.token = Some(token);
         self
     }
 

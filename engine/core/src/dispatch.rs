@@ -358,17 +358,25 @@ impl Core {
                 if let Some(bytes) = self.trust.current() {
                     let _ = self.ep.announce(now, session, bytes);
                 }
+                if let Some(bytes) = self.trust.own_token() {
+                    let _ = self.ep.announce(now, session, bytes);
+                }
                 self.drain_backlog(now, session);
             }
             Event::Closed { session, peer, .. } => self.on_closed(session, peer),
-            Event::Announce { peer, payload, .. } => {
-                let _ = self.trust.on_announcement(&peer, &payload, now);
+            Event::Announce {
+                session,
+                peer,
+                payload,
+            } => {
+                let _ = self.trust.on_announcement(&peer, session, &payload, now);
                 self.ep.recycle(payload);
             }
         }
     }
 
     fn on_closed(&mut self, session: SessionId, peer: NodeId) {
+        self.trust.session_closed(session);
         if self.sessions.get(&peer) == Some(&session) {
             self.sessions.remove(&peer);
         }
@@ -396,7 +404,7 @@ impl Core {
             self.ep.recycle(payload);
             return;
         }
-        if !self.trust.allows(info.service, &info.peer, now) {
+        if !self.trust.allows(info.service, &info.peer, session, now) {
             let _ = self
                 .ep
                 .respond(now, session, call, Status::CAPABILITY_DENIED, &[]);

@@ -54,6 +54,10 @@ pub struct ServeOptions {
     /// Node ids allowed to call (checked against the session's
     /// authenticated peer). Empty: any node of the mesh.
     pub allowed: Vec<NodeId>,
+    /// Also require a token chain from one of the node's `token_roots`
+    /// whose leaf names the calling session's peer and whose scope holds
+    /// `nrpc:<name>`.
+    pub require_token: bool,
 }
 
 struct Running {
@@ -213,6 +217,7 @@ impl MeshNode {
             now,
             wall_ms,
         );
+        trust.set_tokens(self.cfg.token_roots.clone(), self.cfg.token.as_ref());
         let mut handlers = HashMap::new();
         for (id, (h, max, advert)) in services {
             ep.register_service(*id, *max);
@@ -285,6 +290,7 @@ impl MeshNode {
         let advert = crate::trust::Advert {
             name: name.to_string(),
             allowed: opts.allowed,
+            require_token: opts.require_token,
         };
         self.services
             .lock()

@@ -30,6 +30,8 @@ use net_trust::{
 pub(crate) const KIND_CAPABILITIES: u8 = 1;
 /// See [`KIND_CAPABILITIES`].
 pub(crate) const KIND_RESERVATION: u8 = 2;
+/// See [`KIND_CAPABILITIES`]: a token chain the sender presents.
+pub(crate) const KIND_TOKEN: u8 = 3;
 
 /// The node-wide folds of peers' announcements (discovery) and
 /// reservations. Locked only when such a message arrives or a query runs.
@@ -44,6 +46,14 @@ pub(crate) struct SharedTrust {
 pub(crate) struct Advert {
     pub name: String,
     pub allowed: Vec<NodeId>,
+    pub require_token: bool,
+}
+
+/// A token chain a session's peer presented, verified on receipt against
+/// the roots and that peer: what the gate needs is its scope and expiry.
+struct Presented {
+    scope: Vec<String>,
+    expires_at_ms: u64,
 }
 
 /// One core's trust state.
@@ -60,6 +70,12 @@ pub(crate) struct CoreTrust {
     pub stats: TrustStats,
     shared: Arc<Mutex<SharedTrust>>,
     base: (Instant, u64),
+    roots: Vec<net_crypto::PublicIdentity>,
+    /// Our own chain, framed, sent on every session.
+    own_token: Option<Vec<u8>>,
+    /// Verified chains by session (bounded by the session count; dropped
+    /// when the session closes).
+    tokens: HashMap<net_proto::SessionId, Presented>,
 }
 
 impl CoreTrust {
@@ -81,7 +97,34 @@ impl CoreTrust {
             stats: TrustStats::default(),
             shared,
             base: (now, wall_ms),
+            roots: Vec::new(),
+            own_token: None,
+            tokens: HashMap::new(),
         }
+    }
+
+    /// Token roots we accept and the chain we present.
+    pub fn set_tokens(
+        &mut self,
+        roots: Vec<net_crypto::PublicIdentity>,
+        own: Option<&net_trust::TokenChain>,
+    ) {
+        self.roots = roots;
+        self.own_token = own.map(|t| {
+            let mut b = vec![KIND_TOKEN];
+            b.extend_from_slice(&t.encode());
+            b
+        });
+    }
+
+    /// Our framed token chain, to send on a new session.
+    pub fn own_token(&self) -> Option<&[u8]> {
+        self.own_token.as_deref()
+    }
+
+    /// A session closed: forget its token.
+    pub fn session_closed(&mut self, session: net_proto::SessionId) {
+        self.tokens.remove(&session);
     }
 
     /// Wall-clock milliseconds at `now` (announcement times are wall time).
@@ -165,21 +208,69 @@ impl CoreTrust {
     }
 
     /// The callee gate: may `peer` (the session's authenticated node id)
-    /// call `service` here? Unknown services are left to the endpoint
-    /// (NotFound).
-    pub fn allows(&mut self, service: ServiceId, peer: &NodeId, now: Instant) -> bool {
+    /// call `service` here on `session`? Unknown services are left to the
+    /// endpoint (NotFound).
+    pub fn allows(
+        &mut self,
+        service: ServiceId,
+        peer: &NodeId,
+        session: net_proto::SessionId,
+        now: Instant,
+    ) -> bool {
         let now_ms = self.now_ms(now);
         let Some(advert) = self.adverts.get(&service) else {
             return true;
         };
-        net_trust::gate(
+        if !net_trust::gate(
             &self.local,
             &self.node,
             &advert.name,
             peer,
             now_ms,
             &mut self.stats,
-        )
+        ) {
+            return false;
+        }
+        if !advert.require_token {
+            return true;
+        }
+        let tag = advert.name.as_str();
+        let ok = self.tokens.get(&session).is_some_and(|t| {
+            t.expires_at_ms > now_ms
+                && t.scope
+                    .iter()
+                    .any(|s| s.strip_prefix(net_trust::NRPC_TAG_PREFIX) == Some(tag))
+        });
+        if !ok {
+            self.stats.gate_denied += 1;
+        }
+        ok
+    }
+
+    fn on_token(
+        &mut self,
+        peer: &NodeId,
+        session: net_proto::SessionId,
+        bytes: &[u8],
+        now_ms: u64,
+    ) -> Result<(), AnnounceError> {
+        let chain = net_trust::TokenChain::decode(bytes).map_err(|_| {
+            self.stats.token_rejected += 1;
+            AnnounceError::Malformed
+        })?;
+        // Verified once, against the roots and the presenting session's peer;
+        // the gate then only checks scope and expiry.
+        let first = chain.leaf_scope().first().cloned().unwrap_or_default();
+        if chain.verify(&self.roots, peer, &first, now_ms).is_err() {
+            self.stats.token_rejected += 1;
+            return Err(AnnounceError::BadSignature);
+        }
+        let presented = Presented {
+            scope: chain.leaf_scope().to_vec(),
+            expires_at_ms: chain.leaf_expires_at_ms(),
+        };
+        self.tokens.insert(session, presented);
+        Ok(())
     }
 
     /// An ANNOUNCE payload arrived on a session whose authenticated peer is
@@ -187,11 +278,13 @@ impl CoreTrust {
     pub fn on_announcement(
         &mut self,
         peer: &NodeId,
+        session: net_proto::SessionId,
         bytes: &[u8],
         now: Instant,
     ) -> Result<(), AnnounceError> {
         let now_ms = self.now_ms(now);
         match bytes.split_first() {
+            Some((&KIND_TOKEN, rest)) => self.on_token(peer, session, rest, now_ms),
             Some((&KIND_CAPABILITIES, rest)) => self.on_capabilities(peer, rest, now_ms),
             Some((&KIND_RESERVATION, rest)) => {
                 self.on_reservation(peer, rest, now_ms)

@@ -87,6 +87,7 @@ fn seed_exploit_chain_is_refused_end_to_end() {
         ServeOptions {
             max_in_flight: None,
             allowed: vec![b_id],
+            ..Default::default()
         },
     )
     .unwrap();
@@ -184,6 +185,7 @@ fn reannounce_keeps_a_node_callable_and_discoverable_past_two_ttls() {
         ServeOptions {
             max_in_flight: None,
             allowed: vec![c.node_id()],
+            ..Default::default()
         },
     )
     .unwrap();
@@ -218,4 +220,103 @@ fn ttl_follows_the_announce_throttle() {
         c.capabilities_of(&s.node_id()).is_some()
     });
     assert_eq!(c.capabilities_of(&s.node_id()).unwrap().ttl_ms, 600);
+}
+
+/// Token chains on real sessions: a service served with `require_token`
+/// accepts a chain from a configured root whose leaf names the calling
+/// session's peer and whose scope covers the service; anything else is
+/// `CapabilityDenied`.
+#[test]
+fn token_chains_are_checked_against_the_presenting_session() {
+    let root = Identity::from_seed(&[50; 32]);
+    let other_root = Identity::from_seed(&[51; 32]);
+    let server = {
+        let cfg = MeshNodeConfig::new(Identity::from_seed(&[10; 32]), PSK)
+            .with_token_roots(vec![root.public()]);
+        let n = MeshNode::new(cfg).unwrap();
+        n.start().unwrap();
+        n
+    };
+    let opts = ServeOptions {
+        require_token: true,
+        ..Default::default()
+    };
+    server.serve("vault", ok_handler(), opts).unwrap();
+    let expires = now_ms() + 60_000;
+    let client = |seed: u8, token: Option<net_trust::TokenChain>| {
+        let mut cfg = MeshNodeConfig::new(Identity::from_seed(&[seed; 32]), PSK).with_peer(
+            server.local_addr().unwrap(),
+            server.config().public_identity(),
+        );
+        if let Some(t) = token {
+            cfg = cfg.with_token(t);
+        }
+        let n = MeshNode::new(cfg).unwrap();
+        n.start().unwrap();
+        n
+    };
+    let id = |seed: u8| Identity::from_seed(&[seed; 32]).node_id();
+    let scope = vec!["nrpc:vault".to_string()];
+    // Valid: root → 11 (delegated through 14, narrowing nothing away).
+    let via = net_trust::TokenChain::root(
+        &root,
+        id(14),
+        vec!["nrpc:vault".into(), "nrpc:other".into()],
+        expires,
+    );
+    let valid = via
+        .delegate(
+            &Identity::from_seed(&[14; 32]),
+            id(11),
+            scope.clone(),
+            expires,
+        )
+        .unwrap();
+    let cases: Vec<(&str, u8, Option<net_trust::TokenChain>, Status)> = vec![
+        ("valid chain", 11, Some(valid.clone()), Status::OK),
+        ("no token", 12, None, Status::CAPABILITY_DENIED),
+        (
+            "someone else's chain",
+            13,
+            Some(valid),
+            Status::CAPABILITY_DENIED,
+        ),
+        (
+            "wrong scope",
+            15,
+            Some(net_trust::TokenChain::root(
+                &root,
+                id(15),
+                vec!["nrpc:other".into()],
+                expires,
+            )),
+            Status::CAPABILITY_DENIED,
+        ),
+        (
+            "wrong root",
+            16,
+            Some(net_trust::TokenChain::root(
+                &other_root,
+                id(16),
+                scope.clone(),
+                expires,
+            )),
+            Status::CAPABILITY_DENIED,
+        ),
+        (
+            "expired",
+            17,
+            Some(net_trust::TokenChain::root(
+                &root,
+                id(17),
+                scope.clone(),
+                now_ms() - 1,
+            )),
+            Status::CAPABILITY_DENIED,
+        ),
+    ];
+    for (what, seed, token, want) in cases {
+        let c = client(seed, token);
+        assert_eq!(call(&c, server.node_id(), "vault"), want, "{what}");
+    }
 }

@@ -263,6 +263,12 @@ impl TokenChain {
         &self.leaf().scope
     }
 
+    /// When the leaf expires (Unix ms). A valid chain's expiries never
+    /// increase down the chain, so this is when the whole chain expires.
+    pub fn leaf_expires_at_ms(&self) -> u64 {
+        self.leaf().expires_at_ms
+    }
+
     /// The wire bytes (see the module docs).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();

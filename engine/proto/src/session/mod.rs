@@ -488,7 +488,9 @@ impl Session {
         let n = self.next_announce;
         self.next_announce += 1;
         self.announces.push_back((n, ctx.pool.copy_of(payload)));
-        self.queue.push_back(Sent::Announce(n));
+        // Ahead of queued calls: a token or capability announcement sent on
+        // connect must reach the peer before the calls that depend on it.
+        self.queue.push_front(Sent::Announce(n));
         Ok(())
     }
 
