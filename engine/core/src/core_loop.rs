@@ -102,6 +102,7 @@ impl Core {
             work = true;
         }
         work |= self.dispatch_events(now);
+        self.trust.flush(now);
         if let Some(bytes) = self.trust.poll(now) {
             self.announce_all(now, &bytes);
         }

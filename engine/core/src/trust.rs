@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 use net_crypto::{Identity, NodeId};
 use net_proto::ServiceId;
 use net_trust::{
-    decode_and_verify, decode_and_verify_reservation, AnnounceError, AnnouncePolicy,
-    AnnounceThrottle, AnnouncementBody, Capability, CapabilityFold, ClassHash, ReservationError,
-    ReservationFold, SignedAnnouncement, TrustStats,
+    decode_and_verify_reservation, verify_many, AnnounceError, AnnouncePolicy, AnnounceThrottle,
+    AnnouncementBody, Capability, CapabilityFold, ClassHash, ReservationError, ReservationFold,
+    SignedAnnouncement, TrustStats,
 };
 
 /// ANNOUNCE payload kinds (first byte; the rest is a signed envelope).
@@ -76,6 +76,8 @@ pub(crate) struct CoreTrust {
     /// Verified chains by session (bounded by the session count; dropped
     /// when the session closes).
     tokens: HashMap<net_proto::SessionId, Presented>,
+    /// Capability announcements received this loop iteration, verified together.
+    pending: Vec<SignedAnnouncement>,
 }
 
 impl CoreTrust {
@@ -100,6 +102,7 @@ impl CoreTrust {
             roots: Vec::new(),
             own_token: None,
             tokens: HashMap::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -308,20 +311,40 @@ impl CoreTrust {
         Err(AnnounceError::NodeIdMismatch)
     }
 
+    /// Queues a capability announcement; [`flush`](Self::flush) verifies
+    /// everything queued in one loop iteration together (a burst, e.g. many
+    /// sessions opening at once, is batch-verified).
     fn on_capabilities(
         &mut self,
         peer: &NodeId,
         bytes: &[u8],
-        now_ms: u64,
+        _now_ms: u64,
     ) -> Result<(), AnnounceError> {
-        let v = decode_and_verify(bytes, now_ms, &mut self.stats)?;
-        self.second_hand(v.signer(), peer)?;
-        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-        let r = shared.fold.apply(v, now_ms);
-        if let Err(e) = &r {
-            shared.stats.count(e);
+        let signed = SignedAnnouncement::decode(bytes).inspect_err(|e| self.stats.count(e))?;
+        if signed.signer().node_id() != *peer {
+            // Second-hand: only the node itself may announce for itself here.
+            self.stats.count(&AnnounceError::NodeIdMismatch);
+            return Err(AnnounceError::NodeIdMismatch);
         }
-        r
+        self.pending.push(signed);
+        Ok(())
+    }
+
+    /// Verifies the queued announcements (batch verification from
+    /// `net_trust::BATCH_MIN` up) and applies the good ones to the fold.
+    pub fn flush(&mut self, now: Instant) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let now_ms = self.now_ms(now);
+        let results = verify_many(&self.pending, now_ms, &mut self.stats);
+        self.pending.clear();
+        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        for v in results.into_iter().flatten() {
+            if let Err(e) = shared.fold.apply(v, now_ms) {
+                shared.stats.count(&e);
+            }
+        }
     }
 
     fn on_reservation(
