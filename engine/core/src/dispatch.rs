@@ -121,6 +121,7 @@ impl Core {
         s.proto = self.ep.stats().clone();
         s.inbox_wakes = self.inbox.wakes.load(std::sync::atomic::Ordering::Relaxed);
         s.trust = self.trust.stats.clone();
+        s.open_calls = self.ep.call_count() as u64;
         s
     }
 

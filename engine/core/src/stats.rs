@@ -30,6 +30,9 @@ pub struct CoreStats {
     pub calls_completed: u64,
     /// Calls refused because the peer is unknown or the core is shutting down.
     pub calls_refused: u64,
+    /// Calls whose state this core holds right now (either role): a gauge,
+    /// bounded by call credit.
+    pub open_calls: u64,
     /// Gate decisions and announcements verified on this core, by outcome.
     pub trust: net_trust::TrustStats,
 }

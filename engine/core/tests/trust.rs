@@ -320,3 +320,53 @@ fn token_chains_are_checked_against_the_presenting_session() {
         assert_eq!(call(&c, server.node_id(), "vault"), want, "{what}");
     }
 }
+
+/// Amplification: one peer opens 1 000 000 calls, each with a distinct call
+/// id (the only caller-chosen key the callee holds state under; replies go
+/// back on the session, so there is no origin-keyed route cache). The
+/// callee's state stays within call credit throughout, and another
+/// client's calls keep working.
+#[test]
+fn a_million_caller_keys_stay_bounded_and_others_keep_working() {
+    let server = node(20, &[], None);
+    let echo: Arc<net_engine::SyncHandler> = Arc::new(|_, b: &[u8], out: &mut Vec<u8>| {
+        out.extend_from_slice(b);
+        Status::OK
+    });
+    server
+        .serve("echo", Handler::Sync(echo), ServeOptions::default())
+        .unwrap();
+    let sprayer = node(21, &[&server], None);
+    let legit = node(22, &[&server], None);
+    let (tx, rx) = sync_channel(1);
+    let spec = net_engine::loadgen::LoadSpec::calls(
+        server.node_id(),
+        ServiceId::of("echo"),
+        4096,
+        16,
+        1_000_000,
+    );
+    sprayer
+        .run_on_core(0, Box::new(net_engine::loadgen::ClosedLoop::new(spec, tx)))
+        .unwrap();
+    let credit = u64::from(net_proto::TransportParams::default().max_calls);
+    let (mut max_open, mut legit_ok) = (0, 0);
+    let report = loop {
+        max_open = max_open.max(server.stats().iter().map(|s| s.open_calls).sum::<u64>());
+        if call(&legit, server.node_id(), "echo") == Status::OK {
+            legit_ok += 1;
+        }
+        if let Ok(r) = rx.try_recv() {
+            break r;
+        }
+    };
+    assert_eq!(report.ok, 1_000_000);
+    assert!(
+        max_open <= credit + 1,
+        "callee held {max_open} calls (credit {credit})"
+    );
+    assert!(
+        legit_ok > 10,
+        "the other client's calls kept working ({legit_ok})"
+    );
+}
