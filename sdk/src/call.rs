@@ -153,6 +153,23 @@ impl Mesh {
             .await
     }
 
+    /// Unary call to any node that advertises `service` (discovered from
+    /// verified capability announcements, round robin). `Unavailable` if no
+    /// node does. Discovery is matchmaking; the callee's gate authorizes.
+    pub async fn call_service(
+        &self,
+        service: &str,
+        payload: impl Into<Vec<u8>>,
+    ) -> Result<Bytes, RpcError> {
+        let Some(peer) = self.node.pick_provider(service) else {
+            return Err(RpcError::Status {
+                status: Status::UNAVAILABLE,
+                payload: Bytes::new(),
+            });
+        };
+        self.call(peer, service, payload).await
+    }
+
     /// Unary call with options (deadline).
     pub async fn call_with(
         &self,

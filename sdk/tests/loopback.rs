@@ -157,6 +157,24 @@ async fn unary_and_streams(server: &Mesh, client: &Mesh) {
     // Unknown service.
     let err = client.call(id, "nope", b"x".to_vec()).await.unwrap_err();
     assert_eq!(err.status(), Some(Status::NOT_FOUND));
+    // Discovery: the server announced its services on session open.
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while client.discover("echo") != vec![id] {
+        assert!(tokio::time::Instant::now() < until, "echo never discovered");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        &client
+            .call_service("echo", b"found".to_vec())
+            .await
+            .unwrap()[..],
+        b"found"
+    );
+    let err = client
+        .call_service("nobody-serves-this", b"x".to_vec())
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(Status::UNAVAILABLE));
 }
 
 async fn cancel_and_deadline(server: &Mesh, client: &Mesh) {

@@ -355,8 +355,16 @@ impl MeshNode {
         t.fold.nodes_with_tag(&tag, now_ms).collect()
     }
 
-    /// Calls `name` on a node that advertises it (round robin over
-    /// [`discover`](Self::discover)); `Unavailable` if none does.
+    /// A node that advertises `name`, round robin over
+    /// [`discover`](Self::discover).
+    pub fn pick_provider(&self, name: &str) -> Option<NodeId> {
+        let nodes = self.discover(name);
+        (!nodes.is_empty())
+            .then(|| nodes[self.next_core.fetch_add(1, Ordering::Relaxed) % nodes.len()])
+    }
+
+    /// Calls `name` on a node that advertises it ([`pick_provider`](Self::pick_provider));
+    /// `Unavailable` if none does.
     pub fn call_service(
         &self,
         name: &str,
@@ -365,12 +373,10 @@ impl MeshNode {
         payload: Vec<u8>,
         mut events: Box<dyn CallEvents>,
     ) -> Result<(), EngineError> {
-        let nodes = self.discover(name);
-        if nodes.is_empty() {
+        let Some(peer) = self.pick_provider(name) else {
             events.complete(net_proto::Status::UNAVAILABLE, &[]);
             return Ok(());
-        }
-        let peer = nodes[self.next_core.fetch_add(1, Ordering::Relaxed) % nodes.len()];
+        };
         self.call(peer, ServiceId::of(name), kind, deadline, payload, events)
     }
 
