@@ -39,6 +39,7 @@ pub struct MeshNodeConfig {
     pub(crate) announce: net_trust::AnnouncePolicy,
     pub(crate) token_roots: Vec<PublicIdentity>,
     pub(crate) token: Option<net_trust::TokenChain>,
+    pub(crate) testing_ignore_credit: bool,
 }
 
 impl MeshNodeConfig {
@@ -69,6 +70,7 @@ impl MeshNodeConfig {
             },
             token_roots: Vec::new(),
             token: None,
+            testing_ignore_credit: false,
         }
     }
 
@@ -169,6 +171,14 @@ impl MeshNodeConfig {
         self
     }
 
+    /// Test hook: this node ignores peers' call and stream credit, to play
+    /// a misbehaving peer in hostile-input tests. Never set in production.
+    #[doc(hidden)]
+    pub fn testing_ignore_credit(mut self) -> Self {
+        self.testing_ignore_credit = true;
+        self
+    }
+
     /// Default per-service limit of unanswered calls (beyond it: `Backpressure`).
     pub fn with_max_in_flight(mut self, n: u32) -> Self {
         self.max_in_flight = n.max(1);
@@ -215,6 +225,7 @@ impl MeshNodeConfig {
         c.core_id = core as u32;
         c.core_bits = self.core_bits();
         c.lane = core as u16;
+        c.testing_ignore_credit = self.testing_ignore_credit;
         // Receiver indexes should not be guessable off-path: seed from the
         // OS randomness std already uses for its hash keys.
         c.rng_seed = {

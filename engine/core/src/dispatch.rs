@@ -364,7 +364,16 @@ impl Core {
                 }
                 self.drain_backlog(now, session);
             }
-            Event::Closed { session, peer, .. } => self.on_closed(session, peer),
+            Event::Closed {
+                session,
+                peer,
+                reason,
+            } => {
+                if matches!(reason, net_proto::CloseReason::Protocol(_)) {
+                    tracing::warn!(core = self.index, peer = %peer.short(), %reason, "session closed: peer broke the protocol");
+                }
+                self.on_closed(session, peer);
+            }
             Event::Announce {
                 session,
                 peer,

@@ -59,6 +59,13 @@ pub struct EndpointConfig {
     /// Lane sent in handshake initiations: replay protection keeps one
     /// timestamp per (peer, lane), so per-core sessions do not collide.
     pub lane: u16,
+    /// Caps on initiations processed per second (global, and per source
+    /// under load) before any public-key work.
+    pub handshake_limits: crate::HandshakeLimits,
+    /// Test hook: ignore the peer's call and stream credit, to play a
+    /// misbehaving peer in hostile-input tests. Never set in production.
+    #[doc(hidden)]
+    pub testing_ignore_credit: bool,
 }
 
 impl EndpointConfig {
@@ -84,6 +91,8 @@ impl EndpointConfig {
             core_id: 0,
             core_bits: 0,
             lane: 0,
+            handshake_limits: crate::HandshakeLimits::default(),
+            testing_ignore_credit: false,
         }
     }
 }

@@ -74,6 +74,7 @@ pub struct Endpoint {
     wall_base: (Instant, u64),
     /// Reused list of sessions whose timers are due.
     due: Vec<ReceiverIndex>,
+    limiter: crate::ratelimit::InitLimiter,
 }
 
 macro_rules! ctx {
@@ -96,6 +97,7 @@ impl Endpoint {
     /// which must increase across restarts of a node.
     pub fn new(cfg: EndpointConfig, now: Instant, wall_nanos: u64) -> Self {
         let own_mac1 = mac1_key(&cfg.identity.public());
+        let cfg_limits = cfg.handshake_limits;
         let rng = ChaCha8Rng::seed_from_u64(cfg.rng_seed);
         Endpoint {
             cfg,
@@ -112,6 +114,7 @@ impl Endpoint {
             stats: EndpointStats::default(),
             wall_base: (now, wall_nanos),
             due: Vec::new(),
+            limiter: crate::ratelimit::InitLimiter::new(cfg_limits, now),
         }
     }
 
@@ -271,6 +274,14 @@ impl Endpoint {
     }
 
     fn handle_init(&mut self, now: Instant, src: SocketAddr, datagram: &[u8]) {
+        if let Err(e) = handshake::precheck_init(datagram, &self.own_mac1) {
+            self.stats.handshake_error(&e);
+            return;
+        }
+        if !self.limiter.allow(src.ip(), now) {
+            self.stats.handshake_rate_limited += 1;
+            return;
+        }
         if self.half_open.len() >= self.cfg.max_half_open
             || self.sessions.len() >= self.cfg.max_sessions
         {

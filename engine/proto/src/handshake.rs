@@ -255,6 +255,15 @@ pub(crate) fn steering_index(msg: &[u8]) -> Result<ReceiverIndex, WireError> {
     Ok(ReceiverIndex::new(r.get_u32()?))
 }
 
+/// The cheap checks of an initiation (size, mac1), done before any rate
+/// limiting or public-key work.
+pub(crate) fn precheck_init(msg: &[u8], own_mac1_key: &[u8; 32]) -> Result<(), HandshakeError> {
+    if msg.len() != INIT_LEN {
+        return Err(WireError::Truncated.into());
+    }
+    check_mac1(msg, own_mac1_key)
+}
+
 /// Responder side: validates an initiation and writes the response into `out`
 /// (which must hold [`RESP_LEN`] bytes). `check_replay` sees (peer, lane,
 /// timestamp) after the Noise message authenticated them and may refuse.

@@ -49,6 +49,9 @@ pub struct EndpointStats {
     pub handshake_replay: u64,
     /// See [`HandshakeError::Overloaded`].
     pub handshake_overloaded: u64,
+    /// Initiations dropped by the rate limiter (valid-looking, mac1 correct,
+    /// over the per-second budget).
+    pub handshake_rate_limited: u64,
     /// See [`HandshakeError::Malformed`].
     pub handshake_malformed: u64,
     /// See [`HandshakeError::UnknownIndex`].
