@@ -319,3 +319,122 @@ pub fn handshake_seeds() -> (Vec<u8>, Vec<u8>) {
     let t = b.poll_transmit(now, &mut out).expect("response");
     (init, out[..t.len].to_vec())
 }
+
+/// Fuzz target `session_ops`: a client and a server endpoint driven
+/// through an arbitrary sequence of operations — calls, cancels, replies,
+/// delivering, dropping, duplicating and reordering packets, time passing,
+/// closing — checking the session invariants after every step: a call
+/// completes at most once, a request reaches the handler at most once, no
+/// event names a session after it closed, and state stays bounded.
+pub fn session_ops(data: &[u8]) {
+    use std::collections::{HashMap, HashSet, VecDeque};
+    let (mut client, now0) = fuzz_endpoint(1);
+    let (mut server, _) = fuzz_endpoint(2);
+    server.register_service(crate::ServiceId::of("svc"), 64);
+    let (ca, sa) = (
+        fuzz_addr(),
+        std::net::SocketAddr::from(([127, 0, 0, 2], 4000)),
+    );
+    let mut now = now0;
+    let session = client
+        .connect(now, server.public_identity(), sa)
+        .expect("connect");
+    let (mut to_server, mut to_client): (VecDeque<Vec<u8>>, VecDeque<Vec<u8>>) =
+        (VecDeque::new(), VecDeque::new());
+    let mut completed = HashSet::new();
+    let mut delivered = HashSet::new();
+    let mut pending_requests = VecDeque::new();
+    let mut closed: HashMap<bool, HashSet<crate::SessionId>> = HashMap::new();
+    let mut buf = vec![0u8; 65536];
+    for op in data.chunks(2).take(512) {
+        let arg = op.get(1).copied().unwrap_or(0);
+        match op[0] % 10 {
+            0 => {
+                let _ = client.call(
+                    now,
+                    session,
+                    crate::ServiceId::of("svc"),
+                    crate::CallKind::Unary,
+                    None,
+                    &vec![arg; usize::from(arg)],
+                );
+            }
+            1 | 2 => {
+                let (q, ep, from) = if op[0] % 10 == 1 {
+                    (&mut to_server, &mut server, ca)
+                } else {
+                    (&mut to_client, &mut client, sa)
+                };
+                if let Some(mut d) = q.pop_front() {
+                    ep.handle(now, from, &mut d);
+                }
+            }
+            3 => {
+                to_server.pop_front();
+            }
+            4 => {
+                if let Some(d) = to_client.front().cloned() {
+                    to_client.push_back(d);
+                }
+            }
+            5 => {
+                let n = to_server.len();
+                if n > 1 {
+                    to_server.swap(0, usize::from(arg) % n);
+                }
+            }
+            6 => now += std::time::Duration::from_millis(u64::from(arg) * 10),
+            7 => {
+                if let Some((s, c)) = pending_requests.pop_front() {
+                    let _ = server.respond(now, s, c, crate::Status::OK, &[arg]);
+                }
+            }
+            8 => {
+                let _ = client.cancel(
+                    now,
+                    session,
+                    crate::CallId::new(u64::from(arg) % 64, crate::Side::Initiator),
+                );
+            }
+            _ => {
+                if arg == 0xff {
+                    let _ = client.close(now, session, 1);
+                }
+            }
+        }
+        for (ep, is_client) in [(&mut client, true), (&mut server, false)] {
+            if ep.poll_timeout().is_some_and(|t| t <= now) {
+                ep.handle_timeout(now);
+            }
+            while let Some(t) = ep.poll_transmit(now, &mut buf) {
+                let q = if is_client {
+                    &mut to_server
+                } else {
+                    &mut to_client
+                };
+                if q.len() < 4096 {
+                    q.push_back(buf[..t.len].to_vec());
+                }
+            }
+            while let Some(ev) = ep.poll_event() {
+                let gone = closed.entry(is_client).or_default();
+                match ev {
+                    crate::Event::Closed { session, .. } => {
+                        assert!(gone.insert(session), "closed twice");
+                    }
+                    crate::Event::Response { session, call, .. } => {
+                        assert!(!gone.contains(&session), "response after close");
+                        assert!(completed.insert(call), "call {call} completed twice");
+                    }
+                    crate::Event::Request { session, call, .. } => {
+                        assert!(!gone.contains(&session), "request after close");
+                        assert!(delivered.insert(call), "request {call} delivered twice");
+                        pending_requests.push_back((session, call));
+                    }
+                    _ => {}
+                }
+            }
+            assert!(ep.call_count() <= 2 * 1024 + 64, "unbounded call state");
+        }
+    }
+}

@@ -24,6 +24,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("ranges_replay", fuzzing::ranges_and_replay),
     ("handshake_responder", fuzzing::handshake_responder),
     ("handshake_initiator", fuzzing::handshake_initiator),
+    ("session_ops", fuzzing::session_ops),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -77,6 +78,22 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         truncated,
     ));
     out.push(("handshake_initiator", "init_echoed".to_string(), init));
+    // Handshake both ways, calls, replies, loss, duplication, time.
+    out.push((
+        "session_ops",
+        "calls".to_string(),
+        vec![
+            1, 0, 2, 0, 0, 8, 0, 9, 1, 0, 1, 0, 7, 1, 7, 2, 2, 0, 2, 0, 6, 5, 3, 0, 1, 0, 4, 0, 2,
+            0,
+        ],
+    ));
+    out.push((
+        "session_ops",
+        "timeouts".to_string(),
+        vec![
+            1, 0, 2, 0, 0, 4, 1, 0, 6, 255, 6, 255, 6, 255, 2, 0, 8, 0, 1, 0, 9, 255,
+        ],
+    ));
     for (name, h) in [
         ("data_min", header(false, 0, 0)),
         ("data_phase1", header(true, 0x0102_0304, 1 << 40)),
