@@ -45,6 +45,9 @@ pub enum MeshError {
     /// `build()` without a mesh PSK.
     #[error("no mesh PSK configured")]
     MissingPsk,
+    /// Two builder settings contradict each other.
+    #[error("conflicting mesh settings: {0}")]
+    Conflict(&'static str),
     /// The engine refused.
     #[error(transparent)]
     Engine(#[from] EngineError),

@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 mod call;
+pub mod config;
 mod error;
 mod mesh;
 

@@ -26,6 +26,7 @@ pub struct MeshBuilder {
     spin: Option<Duration>,
     pin: Option<bool>,
     peers: Vec<(SocketAddr, PublicIdentity)>,
+    base: Option<MeshNodeConfig>,
 }
 
 impl MeshBuilder {
@@ -70,11 +71,32 @@ impl MeshBuilder {
         self
     }
 
+    /// Starts from a complete engine configuration (every knob, e.g. one
+    /// loaded by [`crate::config::NodeConfig`]); identity and PSK come from
+    /// it, so [`identity`](Self::identity) and [`psk`](Self::psk) must not
+    /// also be set. The builder's other settings apply on top of it.
+    pub fn node_config(mut self, cfg: MeshNodeConfig) -> Self {
+        self.base = Some(cfg);
+        self
+    }
+
     /// Validates and creates the mesh (nothing is bound until `start`).
     pub fn build(self) -> Result<Mesh, MeshError> {
-        let identity = self.identity.ok_or(MeshError::MissingIdentity)?;
-        let psk = self.psk.ok_or(MeshError::MissingPsk)?;
-        let mut cfg = MeshNodeConfig::new(identity, psk);
+        let mut cfg = match self.base {
+            Some(base) => {
+                if self.identity.is_some() || self.psk.is_some() {
+                    return Err(MeshError::Conflict(
+                        "identity and psk come from node_config; do not set them too",
+                    ));
+                }
+                base
+            }
+            None => {
+                let identity = self.identity.ok_or(MeshError::MissingIdentity)?;
+                let psk = self.psk.ok_or(MeshError::MissingPsk)?;
+                MeshNodeConfig::new(identity, psk)
+            }
+        };
         if let Some(a) = self.listen {
             cfg = cfg.with_listen(a);
         }
