@@ -192,17 +192,17 @@ impl Node {
         let st = Command::new("kill").args([signal, &pid]).status();
         assert!(st.expect("kill(1)").success());
         self.wait_line("stopped");
+        // Exiting closes stdout: wait for the reader to see the end.
         let deadline = Instant::now() + LIMIT;
         loop {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                return st;
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("node did not exit after `stopped`"),
             }
-            assert!(
-                Instant::now() < deadline,
-                "node did not exit after `stopped`"
-            );
-            std::thread::yield_now();
         }
+        self.child.wait().expect("wait")
     }
 }
 
@@ -226,9 +226,9 @@ fn config(listen: &str, seed: &str) -> String {
     format!("identity = \"{seed}\"\npsk_file = \"mesh.psk\"\nlisten = \"{listen}\"\n")
 }
 
-#[test]
-fn quickstart_two_nodes_echo_stats_and_graceful_shutdown() {
-    let d = TempDir::new("quickstart");
+/// The quickstart's files: two identities, a PSK, two configs (0600).
+/// Returns (public identity, node id) of A and of B.
+fn quickstart_files(d: &TempDir) -> [(String, String); 2] {
     let dir = &d.0;
     let a = ok(dir, &["keygen", "--out", "a.seed"]);
     let b = ok(dir, &["keygen", "--out", "b.seed"]);
@@ -236,15 +236,20 @@ fn quickstart_two_nodes_echo_stats_and_graceful_shutdown() {
     assert_eq!(mode(&d.path("a.seed")), 0o600);
     assert_eq!(mode(&d.path("mesh.psk")), 0o600);
     assert_eq!(std::fs::metadata(d.path("a.seed")).expect("seed").len(), 32);
-    let (pub_a, pub_b) = (field(&a, "public identity"), field(&b, "public identity"));
-    assert_ne!(pub_a, pub_b);
-    assert_eq!(ok(dir, &["id", "--public", "b.seed"]).trim(), pub_b);
-    assert_eq!(
-        field(&ok(dir, &["id", "a.seed"]), "node id"),
-        field(&a, "node id")
-    );
+    let ids = [&a, &b].map(|o| (field(o, "public identity"), field(o, "node id")));
+    assert_ne!(ids[0], ids[1]);
+    assert_eq!(ok(dir, &["id", "--public", "b.seed"]).trim(), ids[1].0);
+    assert_eq!(field(&ok(dir, &["id", "a.seed"]), "node id"), ids[0].1);
     d.write("a.toml", &config("127.0.0.1:0", "a.seed"), 0o600);
     d.write("b.toml", &config("127.0.0.1:0", "b.seed"), 0o600);
+    ids
+}
+
+#[test]
+fn quickstart_two_nodes_echo_stats_and_graceful_shutdown() {
+    let d = TempDir::new("quickstart");
+    let dir = &d.0;
+    let [(pub_a, _), (pub_b, id_b)] = quickstart_files(&d);
 
     let mut node_a = Node::start(dir, "a.toml");
     let mut node_b = Node::start(dir, "b.toml");
@@ -283,11 +288,7 @@ fn quickstart_two_nodes_echo_stats_and_graceful_shutdown() {
     // B's counters, fetched over the mesh by A's identity.
     let stats = ok(dir, &["stats", "--config", "a.toml", "--peer", &peer_b]);
     let v: serde_json::Value = serde_json::from_str(&stats).expect("stats JSON");
-    assert_eq!(
-        v["node_id"].as_str(),
-        Some(field(&b, "node id").as_str()),
-        "{v}"
-    );
+    assert_eq!(v["node_id"].as_str(), Some(id_b.as_str()), "{v}");
     let cores = v["cores"].as_array().expect("cores");
     assert_eq!(cores.len(), 1);
     assert!(
