@@ -218,7 +218,8 @@ fn main() -> ExitCode {
     match run(cli.cmd) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("net: error: {e}");
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "net: error: {e}");
             ExitCode::FAILURE
         }
     }
