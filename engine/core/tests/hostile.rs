@@ -304,3 +304,50 @@ fn credit_violations_close_only_the_offending_session() {
         assert_eq!(echo(&good, &s).0, Status::OK);
     }
 }
+
+/// A peer that sends packets larger than the `max_datagram` the node
+/// announced is disconnected (`ProtocolViolation::DatagramTooLarge`);
+/// a well-behaved client is unaffected.
+#[test]
+fn oversized_packets_close_only_the_offending_session() {
+    let params = net_proto::TransportParams {
+        max_datagram: 1200,
+        ..Default::default()
+    };
+    let s = MeshNode::new(
+        MeshNodeConfig::new(Identity::from_seed(&[40; 32]), PSK).with_transport_params(params),
+    )
+    .unwrap();
+    s.start().unwrap();
+    let handler: Arc<net_engine::SyncHandler> = Arc::new(|_, b: &[u8], out: &mut Vec<u8>| {
+        out.extend_from_slice(b);
+        Status::OK
+    });
+    s.serve("echo", Handler::Sync(handler), ServeOptions::default())
+        .unwrap();
+    let good = client(41, &s, false);
+    assert_eq!(echo(&good, &s).0, Status::OK);
+    let bad = client(42, &s, true);
+    let (tx, _rx) = sync_channel(2);
+    // 1 250 B of payload makes a ~1 300 B datagram: over the announced 1 200.
+    bad.call(
+        s.node_id(),
+        ServiceId::of("echo"),
+        CallKind::Unary,
+        None,
+        vec![1u8; 1250],
+        Box::new(Done(tx, None)),
+    )
+    .unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    while sum(&s, |p| p.protocol_violations) == 0 {
+        assert!(
+            Instant::now() < until,
+            "the oversized packet was never refused"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for _ in 0..50 {
+        assert_eq!(echo(&good, &s).0, Status::OK);
+    }
+}

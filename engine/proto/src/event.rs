@@ -59,6 +59,9 @@ pub enum ProtocolViolation {
     /// A call number beyond the call credit we granted.
     #[error("call credit exceeded")]
     CallCredit,
+    /// A packet larger than the `max_datagram` we announced.
+    #[error("datagram larger than the announced maximum")]
+    DatagramTooLarge,
     /// A frame only the other role may send (e.g. a response to a call we never made).
     #[error("frame not valid for the call's role")]
     WrongRole,

@@ -26,6 +26,15 @@ impl Session {
         let Some(len) = self.open_packet(ctx, hdr, datagram) else {
             return;
         };
+        if datagram.len() > usize::from(ctx.cfg.params.max_datagram) {
+            // Authenticated, so the peer itself broke the limit we announced.
+            ctx.stats.protocol_violations += 1;
+            self.close(
+                ctx,
+                CloseReason::Protocol(ProtocolViolation::DatagramTooLarge),
+            );
+            return;
+        }
         self.addr = src;
         self.last_recv = ctx.now;
         if self.is_half_open() {

@@ -104,11 +104,12 @@ impl Session {
         ) {
             ctx.stats.key_updates += 1;
         }
-        let budget = ctx
-            .cfg
-            .max_datagram
-            .min(usize::from(t.peer_params.max_datagram))
-            .min(buf.len());
+        let peer_max = if ctx.cfg.testing_ignore_credit {
+            usize::MAX
+        } else {
+            usize::from(t.peer_params.max_datagram)
+        };
+        let budget = ctx.cfg.max_datagram.min(peer_max).min(buf.len());
         let (header, rest) = buf.split_at_mut(DATA_HEADER_LEN);
         let body_len = budget.checked_sub(DATA_HEADER_LEN + TAG_LEN)?;
         let mut w = Writer::new(&mut rest[..body_len]);
