@@ -444,12 +444,21 @@ fn a_group_readable_config_is_warned_about() {
 
 #[test]
 fn bench_without_nrpc_qps_beside_it_says_how_to_run_it() {
-    let d = TempDir::new("bench");
-    let copy = d.path("net");
-    std::fs::copy(NET, &copy).expect("copy net");
-    chmod(&copy, 0o755);
-    let o = run_bin(&copy, &d.0, &["bench", "--conc", "1"]);
+    // A hard link (same file system as the build): `net` then runs from a
+    // folder without nrpc_qps. Not a copy: a copy's write handle, inherited
+    // by a child another test forks at that moment, makes exec fail with
+    // ETXTBSY.
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("net-cli-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let d = TempDir(dir);
+    let link = d.path("net");
+    std::fs::hard_link(NET, &link).expect("hard link beside the build");
+    let o = run_bin(&link, &d.0, &["bench", "--conc", "1"]);
     assert!(!o.status.success());
+    let looked = format!("looked for {})", d.path("nrpc_qps").display());
+    assert!(o.stderr.contains(&looked), "{}", o.stderr);
     assert!(
         o.stderr
             .contains("cargo run --release -p net-bench --bin nrpc_qps -- ARGS"),
