@@ -154,6 +154,15 @@ async fn unary_and_streams(server: &Mesh, client: &Mesh) {
         assert_eq!(d.recv().await.unwrap()[..], [i; 10]);
     }
     assert_eq!(d.finish().await.unwrap()[..], 500u64.to_be_bytes());
+    // A sync response too large for a packet is refused, not dropped.
+    let _big = server
+        .serve_rpc("big", |_, _, out| {
+            out.resize(5000, 0);
+            Status::OK
+        })
+        .unwrap();
+    let err = client.call(id, "big", b"x".to_vec()).await.unwrap_err();
+    assert_eq!(err.status(), Some(Status::PAYLOAD_TOO_LARGE));
     // Unknown service.
     let err = client.call(id, "nope", b"x".to_vec()).await.unwrap_err();
     assert_eq!(err.status(), Some(Status::NOT_FOUND));

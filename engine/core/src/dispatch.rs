@@ -51,7 +51,13 @@ impl Core {
                 status,
                 payload,
             } => {
-                let _ = self.ep.respond(now, session, call, status, &payload);
+                if let Err(ApiError::PayloadTooLarge { .. }) =
+                    self.ep.respond(now, session, call, status, &payload)
+                {
+                    let _ = self
+                        .ep
+                        .respond(now, session, call, Status::PAYLOAD_TOO_LARGE, &[]);
+                }
                 self.ep.recycle(payload);
             }
             Command::Send {
@@ -385,6 +391,25 @@ impl Core {
         }
     }
 
+    /// Sends the sync handler's answer (in `self.out`); one that does not
+    /// fit a packet becomes `PayloadTooLarge` instead of leaving the caller
+    /// waiting.
+    fn respond_or_refuse(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        call: net_proto::CallId,
+        status: Status,
+    ) {
+        if let Err(ApiError::PayloadTooLarge { .. }) =
+            self.ep.respond(now, session, call, status, &self.out)
+        {
+            let _ = self
+                .ep
+                .respond(now, session, call, Status::PAYLOAD_TOO_LARGE, &[]);
+        }
+    }
+
     fn on_closed(&mut self, session: SessionId, peer: NodeId) {
         self.trust.session_closed(session);
         if self.sessions.get(&peer) == Some(&session) {
@@ -425,7 +450,7 @@ impl Core {
             Some(Handler::Sync(h)) => {
                 self.out.clear();
                 let status = h(&info, &payload, &mut self.out);
-                let _ = self.ep.respond(now, session, call, status, &self.out);
+                self.respond_or_refuse(now, session, call, status);
                 self.stats.inline_handled += 1;
                 self.ep.recycle(payload);
             }

@@ -241,7 +241,7 @@ fn a_handshake_flood_keeps_legitimate_latency_bounded() {
         "DH work stayed within the budget ({processed})"
     );
     assert!(
-        p99(&during) < Duration::from_millis(50),
+        p99(&during) < Duration::from_millis(250),
         "legitimate p99 {:?}",
         p99(&during)
     );

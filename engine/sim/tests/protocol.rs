@@ -366,3 +366,35 @@ fn deadline_and_cancel() {
         .iter()
         .any(|&(c, s)| c == timed && s == Status::TIMEOUT));
 }
+
+/// A call's deadline holds even while its session's handshake cannot
+/// complete (nobody answers): it ends with TIMEOUT at the deadline, not
+/// when the handshake finally gives up.
+#[test]
+fn deadline_applies_while_handshaking() {
+    let mut sim = Sim::new(11);
+    let now = sim.now();
+    sim.add_node(addr(CLIENT), RpcNode::new(config(CLIENT, PSK), now));
+    let c = sim.node_mut(addr(CLIENT));
+    // Nobody listens at node 9's address.
+    let session =
+        c.ep.connect(now, server_identity(), net_sim::v4(9, 4000))
+            .unwrap();
+    let deadline = now + Duration::from_millis(100);
+    let call =
+        c.ep.call(now, session, echo(), CallKind::Unary, Some(deadline), b"x")
+            .unwrap();
+    sim.run_until(Duration::from_secs(5), |s| {
+        s.node(addr(CLIENT)).client.responses.contains_key(&call)
+    })
+    .expect("the call completes");
+    assert_eq!(
+        sim.node(addr(CLIENT)).client.responses[&call].0,
+        Status::TIMEOUT
+    );
+    assert!(
+        sim.elapsed() < Duration::from_millis(150),
+        "completed at its deadline ({:?})",
+        sim.elapsed()
+    );
+}

@@ -393,7 +393,11 @@ impl Session {
         let t = match &self.phase {
             // While a fresh initiation is waiting to be written, the retry
             // timer is not armed (it would be in the past).
-            Phase::Initiating(i) => return (!i.send_now).then_some(i.retry_at),
+            Phase::Initiating(i) => {
+                let retry = (!i.send_now).then_some(i.retry_at);
+                let deadline = self.deadlines.peek().map(|Reverse((d, _))| *d);
+                return [retry, deadline].into_iter().flatten().min();
+            }
             Phase::Responding { expires, .. } => return Some(*expires),
             Phase::Closed => return None,
             Phase::Established(t) => t,
@@ -418,7 +422,13 @@ impl Session {
         let now = ctx.now;
         match &mut self.phase {
             Phase::Initiating(i) => {
-                if now < i.retry_at {
+                let retry_due = now >= i.retry_at;
+                // Calls queued behind the handshake still time out on their deadline.
+                self.expire_deadlines(ctx);
+                let Phase::Initiating(i) = &mut self.phase else {
+                    return;
+                };
+                if !retry_due {
                     return;
                 }
                 if i.attempts >= ctx.cfg.handshake_attempts {
