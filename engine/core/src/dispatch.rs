@@ -7,7 +7,7 @@ use net_crypto::NodeId;
 use net_proto::{ApiError, CallKind, Event, ServiceId, SessionId, Status};
 
 use crate::core_loop::{Core, Held, Waiter};
-use crate::handler::{CallHandle, CoreCx, Handler, IncomingCall, RequestInfo, Responder};
+use crate::handler::{CallHandle, CallRef, CoreCx, Handler, IncomingCall, RequestInfo, Responder};
 use crate::inbox::{CallRequest, Command};
 
 /// A call not yet handed to the endpoint (waiting for call credit).
@@ -176,11 +176,11 @@ impl Core {
                 }
                 let mut waiter = p.waiter;
                 if let Waiter::Events(e) = &mut waiter {
-                    e.opened(CallHandle {
+                    e.opened(CallHandle(CallRef {
                         inbox: self.inbox.clone(),
                         session,
                         call,
-                    });
+                    }));
                 }
                 self.waiting.insert((session, call), waiter);
             }
@@ -455,11 +455,11 @@ impl Core {
                 self.ep.recycle(payload);
             }
             Some(Handler::Async(h)) => {
-                let responder = Responder {
+                let responder = Responder(CallRef {
                     inbox: self.inbox.clone(),
                     session,
                     call,
-                };
+                });
                 self.stats.async_handled += 1;
                 if let Some(sink) = h(IncomingCall {
                     info,

@@ -53,13 +53,34 @@ pub struct IncomingCall {
     pub responder: Responder,
 }
 
-/// Sends a call's answer (and stream messages) back to its core.
+/// One call on one core, addressed from another thread: what both a
+/// [`Responder`] and a [`CallHandle`] push their commands through.
 #[derive(Clone)]
-pub struct Responder {
+pub(crate) struct CallRef {
     pub(crate) inbox: Arc<Inbox>,
     pub(crate) session: SessionId,
     pub(crate) call: CallId,
 }
+
+impl CallRef {
+    fn push(&self, make: impl FnOnce(SessionId, CallId) -> Command) -> Result<(), InboxFull> {
+        self.inbox
+            .push(make(self.session, self.call))
+            .map_err(|_| InboxFull)
+    }
+
+    fn send(&self, payload: Vec<u8>) -> Result<(), InboxFull> {
+        self.push(|session, call| Command::Send {
+            session,
+            call,
+            payload,
+        })
+    }
+}
+
+/// Sends a call's answer (and stream messages) back to its core.
+#[derive(Clone)]
+pub struct Responder(pub(crate) CallRef);
 
 /// The core's inbox is full; the message was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -69,64 +90,41 @@ pub struct InboxFull;
 impl Responder {
     /// Answers the call (for streaming calls: the trailer after the messages).
     pub fn respond(&self, status: Status, payload: Vec<u8>) -> Result<(), InboxFull> {
-        let cmd = Command::Respond {
-            session: self.session,
-            call: self.call,
+        self.0.push(|session, call| Command::Respond {
+            session,
+            call,
             status,
             payload,
-        };
-        self.inbox.push(cmd).map_err(|_| InboxFull)
+        })
     }
 
     /// Sends one stream message (server-streaming and duplex calls).
     pub fn send(&self, payload: Vec<u8>) -> Result<(), InboxFull> {
-        let cmd = Command::Send {
-            session: self.session,
-            call: self.call,
-            payload,
-        };
-        self.inbox.push(cmd).map_err(|_| InboxFull)
+        self.0.send(payload)
     }
 }
 
 /// Handle to an open call for the caller: send stream messages, finish, cancel.
 #[derive(Clone)]
-pub struct CallHandle {
-    pub(crate) inbox: Arc<Inbox>,
-    pub(crate) session: SessionId,
-    pub(crate) call: CallId,
-}
+pub struct CallHandle(pub(crate) CallRef);
 
 impl CallHandle {
     /// Sends one stream message (client-streaming and duplex calls). Messages
     /// beyond the peer's credit wait on the core, in order.
     pub fn send(&self, payload: Vec<u8>) -> Result<(), InboxFull> {
-        let cmd = Command::Send {
-            session: self.session,
-            call: self.call,
-            payload,
-        };
-        self.inbox.push(cmd).map_err(|_| InboxFull)
+        self.0.send(payload)
     }
 
     /// No more stream messages.
     pub fn finish(&self) -> Result<(), InboxFull> {
-        self.inbox
-            .push(Command::Finish {
-                session: self.session,
-                call: self.call,
-            })
-            .map_err(|_| InboxFull)
+        self.0
+            .push(|session, call| Command::Finish { session, call })
     }
 
     /// Abandons the call; no completion follows.
     pub fn cancel(&self) -> Result<(), InboxFull> {
-        self.inbox
-            .push(Command::Cancel {
-                session: self.session,
-                call: self.call,
-            })
-            .map_err(|_| InboxFull)
+        self.0
+            .push(|session, call| Command::Cancel { session, call })
     }
 }
 
