@@ -163,7 +163,7 @@ fn a_million_garbage_datagrams_do_not_disturb_legitimate_calls() {
             && sum(&s, |p| p.handshake_mac1) > 0
     );
     // Every garbage datagram that arrived is accounted for by a reason.
-    let legit_rx = sum(&s, |p| p.data_packets_rx + p.handshake_init_tx);
+    let legit_rx = sum(&s, |p| p.data_packets_rx + p.handshake_resp_tx);
     assert!(
         dropped + legit_rx + 10 >= rx,
         "rx {rx}, dropped {dropped}, legit {legit_rx}"

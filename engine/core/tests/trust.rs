@@ -169,7 +169,6 @@ fn seed_exploit_chain_is_refused_end_to_end() {
         Err(net_trust::ReservationError::Conflict { .. })
     ));
     assert_eq!(a.reservation_holder("lock"), Some(c_id));
-    let _ = a_id;
 }
 
 /// A node serving past two TTLs keeps accepting calls and stays
