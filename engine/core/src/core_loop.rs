@@ -85,7 +85,8 @@ impl Core {
     /// One pass of the loop. Returns Ok(false) when the core should exit.
     fn iteration(&mut self, idle_since: &mut Option<Instant>) -> std::io::Result<bool> {
         self.stats.loops += 1;
-        let (n, now) = self.receive(*idle_since)?;
+        let n = self.receive(*idle_since)?;
+        let now = Instant::now();
         let mut work = n > 0;
         for i in 0..n {
             let (src, buf) = self.driver.rx(i);
@@ -121,15 +122,11 @@ impl Core {
     }
 
     /// Receives a batch: polls while busy or spinning, parks after `spin` idle.
-    /// Returns the batch size and the time to process it at. A poll that
-    /// did not block reuses the clock reading taken before it (one clock
-    /// read per busy pass instead of two); after parking the clock is read
-    /// again.
-    fn receive(&mut self, idle_since: Option<Instant>) -> std::io::Result<(usize, Instant)> {
+    fn receive(&mut self, idle_since: Option<Instant>) -> std::io::Result<usize> {
         let now = Instant::now();
         let spinning = idle_since.is_none_or(|t| now.saturating_duration_since(t) < self.spin);
         if spinning || !self.inbox.prepare_park() {
-            return Ok((self.driver.recv(Some(Duration::ZERO))?, now));
+            return self.driver.recv(Some(Duration::ZERO));
         }
         let mut wake_at = self.ep.poll_timeout();
         let extras = [
@@ -144,7 +141,7 @@ impl Core {
         self.stats.parks += 1;
         let n = self.driver.recv(timeout);
         self.inbox.unpark();
-        Ok((n?, Instant::now()))
+        n
     }
 
     /// Writes every datagram the endpoint has into the driver's batch.
