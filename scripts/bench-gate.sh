@@ -7,10 +7,10 @@
 #     c16, 32 B). Fails above +5 % of bench/gate/instructions_per_call.
 # (b) Wall clock: a short c128/32B nrpc_qps run; the nRPC p99 divided by the
 #     same-run raw-UDP p99 must stay under bench/gate/p99_ratio_bound. The
-#     ratio cancels most machine noise; the bound (1.2) is loose against the
-#     measured 0.51-0.79 (median ~0.67) and still catches a 2x regression
-#     from the median. A run over the bound is measured once more; the gate
-#     fails only if both are over.
+#     ratio cancels most machine noise; the bound (1.4) is loose against the
+#     measured 0.51-1.03 (median ~0.8, 2026-11-24/25) and still catches a 2x
+#     regression from the median. A run over the bound is measured once more;
+#     the gate fails only if both are over.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
