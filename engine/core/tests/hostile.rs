@@ -223,10 +223,11 @@ fn a_handshake_flood_keeps_legitimate_latency_bounded() {
     let sent = flood.join().unwrap();
     during.sort();
     let p99 = |v: &[Duration]| v[v.len() * 99 / 100];
+    let challenged = sum(&s, |p| p.cookie_replies_tx + p.cookie_replies_dropped);
     let limited = sum(&s, |p| p.handshake_rate_limited);
     let processed = sum(&s, |p| p.handshake_resp_tx + p.handshake_replay);
     eprintln!(
-        "flood: {sent} initiations in 2 s; {limited} rate-limited, {processed} processed; legit p99 {:?} (baseline {:?}), {} calls",
+        "flood: {sent} initiations in 2 s; {challenged} challenged with cookies, {limited} rate-limited, {processed} processed; legit p99 {:?} (baseline {:?}), {} calls",
         p99(&during),
         p99(&base),
         during.len()
@@ -235,9 +236,15 @@ fn a_handshake_flood_keeps_legitimate_latency_bounded() {
         sent > 20_000,
         "tens of thousands of initiations per second were sent ({sent})"
     );
-    assert!(limited > 0, "the limiter engaged");
     assert!(
-        processed <= 1000 * 3 + 200,
+        challenged > 10_000,
+        "the cookie challenge engaged ({challenged})"
+    );
+    // The flooder never answers cookies, so once under load it gets no DH
+    // work at all: what remains is each core's run-up to load (at most its
+    // burst of 200).
+    assert!(
+        processed <= 2 * 200,
         "DH work stayed within the budget ({processed})"
     );
     assert!(

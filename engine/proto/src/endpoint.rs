@@ -29,6 +29,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::config::EndpointConfig;
+use crate::cookie::{self, CookieJar, COOKIE_REPLY_LEN};
 use crate::event::{ApiError, CloseReason, Event, SessionId};
 use crate::handshake::{self, mac1_key, HandshakeError, RESP_LEN};
 use crate::ids::{CallId, CallKind, ReceiverIndex, ServiceId, Side, Status};
@@ -75,7 +76,14 @@ pub struct Endpoint {
     /// Reused list of sessions whose timers are due.
     due: Vec<ReceiverIndex>,
     limiter: crate::ratelimit::InitLimiter,
+    cookies: CookieJar,
+    /// Cookie replies waiting for `poll_transmit`, bounded by
+    /// [`MAX_COOKIE_REPLIES`] (the driver drains it every loop pass).
+    cookie_out: VecDeque<(SocketAddr, [u8; COOKIE_REPLY_LEN])>,
 }
+
+/// Most cookie replies queued between two transmit passes.
+const MAX_COOKIE_REPLIES: usize = 256;
 
 macro_rules! ctx {
     ($self:ident, $now:expr) => {
@@ -99,6 +107,7 @@ impl Endpoint {
         let own_mac1 = mac1_key(&cfg.identity.public());
         let cfg_limits = cfg.handshake_limits;
         let rng = ChaCha8Rng::seed_from_u64(cfg.rng_seed);
+        let cookies = CookieJar::new(&cfg.identity);
         Endpoint {
             cfg,
             own_mac1,
@@ -115,6 +124,8 @@ impl Endpoint {
             wall_base: (now, wall_nanos),
             due: Vec::new(),
             limiter: crate::ratelimit::InitLimiter::new(cfg_limits, now),
+            cookies,
+            cookie_out: VecDeque::new(),
         }
     }
 
@@ -230,7 +241,8 @@ impl Endpoint {
             Ok(PacketType::Data) => self.handle_data(now, src, datagram),
             Ok(PacketType::HandshakeInit) => self.handle_init(now, src, datagram),
             Ok(PacketType::HandshakeResponse) => self.handle_response(now, datagram),
-            Ok(PacketType::CookieReply) | Err(_) => self.stats.drop_malformed += 1,
+            Ok(PacketType::CookieReply) => self.handle_cookie_reply(now, datagram),
+            Err(_) => self.stats.drop_malformed += 1,
         }
     }
 
@@ -278,7 +290,12 @@ impl Endpoint {
             self.stats.handshake_error(&e);
             return;
         }
-        if !self.limiter.allow(src.ip(), now) {
+        let under_load = self.limiter.offer(now);
+        if under_load && !self.cookies.check_mac2(datagram, &src, self.wall_secs(now)) {
+            self.queue_cookie_reply(now, src, datagram);
+            return;
+        }
+        if !self.limiter.allow(under_load.then_some(src.ip()), now) {
             self.stats.handshake_rate_limited += 1;
             return;
         }
@@ -336,6 +353,41 @@ impl Endpoint {
             &self.cfg,
         );
         self.sessions.insert(idx, s);
+        self.touch(idx);
+    }
+
+    fn wall_secs(&self, now: Instant) -> u64 {
+        let since = now.saturating_duration_since(self.wall_base.0);
+        self.wall_base.1 / 1_000_000_000 + since.as_secs()
+    }
+
+    fn queue_cookie_reply(&mut self, now: Instant, src: SocketAddr, init: &[u8]) {
+        if self.cookie_out.len() >= MAX_COOKIE_REPLIES {
+            self.stats.cookie_replies_dropped += 1;
+            return;
+        }
+        let mut reply = [0u8; COOKIE_REPLY_LEN];
+        let wall = self.wall_secs(now);
+        let nonce = self.rng.gen();
+        match self
+            .cookies
+            .write_reply(init, &src, wall, nonce, self.cfg.aead, &mut reply)
+        {
+            Ok(()) => self.cookie_out.push_back((src, reply)),
+            Err(e) => self.stats.handshake_error(&e.into()),
+        }
+    }
+
+    fn handle_cookie_reply(&mut self, now: Instant, datagram: &[u8]) {
+        let idx = match cookie::reply_index(datagram) {
+            Ok(idx) => idx,
+            Err(e) => return self.stats.handshake_error(&e.into()),
+        };
+        let Some(s) = self.sessions.get_mut(&idx) else {
+            self.stats.handshake_error(&HandshakeError::UnknownIndex);
+            return;
+        };
+        s.handle_cookie_reply(&mut ctx!(self, now), datagram);
         self.touch(idx);
     }
 
@@ -405,6 +457,18 @@ impl Endpoint {
 
     /// Writes the next datagram to send into `buf` (65 536 bytes suffice).
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        if let (Some(out), Some((dst, reply))) =
+            (buf.get_mut(..COOKIE_REPLY_LEN), self.cookie_out.pop_front())
+        {
+            out.copy_from_slice(&reply);
+            self.stats.cookie_replies_tx += 1;
+            self.stats.datagrams_tx += 1;
+            self.stats.bytes_tx += COOKIE_REPLY_LEN as u64;
+            return Some(Transmit {
+                dst,
+                len: COOKIE_REPLY_LEN,
+            });
+        }
         while let Some(idx) = self.ready.pop_front() {
             let Some(s) = self.sessions.get_mut(&idx) else {
                 continue;

@@ -287,7 +287,8 @@ pub fn handshake_responder(data: &[u8]) {
 }
 
 /// An initiator with a handshake in flight, fed one arbitrary datagram as
-/// the "response": arbitrary bytes never complete a handshake.
+/// the "response" or cookie reply: arbitrary bytes never complete a
+/// handshake, and trigger at most one fresh initiation.
 pub fn handshake_initiator(data: &[u8]) {
     let (mut ep, now) = fuzz_endpoint(1);
     let peer = net_crypto::Identity::from_seed(&[2; 32]).public();
@@ -302,11 +303,17 @@ pub fn handshake_initiator(data: &[u8]) {
             "forged handshake completed"
         );
     }
+    let mut resent = 0;
+    while ep.poll_transmit(now, &mut out).is_some() {
+        resent += 1;
+    }
+    assert!(resent <= 1, "{resent} initiations after one datagram");
 }
 
-/// A valid initiation from node 1 to node 2 and node 2's response: seeds for
-/// the handshake targets.
-pub fn handshake_seeds() -> (Vec<u8>, Vec<u8>) {
+/// A valid initiation from node 1 to node 2, node 2's response, and a
+/// cookie reply node 2 sends once a flood of that initiation has put it
+/// under load: seeds for the handshake targets.
+pub fn handshake_seeds() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let (mut a, now) = fuzz_endpoint(1);
     let (mut b, _) = fuzz_endpoint(2);
     a.connect(now, b.public_identity(), fuzz_addr())
@@ -317,7 +324,16 @@ pub fn handshake_seeds() -> (Vec<u8>, Vec<u8>) {
     let mut buf = init.clone();
     b.handle(now, fuzz_addr(), &mut buf);
     let t = b.poll_transmit(now, &mut out).expect("response");
-    (init, out[..t.len].to_vec())
+    let response = out[..t.len].to_vec();
+    let mut cookie_reply = Vec::new();
+    while cookie_reply.is_empty() {
+        b.handle(now, fuzz_addr(), &mut init.clone());
+        if let Some(t) = b.poll_transmit(now, &mut out) {
+            assert_eq!(t.len, crate::COOKIE_REPLY_LEN);
+            cookie_reply = out[..t.len].to_vec();
+        }
+    }
+    (init, response, cookie_reply)
 }
 
 /// Fuzz target `session_ops`: a client and a server endpoint driven

@@ -20,13 +20,14 @@ use thiserror::Error;
 use zeroize::Zeroizing;
 
 use crate::config::TransportParams;
+use crate::cookie::{mac2_of, Cookie};
 use crate::ids::ReceiverIndex;
 use crate::wire::{PacketType, Reader, WireError, Writer, PROTOCOL_VERSION};
 
 const NOISE_PATTERN: &str = "Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s";
 const PROLOGUE_LABEL: &[u8] = b"net/v1 IKpsk2\0";
 const MAC1_LABEL: &[u8] = b"net/mac1/v1\0";
-const MAC_LEN: usize = 16;
+pub(crate) const MAC_LEN: usize = 16;
 const TAG: usize = 16;
 const DH: usize = 32;
 
@@ -139,12 +140,14 @@ fn check_mac1(msg: &[u8], key: &[u8; 32]) -> Result<(), HandshakeError> {
     }
 }
 
-fn put_macs(msg: &mut [u8], key: &[u8; 32]) {
+/// Writes mac1 and mac2: mac2 is zero without a cookie (see [`crate::cookie`]).
+fn put_macs(msg: &mut [u8], key: &[u8; 32], cookie: Option<&Cookie>) {
     let mac_at = msg.len() - 2 * MAC_LEN;
     let mac = mac16(key, &[&msg[..mac_at]]);
     msg[mac_at..mac_at + MAC_LEN].copy_from_slice(&mac);
-    // mac2 is reserved for the cookie mechanism; zero until then.
-    msg[mac_at + MAC_LEN..].fill(0);
+    let mac2_at = mac_at + MAC_LEN;
+    let mac2 = cookie.map_or([0; MAC_LEN], |c| mac2_of(c, &msg[..mac2_at]));
+    msg[mac2_at..].copy_from_slice(&mac2);
 }
 
 fn split(hs: &mut HandshakeState) -> SessionKeys {
@@ -176,13 +179,12 @@ pub(crate) struct Initiation {
 
 impl Initiation {
     /// Builds a fresh initiation (new ephemeral key) into `out`, which must
-    /// hold [`INIT_LEN`] bytes.
+    /// hold [`INIT_LEN`] bytes; `cookie` is the peer's latest cookie, if any.
     pub fn start(
         me: &Local<'_>,
         peer: &PublicIdentity,
-        sender: ReceiverIndex,
-        timestamp: u64,
-        lane: u16,
+        (sender, timestamp, lane): (ReceiverIndex, u64, u16),
+        cookie: Option<&Cookie>,
         out: &mut [u8],
     ) -> Result<(Initiation, usize), HandshakeError> {
         let (local, psk, params) = (me.identity, me.psk, me.params);
@@ -215,7 +217,7 @@ impl Initiation {
             )
             .map_err(|_| HandshakeError::Decrypt)?;
         debug_assert_eq!(n, INIT_NOISE_LEN);
-        put_macs(out, &mac1_key(peer));
+        put_macs(out, &mac1_key(peer), cookie);
         Ok((Initiation { hs }, INIT_LEN))
     }
 
@@ -319,7 +321,7 @@ pub(crate) fn respond(
         &mut out[RESP_HEADER_LEN..RESP_HEADER_LEN + RESP_NOISE_LEN],
     )
     .map_err(|_| HandshakeError::Decrypt)?;
-    put_macs(out, &mac1_key(&peer));
+    put_macs(out, &mac1_key(&peer), None);
     let keys = split(&mut hs);
     Ok((
         AcceptedInit {

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+mod cookie;
 mod endpoint;
 mod event;
 pub mod fuzzing;
@@ -25,6 +26,7 @@ mod stream;
 pub mod wire;
 
 pub use config::{EndpointConfig, TransportParams};
+pub use cookie::COOKIE_REPLY_LEN;
 pub use endpoint::{Endpoint, Transmit};
 pub use event::{ApiError, CloseReason, Event, ProtocolViolation, SessionId};
 pub use handshake::{HandshakeError, INIT_LEN, RESP_LEN};

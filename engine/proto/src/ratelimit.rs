@@ -1,23 +1,30 @@
 //! Handshake initiation rate limiting (WireGuard-style), so a flood of
 //! initiations cannot turn the responder's Diffie-Hellman work into a
-//! denial of service for established sessions.
+//! denial of service for established sessions or for honest initiators.
 //!
-//! Two token buckets, consulted after the cheap checks (size, mac1) and
-//! before any public-key work:
-//! * a global bucket caps initiations processed per second by this
-//!   endpoint (default 1 000/s, burst 200: ~0.4 s of CPU per second at
-//!   worst, leaving the data path its core);
-//! * under load (global bucket below half), a per-source bucket
-//!   (default 20/s, burst 10) keeps one address from taking the whole
-//!   budget. Its table is bounded; when full, it is cleared (a flood of
-//!   spoofed sources then only meets the global cap).
+//! Consulted after the cheap checks (size, mac1) and before any public-key
+//! work, with three token buckets:
+//! * an *offered* bucket counts every initiation that passed mac1; when it
+//!   falls below half, the endpoint is *under load*, and stays so for
+//!   [`LOAD_HOLD`] after the last such moment. Under load, initiations
+//!   without a valid mac2 get a cookie reply ([`crate::cookie`]) and no
+//!   further work, so a spoofed flood costs one cheap reply per packet;
+//! * a global bucket caps initiations given public-key work per second
+//!   (default 1 000/s, burst 200: ~0.4 s of CPU per second at worst,
+//!   leaving the data path its core);
+//! * under load, a per-source bucket (default 20/s, burst 10), keyed by the
+//!   address that mac2 proved, keeps one address from taking the whole
+//!   budget. Its table is bounded; when full, it is cleared.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Most source addresses tracked at once.
 const MAX_SOURCES: usize = 4096;
+/// How long the endpoint stays under load after the offered rate last
+/// exceeded its budget (WireGuard holds one second too).
+pub(crate) const LOAD_HOLD: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy)]
 struct Bucket {
@@ -76,6 +83,8 @@ impl Default for HandshakeLimits {
 /// Decides whether an initiation may proceed to public-key work.
 pub(crate) struct InitLimiter {
     limits: HandshakeLimits,
+    offered: Bucket,
+    loaded_until: Option<Instant>,
     global: Bucket,
     sources: HashMap<IpAddr, Bucket>,
 }
@@ -83,31 +92,48 @@ pub(crate) struct InitLimiter {
 impl InitLimiter {
     pub fn new(limits: HandshakeLimits, now: Instant) -> Self {
         InitLimiter {
+            offered: Bucket::full(limits.burst, now),
+            loaded_until: None,
             global: Bucket::full(limits.burst, now),
             sources: HashMap::new(),
             limits,
         }
     }
 
-    /// True if an initiation from `src` may be processed now.
-    pub fn allow(&mut self, src: IpAddr, now: Instant) -> bool {
+    /// Counts one offered initiation (mac1 already checked); true if the
+    /// endpoint is under load, i.e. the caller must require a valid mac2.
+    pub fn offer(&mut self, now: Instant) -> bool {
+        let l = self.limits;
+        self.offered.refill(l.per_second, l.burst, now);
+        self.offered.take();
+        if self.offered.tokens < l.burst / 2.0 {
+            self.loaded_until = Some(now + LOAD_HOLD);
+        }
+        self.loaded_until.is_some_and(|t| now < t)
+    }
+
+    /// True if an initiation may get public-key work now. `proven_src` is
+    /// the source address mac2 proved (under load), which is then held to
+    /// its own share; `None` when not under load.
+    pub fn allow(&mut self, proven_src: Option<IpAddr>, now: Instant) -> bool {
         let l = self.limits;
         self.global.refill(l.per_second, l.burst, now);
-        let under_load = self.global.tokens < l.burst / 2.0;
-        if under_load {
-            if self.sources.len() >= MAX_SOURCES && !self.sources.contains_key(&src) {
-                self.sources.clear();
+        match proven_src {
+            Some(src) => {
+                if self.sources.len() >= MAX_SOURCES && !self.sources.contains_key(&src) {
+                    self.sources.clear();
+                }
+                let b = self
+                    .sources
+                    .entry(src)
+                    .or_insert_with(|| Bucket::full(l.per_source_burst, now));
+                b.refill(l.per_source_per_second, l.per_source_burst, now);
+                if !b.take() {
+                    return false;
+                }
             }
-            let b = self
-                .sources
-                .entry(src)
-                .or_insert_with(|| Bucket::full(l.per_source_burst, now));
-            b.refill(l.per_source_per_second, l.per_source_burst, now);
-            if !b.take() {
-                return false;
-            }
-        } else if !self.sources.is_empty() {
-            self.sources.clear();
+            None if !self.sources.is_empty() => self.sources.clear(),
+            None => {}
         }
         self.global.take()
     }
@@ -118,40 +144,54 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    #[test]
-    fn global_rate_and_per_source_under_load() {
-        let t0 = Instant::now();
-        let limits = HandshakeLimits {
+    fn limits() -> HandshakeLimits {
+        HandshakeLimits {
             per_second: 100.0,
             burst: 20.0,
             per_source_per_second: 5.0,
             per_source_burst: 2.0,
-        };
-        let mut l = InitLimiter::new(limits, t0);
+        }
+    }
+
+    #[test]
+    fn load_starts_at_half_the_burst_and_holds() {
+        let t0 = Instant::now();
+        let mut l = InitLimiter::new(limits(), t0);
+        // 20 → 10 tokens: the 11th offer at one instant leaves 9 < 10.
+        let calm: Vec<bool> = (0..11).map(|_| l.offer(t0)).collect();
+        assert!(calm[..10].iter().all(|&x| !x), "{calm:?}");
+        assert!(calm[10]);
+        // The bucket refills within 0.2 s, but the load holds for LOAD_HOLD.
+        let t1 = t0 + Duration::from_millis(500);
+        assert!(l.offer(t1));
+        assert!(!l.offer(t0 + LOAD_HOLD + Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn global_rate_and_per_source_share() {
+        let t0 = Instant::now();
+        let mut l = InitLimiter::new(limits(), t0);
         let a: IpAddr = [10, 0, 0, 1].into();
         let b: IpAddr = [10, 0, 0, 2].into();
-        // Not under load at first: one source may use the global burst until
-        // it falls below half (11 takes: 20 → 9 tokens); from then on `a`
-        // gets only its per-source burst (2).
-        let first: usize = (0..50).filter(|_| l.allow(a, t0)).count();
-        assert_eq!(first, 11 + 2);
-        // Another source still gets its own share.
-        assert!(l.allow(b, t0));
-        // After a second, the global bucket has refilled.
+        // Not under load, the global burst is the only limit.
+        assert_eq!((0..50).filter(|_| l.allow(None, t0)).count(), 20);
+        // Under load, a proven source gets its own burst once tokens exist...
         let t1 = t0 + Duration::from_secs(1);
-        assert!(l.allow(a, t1));
-        // A sustained flood (1 per ms for 1 s) is held to the global rate...
+        assert_eq!((0..50).filter(|_| l.allow(Some(a), t1)).count(), 2);
+        // ...and another source still gets its share.
+        assert!(l.allow(Some(b), t1));
+        // A sustained flood (1 per ms for 1 s) is held to the per-source
+        // rate, while a quiet source trying every 250 ms always gets through.
         let t2 = t1 + Duration::from_secs(1);
         let (mut flood_ok, mut quiet_ok) = (0, 0);
         for i in 0..1000u64 {
             let t = t2 + Duration::from_millis(i);
-            flood_ok += u32::from(l.allow(a, t));
-            // ...while a quiet source trying every 100 ms still gets through.
-            if i % 100 == 50 {
-                quiet_ok += u32::from(l.allow(b, t));
+            flood_ok += u32::from(l.allow(Some(a), t));
+            if i % 250 == 100 {
+                quiet_ok += u32::from(l.allow(Some(b), t));
             }
         }
-        assert!(flood_ok <= 100 + 20, "the flood got {flood_ok} in 1 s");
-        assert!(quiet_ok >= 8, "the quiet source got {quiet_ok} of 10");
+        assert!(flood_ok <= 5 + 2, "the flood got {flood_ok} in 1 s");
+        assert_eq!(quiet_ok, 4, "the quiet source got {quiet_ok} of 4");
     }
 }

@@ -52,6 +52,13 @@ pub struct EndpointStats {
     /// Initiations dropped by the rate limiter (valid-looking, mac1 correct,
     /// over the per-second budget).
     pub handshake_rate_limited: u64,
+    /// Cookie replies sent: initiations refused under load for lack of a
+    /// valid mac2 (no public-key work was done for them).
+    pub cookie_replies_tx: u64,
+    /// Cookie replies not sent because the per-pass queue was full.
+    pub cookie_replies_dropped: u64,
+    /// Valid cookie replies received (this node's initiations were challenged).
+    pub cookie_replies_rx: u64,
     /// See [`HandshakeError::Malformed`].
     pub handshake_malformed: u64,
     /// See [`HandshakeError::UnknownIndex`].

@@ -63,7 +63,12 @@ fn corpora_replay_cleanly() {
 /// first checks.
 fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let mut out = Vec::new();
-    let (init, response) = fuzzing::handshake_seeds();
+    let (init, response, cookie_reply) = fuzzing::handshake_seeds();
+    out.push((
+        "handshake_initiator",
+        "cookie_reply".to_string(),
+        cookie_reply,
+    ));
     out.push(("handshake_responder", "init".to_string(), init.clone()));
     out.push((
         "handshake_initiator",

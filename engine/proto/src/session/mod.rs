@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use net_crypto::{NodeId, PublicIdentity};
 
 use crate::config::{EndpointConfig, TransportParams};
+use crate::cookie::Cookie;
 use crate::event::{CloseReason, Event, SessionId};
 use crate::handshake::{HandshakeError, Initiation, SessionKeys, RESP_LEN};
 use crate::ids::{CallId, ReceiverIndex, Side};
@@ -78,6 +79,11 @@ pub(crate) struct Initiating {
     pub retry_at: Instant,
     pub sent_at: Instant,
     pub last_error: Option<HandshakeError>,
+    /// mac1 of the initiation in flight: a cookie reply must be bound to it.
+    /// Cleared by the first valid reply, so a replayed one does nothing.
+    pub last_mac1: Option<[u8; 16]>,
+    /// The responder's latest cookie and when it arrived.
+    pub cookie: Option<(Cookie, Instant)>,
 }
 
 /// Keyed transport state, present once the handshake produced keys.
@@ -243,6 +249,8 @@ impl Session {
             retry_at: now,
             sent_at: now,
             last_error: None,
+            last_mac1: None,
+            cookie: None,
         };
         let phase = Phase::Initiating(Box::new(init));
         let mut s = Session::base(id, Side::Initiator, (peer, addr, cfg.lane), phase, now, cfg);

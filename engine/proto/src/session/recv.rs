@@ -10,11 +10,37 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::{Ctx, Phase, Session, ACK_EVERY};
+use crate::cookie;
 use crate::event::{CloseReason, Event, ProtocolViolation};
+use crate::handshake::HandshakeError;
 use crate::keys::Opened;
 use crate::wire::{frames, Credit, DataHeader, Frame, DATA_HEADER_LEN};
 
 impl Session {
+    /// Handles a cookie reply addressed to this (initiating) session: the
+    /// responder is under load and wants mac2. A valid reply stores the
+    /// cookie and sends a fresh initiation at once (if attempts remain);
+    /// only the first valid reply per initiation counts.
+    pub fn handle_cookie_reply(&mut self, ctx: &mut Ctx<'_>, reply: &[u8]) {
+        let Phase::Initiating(i) = &mut self.phase else {
+            ctx.stats.handshake_error(&HandshakeError::UnknownIndex);
+            return;
+        };
+        let Some(mac1) = i.last_mac1 else {
+            ctx.stats.handshake_error(&HandshakeError::UnknownIndex);
+            return;
+        };
+        match cookie::open_reply(reply, &self.peer, &mac1, ctx.cfg.aead) {
+            Ok(c) => {
+                ctx.stats.cookie_replies_rx += 1;
+                i.last_mac1 = None;
+                i.cookie = Some((c, ctx.now));
+                i.send_now = i.attempts < ctx.cfg.handshake_attempts;
+            }
+            Err(e) => ctx.stats.handshake_error(&e),
+        }
+    }
+
     /// Handles a data packet addressed to this session.
     pub fn handle_data(
         &mut self,

@@ -8,11 +8,16 @@
 use super::calls::Role;
 use super::{Ctx, Phase, Sent, Session, Transport, MAX_COUNTER};
 use crate::event::CloseReason;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use crate::cookie::{mac1_of, EPOCH_SECS};
 use crate::handshake::{Initiation, Local, INIT_LEN, RESP_LEN};
 use crate::ids::ReceiverIndex;
 use crate::wire::{encode_ack, Credit, DataHeader, Frame, Writer, DATA_HEADER_LEN, TAG_LEN};
+
+/// How long an initiator uses a cookie: a little under the responder's
+/// epoch, so it is not sent just as the responder stops accepting it.
+const COOKIE_LIFETIME: Duration = Duration::from_secs(EPOCH_SECS - 5);
 
 /// Most ACK ranges put in one frame.
 const MAX_ACK_RANGES: usize = 16;
@@ -69,8 +74,14 @@ impl Session {
             params: &cfg.params,
             mac1: &[0; 32],
         };
-        match Initiation::start(&me, &self.peer, sender, ts, self.lane, buf) {
+        let cookie = i
+            .cookie
+            .as_ref()
+            .filter(|(_, at)| ctx.now.saturating_duration_since(*at) < COOKIE_LIFETIME)
+            .map(|(c, _)| c);
+        match Initiation::start(&me, &self.peer, (sender, ts, self.lane), cookie, buf) {
             Ok((init, len)) => {
+                i.last_mac1 = mac1_of(&buf[..len]).try_into().ok();
                 i.init = Some(init);
                 i.send_now = false;
                 i.sent_at = ctx.now;
