@@ -28,6 +28,8 @@
 mod call;
 pub mod config;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod mesh;
 
 pub use bytes::Bytes;
