@@ -1,6 +1,7 @@
 //! Net benchmarks: `nrpc_qps` (engine vs a same-run raw-UDP baseline) and
 //! its building blocks. Criterion micro-benches live in `benches/`.
 
+pub mod handshake;
 pub mod nrpc;
 pub mod raw;
 
@@ -98,7 +99,8 @@ impl Default for PointResult {
 /// One JSON record: (system, driver, mode, conc, payload) → figures.
 #[derive(Clone, Debug, Serialize)]
 pub struct Record {
-    /// "nrpc" or "raw".
+    /// "nrpc", "raw" or "handshake" (then `conc` is the client's slots,
+    /// `payload` 0 and `qps` handshakes per second).
     pub system: String,
     /// Driver kind.
     pub driver: String,

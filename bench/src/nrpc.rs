@@ -29,9 +29,19 @@ pub fn server(
     spin: Duration,
     cpu: Option<usize>,
 ) -> Result<MeshNode, String> {
+    // Handshake load control off: the handshake point measures capacity,
+    // from one client address (which the default per-source share under
+    // load would hold to 20/s).
+    let unlimited = net_proto::HandshakeLimits {
+        per_second: 1e9,
+        burst: 1e9,
+        per_source_per_second: 1e9,
+        per_source_burst: 1e9,
+    };
     let mut cfg = MeshNodeConfig::new(Identity::from_seed(&[1; 32]), PSK)
         .with_driver(driver)
-        .with_spin(spin);
+        .with_spin(spin)
+        .with_handshake_limits(unlimited);
     if let Some(c) = cpu {
         cfg = cfg.with_cpus(vec![c]);
     }

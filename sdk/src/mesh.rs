@@ -177,8 +177,8 @@ impl Mesh {
         self.node.local_addr()
     }
 
-    /// Driver and AEAD in use, e.g. `("mmsg", "chacha20-poly1305/ring/avx2")`.
-    pub fn describe(&self) -> (String, &'static str) {
+    /// Driver and AEAD offer, e.g. `("mmsg", "aes-256-gcm/ring + chacha20-poly1305/ring/avx2")`.
+    pub fn describe(&self) -> (String, String) {
         (
             self.node
                 .driver()

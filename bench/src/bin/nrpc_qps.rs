@@ -71,6 +71,12 @@ struct Args {
     /// CPU for the client.
     #[arg(long, default_value_t = 1)]
     client_cpu: usize,
+    /// Measured time of the handshake point (0 skips it).
+    #[arg(long, default_value_t = 2000)]
+    handshake_ms: u64,
+    /// Concurrent handshakes the client keeps going in the handshake point.
+    #[arg(long, default_value_t = 8)]
+    handshake_slots: usize,
     /// Skip the raw-UDP baseline.
     #[arg(long)]
     no_baseline: bool,
@@ -299,6 +305,38 @@ fn run_nrpc(args: &Args, pts: &[Point]) -> (Vec<PointResult>, String, String) {
     (out, drv, aead)
 }
 
+/// The handshake point against a fresh server; prints its line.
+fn run_handshakes(args: &Args) -> Option<PointResult> {
+    if args.handshake_ms == 0 {
+        return None;
+    }
+    let (_server, addr) = start_server(args, Role::NrpcServer);
+    pin(Some(args.client_cpu));
+    let r = net_bench::handshake::run(
+        addr,
+        nrpc::server_identity(),
+        nrpc::PSK,
+        args.handshake_slots.max(1),
+        Duration::from_millis(args.warmup_ms),
+        Duration::from_millis(args.handshake_ms),
+    )
+    .unwrap_or_else(|e| fail(&format!("handshakes: {e}")));
+    println!(
+        "handshakes: {:.0}/s completed (server: 1 core, CPU {}; client: {} slots on CPU {}), p50 {:.1} µs, p99 {:.1} µs, {} errors",
+        r.qps(),
+        args.server_cpu,
+        args.handshake_slots,
+        args.client_cpu,
+        r.quantile_us(0.5),
+        r.quantile_us(0.99),
+        r.errors
+    );
+    if r.stalled || r.ok == 0 {
+        fail("handshakes: no progress");
+    }
+    Some(r)
+}
+
 fn ratio(a: f64, b: f64) -> String {
     if b > 0.0 {
         format!("{:.2}", a / b)
@@ -354,6 +392,17 @@ fn main() {
             records.push(Record::new("raw", &drv, "raw", p, r));
         }
         records.push(Record::new("nrpc", &drv, &mode, p, n));
+    }
+    if let Some(h) = run_handshakes(&args) {
+        let p = Point {
+            conc: args.handshake_slots,
+            payload: 0,
+            duration: Duration::from_millis(args.handshake_ms),
+            warmup: Duration::from_millis(args.warmup_ms),
+            spin: Duration::from_micros(args.spin_us),
+            rate: None,
+        };
+        records.push(Record::new("handshake", &drv, &mode, &p, &h));
     }
     if let Some(path) = &args.json {
         let report = Report {

@@ -3,9 +3,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use net_crypto::{Backend, BackendChoice, Identity, NodeId, PublicIdentity};
+use net_crypto::{Backend, BackendChoice, Identity, NodeId, PublicIdentity, Suite};
 use net_io::{DriverChoice, DriverConfig};
-use net_proto::{EndpointConfig, TransportParams};
+use net_proto::{EndpointConfig, HandshakeLimits, TransportParams};
 
 /// A peer the node may call: where it listens and who it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +40,7 @@ pub struct MeshNodeConfig {
     pub(crate) token_roots: Vec<PublicIdentity>,
     pub(crate) token: Option<net_trust::TokenChain>,
     pub(crate) testing_ignore_credit: bool,
+    pub(crate) handshake_limits: HandshakeLimits,
 }
 
 impl MeshNodeConfig {
@@ -71,6 +72,7 @@ impl MeshNodeConfig {
             token_roots: Vec::new(),
             token: None,
             testing_ignore_credit: false,
+            handshake_limits: HandshakeLimits::default(),
         }
     }
 
@@ -191,6 +193,13 @@ impl MeshNodeConfig {
         self
     }
 
+    /// Handshake load control: the initiation budget per core and when
+    /// cookies are required (see `net_proto::HandshakeLimits`).
+    pub fn with_handshake_limits(mut self, limits: HandshakeLimits) -> Self {
+        self.handshake_limits = limits;
+        self
+    }
+
     /// Driver batch size and datagram slot size.
     pub fn with_driver_config(mut self, cfg: DriverConfig) -> Self {
         self.driver_cfg = cfg;
@@ -217,6 +226,8 @@ impl MeshNodeConfig {
         let mut c = EndpointConfig::new(self.identity.clone(), self.psk);
         c.aead = aead;
         c.params = self.params;
+        // Offer only what this backend runs fast on this CPU.
+        c.params.aead_suites &= Suite::offer(aead);
         c.max_datagram = c.max_datagram.min(self.driver_cfg.max_datagram);
         c.handshake_retry = self.handshake_retry;
         c.handshake_attempts = self.handshake_attempts;
@@ -226,6 +237,7 @@ impl MeshNodeConfig {
         c.core_bits = self.core_bits();
         c.lane = core as u16;
         c.testing_ignore_credit = self.testing_ignore_credit;
+        c.handshake_limits = self.handshake_limits;
         // Receiver indexes should not be guessable off-path: seed from the
         // OS randomness std already uses for its hash keys.
         c.rng_seed = {

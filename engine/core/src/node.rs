@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use net_crypto::{Backend, NodeId};
+use net_crypto::{Backend, NodeId, Suite};
 use net_io::{DriverKind, Steering};
 use net_proto::{CallKind, Endpoint, ServiceId};
 
@@ -108,9 +108,15 @@ impl MeshNode {
         &self.cfg
     }
 
-    /// The AEAD backend and CPU path, e.g. `chacha20-poly1305/ring/avx2`.
-    pub fn aead(&self) -> &'static str {
-        self.aead.describe()
+    /// The AEAD suites this node offers, preferred first, with backend and
+    /// CPU path, e.g. `aes-256-gcm/ring + chacha20-poly1305/ring/avx2`.
+    /// Each session runs the first one its peer offers too.
+    pub fn aead(&self) -> String {
+        if Suite::offer(self.aead) & self.cfg.params.aead_suites & Suite::Aes256Gcm.bit() != 0 {
+            format!("aes-256-gcm/ring + {}", self.aead.describe())
+        } else {
+            self.aead.describe().to_string()
+        }
     }
 
     /// Bound address, once started.

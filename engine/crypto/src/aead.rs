@@ -1,14 +1,18 @@
-//! ChaCha20-Poly1305 with a run-time choice of implementation.
+//! Transport AEAD with a run-time choice of implementation and suite.
 //!
-//! Both backends compute the same function (RFC 8439), so peers may use
-//! different ones. ring is the default: its fused assembly is several times
-//! faster on the small packets that dominate RPC traffic (DESIGN §6).
+//! Two suites: ChaCha20-Poly1305 (RFC 8439; every node has it) and
+//! AES-256-GCM, which peers agree on in the handshake when both have AES
+//! and carry-less-multiply instructions: there it is 2–3× faster than
+//! ChaCha20 at every size (BENCHMARKS.md). Both backends compute the same
+//! ChaCha20-Poly1305, so peers may use different ones. ring is the default:
+//! its fused assembly is several times faster on the small packets that
+//! dominate RPC traffic (DESIGN §6); AES-256-GCM always runs on ring.
 
 use std::ffi::OsStr;
 use std::fmt;
 use std::str::FromStr;
 
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, CHACHA20_POLY1305};
 
 use crate::CryptoError;
 
@@ -30,6 +34,55 @@ pub fn nonce_bytes(counter: u64) -> [u8; NONCE_LEN] {
     let mut nonce = [0u8; NONCE_LEN];
     nonce[4..].copy_from_slice(&counter.to_le_bytes());
     nonce
+}
+
+/// A transport AEAD algorithm. Both have 32-byte keys, 12-byte nonces and
+/// 16-byte tags, so the wire format does not depend on the suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Suite {
+    /// ChaCha20-Poly1305: mandatory, fast everywhere in software.
+    ChaCha20Poly1305,
+    /// AES-256-GCM: used only when both peers have AES hardware.
+    Aes256Gcm,
+}
+
+impl Suite {
+    /// Bit in the suites field of the transport parameters.
+    pub const fn bit(self) -> u8 {
+        match self {
+            Suite::ChaCha20Poly1305 => 1,
+            Suite::Aes256Gcm => 2,
+        }
+    }
+
+    /// `chacha20-poly1305` or `aes-256-gcm`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Suite::ChaCha20Poly1305 => "chacha20-poly1305",
+            Suite::Aes256Gcm => "aes-256-gcm",
+        }
+    }
+
+    /// The suite two peers use given both offers (bitmasks of [`Self::bit`]):
+    /// AES-256-GCM if both offer it, else ChaCha20-Poly1305, which every
+    /// node must accept whatever its offer says. Symmetric, so both sides
+    /// agree without a further message.
+    pub fn agree(ours: u8, theirs: u8) -> Suite {
+        if ours & theirs & Suite::Aes256Gcm.bit() != 0 {
+            Suite::Aes256Gcm
+        } else {
+            Suite::ChaCha20Poly1305
+        }
+    }
+
+    /// The suites `backend` runs fast on this CPU, as an offer: ChaCha20
+    /// always; AES-256-GCM with ring on a CPU with AES and carry-less
+    /// multiply instructions (without them AES is slow, and a software AES
+    /// risks cache-timing leaks).
+    pub fn offer(backend: Backend) -> u8 {
+        let aes = backend == Backend::Ring && crate::cpu::has_aes_clmul();
+        Suite::ChaCha20Poly1305.bit() | if aes { Suite::Aes256Gcm.bit() } else { 0 }
+    }
 }
 
 /// An AEAD implementation that is compiled in and can be keyed.
@@ -183,7 +236,8 @@ enum Inner {
     RustCrypto(chacha20poly1305::ChaCha20Poly1305),
 }
 
-/// One direction's ChaCha20-Poly1305 key.
+/// One direction's AEAD key (ChaCha20-Poly1305 unless keyed with
+/// [`AeadKey::with_suite`]).
 ///
 /// Not `Clone`: a key is bound to one sender's counter sequence, and a
 /// copy would invite nonce reuse. Seal and open work in caller-provided
@@ -208,6 +262,20 @@ impl AeadKey {
     /// falls back to ring (same ciphertexts) and [`Self::backend`] then says
     /// `Ring`; use [`Backend::select`] to get an error instead.
     pub fn new(backend: Backend, key: &[u8; KEY_LEN]) -> AeadKey {
+        Self::with_suite(backend, Suite::ChaCha20Poly1305, key)
+    }
+
+    /// Keys `suite` on `backend` with `key`. AES-256-GCM always runs on
+    /// ring (RustCrypto implements only ChaCha20-Poly1305 here; see
+    /// [`Suite::offer`], which never offers AES for it).
+    pub fn with_suite(backend: Backend, suite: Suite, key: &[u8; KEY_LEN]) -> AeadKey {
+        if suite == Suite::Aes256Gcm {
+            let unbound =
+                UnboundKey::new(&AES_256_GCM, key).expect("KEY_LEN is AES_256_GCM's key length");
+            return AeadKey {
+                inner: Inner::Ring(LessSafeKey::new(unbound)),
+            };
+        }
         let inner = match backend {
             #[cfg(feature = "rustcrypto")]
             Backend::RustCrypto => {

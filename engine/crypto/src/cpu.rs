@@ -41,6 +41,25 @@ pub fn simd_level() -> &'static str {
     }
 }
 
+/// Whether the CPU has the instructions ring's fast AES-GCM needs: AES-NI
+/// and PCLMULQDQ on x86_64, AES and PMULL on aarch64.
+pub(crate) fn has_aes_clmul() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        has!("aes") && has!("pclmulqdq")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        use std::arch::is_aarch64_feature_detected as has;
+        has!("aes") && has!("pmull")
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
+    }
+}
+
 /// The ChaCha20-Poly1305 path ring 0.17 takes on this CPU.
 ///
 /// x86_64: the fused BoringSSL assembly needs SSE4.1 and uses its AVX2

@@ -13,7 +13,7 @@ mod hash;
 mod identity;
 
 pub use aead::{
-    nonce_bytes, AeadKey, Backend, BackendChoice, AEAD_ENV_VAR, KEY_LEN, NONCE_LEN, TAG_LEN,
+    nonce_bytes, AeadKey, Backend, BackendChoice, Suite, AEAD_ENV_VAR, KEY_LEN, NONCE_LEN, TAG_LEN,
 };
 pub use cpu::simd_level;
 pub use error::CryptoError;

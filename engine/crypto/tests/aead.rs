@@ -250,3 +250,42 @@ fn key_debug_shows_no_key_material() {
     assert!(shown.contains("Ring"), "{shown}");
     assert!(!shown.contains("41"), "{shown}");
 }
+
+#[test]
+fn aes_suite_round_trips_and_differs_from_chacha() {
+    use net_crypto::Suite;
+    let key = [0x11; 32];
+    let aes = AeadKey::with_suite(Backend::Ring, Suite::Aes256Gcm, &key);
+    let chacha = AeadKey::with_suite(Backend::Ring, Suite::ChaCha20Poly1305, &key);
+    let mut buf = [0u8; 64];
+    buf[..40].copy_from_slice(&[0xAB; 40]);
+    let n = aes.seal_in_place(5, b"hdr", &mut buf, 40).unwrap();
+    assert_eq!(n, 40 + 16);
+    let sealed = buf;
+    assert!(chacha.open_in_place(5, b"hdr", &mut buf[..n]).is_err());
+    buf = sealed;
+    assert_eq!(aes.open_in_place(5, b"hdr", &mut buf[..n]), Ok(40));
+    assert_eq!(&buf[..40], &[0xAB; 40]);
+}
+
+#[test]
+fn suites_agree_symmetrically_and_chacha_is_always_offered() {
+    use net_crypto::Suite;
+    for a in 0..4u8 {
+        for b in 0..4u8 {
+            assert_eq!(Suite::agree(a, b), Suite::agree(b, a));
+        }
+    }
+    assert_eq!(Suite::agree(3, 3), Suite::Aes256Gcm);
+    assert_eq!(Suite::agree(3, 1), Suite::ChaCha20Poly1305);
+    for &b in Backend::available() {
+        assert_ne!(Suite::offer(b) & Suite::ChaCha20Poly1305.bit(), 0);
+    }
+    if cfg!(feature = "rustcrypto") {
+        assert_eq!(
+            Suite::offer(Backend::RustCrypto),
+            1,
+            "AES runs only on ring"
+        );
+    }
+}

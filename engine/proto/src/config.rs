@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use net_crypto::{Backend, Identity};
+use net_crypto::{Backend, Identity, Suite};
 use zeroize::Zeroizing;
 
 use crate::wire::{Reader, WireError, Writer};
@@ -116,6 +116,9 @@ pub struct TransportParams {
     pub max_ack_delay_us: u32,
     /// Largest datagram we accept.
     pub max_datagram: u16,
+    /// AEAD suites we run fast, as [`Suite::bit`]s: both sides key the
+    /// session with [`Suite::agree`] of the two offers.
+    pub aead_suites: u8,
 }
 
 impl Default for TransportParams {
@@ -125,20 +128,22 @@ impl Default for TransportParams {
             stream_window: 1 << 20,
             max_ack_delay_us: 5_000,
             max_datagram: 65_000,
+            aead_suites: Suite::offer(Backend::Ring),
         }
     }
 }
 
 impl TransportParams {
     /// Encoded size (fixed).
-    pub const LEN: usize = 14;
+    pub const LEN: usize = 15;
 
     /// Writes the parameters (fixed layout, big-endian).
     pub fn encode(&self, w: &mut Writer<'_>) -> Result<(), WireError> {
         w.put_u32(self.max_calls)?;
         w.put_u32(self.stream_window)?;
         w.put_u32(self.max_ack_delay_us)?;
-        w.put_u16(self.max_datagram)
+        w.put_u16(self.max_datagram)?;
+        w.put_u8(self.aead_suites)
     }
 
     /// Reads parameters; values are clamped to sane ranges so a hostile peer
@@ -149,6 +154,7 @@ impl TransportParams {
             stream_window: r.get_u32()?.max(MIN_STREAM_WINDOW),
             max_ack_delay_us: r.get_u32()?.min(100_000),
             max_datagram: r.get_u16()?.max(1200),
+            aead_suites: r.get_u8()?,
         })
     }
 

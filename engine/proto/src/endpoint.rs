@@ -196,6 +196,11 @@ impl Endpoint {
             .map(|t| t.ledger.rtt.smoothed())
     }
 
+    /// The AEAD suite an established session agreed on.
+    pub fn session_suite(&self, session: SessionId) -> Option<net_crypto::Suite> {
+        self.sessions.get(&session.0)?.transport().map(|t| t.suite)
+    }
+
     /// Largest payload a call or stream message on this session may carry.
     pub fn max_payload(&self, session: SessionId) -> Option<usize> {
         self.sessions
@@ -362,7 +367,7 @@ impl Endpoint {
     }
 
     fn queue_cookie_reply(&mut self, now: Instant, src: SocketAddr, init: &[u8]) {
-        if self.cookie_out.len() >= MAX_COOKIE_REPLIES {
+        if self.cookie_out.len() >= MAX_COOKIE_REPLIES || !self.limiter.allow_cookie(now) {
             self.stats.cookie_replies_dropped += 1;
             return;
         }

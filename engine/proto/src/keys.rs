@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use net_crypto::{hkdf_sha256, AeadKey, Backend};
+use net_crypto::{hkdf_sha256, AeadKey, Backend, Suite};
 use zeroize::Zeroizing;
 
 type Secret = Zeroizing<[u8; 32]>;
@@ -29,12 +29,12 @@ struct DirKey {
 }
 
 impl DirKey {
-    fn new(backend: Backend, secret: Secret) -> Self {
-        let key = AeadKey::new(backend, &secret);
+    fn new((backend, suite): (Backend, Suite), secret: Secret) -> Self {
+        let key = AeadKey::with_suite(backend, suite, &secret);
         DirKey { secret, key }
     }
-    fn next(&self, backend: Backend) -> Self {
-        DirKey::new(backend, next_secret(&self.secret))
+    fn next(&self, alg: (Backend, Suite)) -> Self {
+        DirKey::new(alg, next_secret(&self.secret))
     }
 }
 
@@ -53,7 +53,7 @@ pub(crate) enum Opened {
 
 /// Both directions' keys for one session.
 pub(crate) struct TransportKeys {
-    backend: Backend,
+    alg: (Backend, Suite),
     phase: bool,
     send: DirKey,
     recv: DirKey,
@@ -70,12 +70,12 @@ pub(crate) struct TransportKeys {
 
 impl TransportKeys {
     /// Keys from the handshake split; `send`/`recv` are this side's directions.
-    pub fn new(backend: Backend, send: Secret, recv: Secret, now: Instant) -> Self {
+    pub fn new(alg: (Backend, Suite), send: Secret, recv: Secret, now: Instant) -> Self {
         TransportKeys {
-            backend,
+            alg,
             phase: false,
-            send: DirKey::new(backend, send),
-            recv: DirKey::new(backend, recv),
+            send: DirKey::new(alg, send),
+            recv: DirKey::new(alg, recv),
             next_recv: None,
             prev_recv: None,
             awaiting_peer: false,
@@ -115,10 +115,10 @@ impl TransportKeys {
         let next = self
             .next_recv
             .take()
-            .unwrap_or_else(|| self.recv.next(self.backend));
+            .unwrap_or_else(|| self.recv.next(self.alg));
         let old = std::mem::replace(&mut self.recv, next);
         self.prev_recv = Some((old, now + grace));
-        self.send = self.send.next(self.backend);
+        self.send = self.send.next(self.alg);
         self.phase = !self.phase;
         self.awaiting_peer = first_counter.is_none();
         self.lowest_in_phase = first_counter;
@@ -154,10 +154,8 @@ impl TransportKeys {
             let n = key.key.open_in_place(counter, aad, buf).ok()?;
             return Some((n, Opened::Previous));
         }
-        let backend = self.backend;
-        let next = self
-            .next_recv
-            .get_or_insert_with(|| self.recv.next(backend));
+        let alg = self.alg;
+        let next = self.next_recv.get_or_insert_with(|| self.recv.next(alg));
         let n = next.key.open_in_place(counter, aad, buf).ok()?;
         Some((n, Opened::Next))
     }
@@ -197,8 +195,9 @@ mod tests {
         let a = Zeroizing::new([1u8; 32]);
         let b = Zeroizing::new([2u8; 32]);
         (
-            TransportKeys::new(Backend::Ring, a.clone(), b.clone(), now),
-            TransportKeys::new(Backend::Ring, b, a, now),
+            // AES here, ChaCha below: key updates work the same for both.
+            TransportKeys::new((Backend::Ring, Suite::Aes256Gcm), a.clone(), b.clone(), now),
+            TransportKeys::new((Backend::Ring, Suite::Aes256Gcm), b, a, now),
         )
     }
 
@@ -246,7 +245,7 @@ mod tests {
         // Control: the same packet does open inside the grace period.
         let mut again = [0u8; 64];
         let mut k = TransportKeys::new(
-            Backend::Ring,
+            (Backend::Ring, Suite::Aes256Gcm),
             Zeroizing::new([1u8; 32]),
             Zeroizing::new([2u8; 32]),
             t0,

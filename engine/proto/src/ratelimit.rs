@@ -12,6 +12,9 @@
 //! * a global bucket caps initiations given public-key work per second
 //!   (default 1 000/s, burst 200: ~0.4 s of CPU per second at worst,
 //!   leaving the data path its core);
+//! * cookie replies are themselves capped at [`COOKIE_FACTOR`] times the
+//!   DH rate (each costs ~2 µs and a send): beyond that, a flood is
+//!   dropped and counted, and an honest initiator retries on its timer;
 //! * under load, a per-source bucket (default 20/s, burst 10), keyed by the
 //!   address that mac2 proved, keeps one address from taking the whole
 //!   budget. Its table is bounded; when full, it is cleared.
@@ -22,6 +25,9 @@ use std::time::{Duration, Instant};
 
 /// Most source addresses tracked at once.
 const MAX_SOURCES: usize = 4096;
+/// Cookie replies allowed per second, as a multiple of the DH budget.
+pub(crate) const COOKIE_FACTOR: f64 = 10.0;
+
 /// How long the endpoint stays under load after the offered rate last
 /// exceeded its budget (WireGuard holds one second too).
 pub(crate) const LOAD_HOLD: Duration = Duration::from_secs(1);
@@ -84,6 +90,7 @@ impl Default for HandshakeLimits {
 pub(crate) struct InitLimiter {
     limits: HandshakeLimits,
     offered: Bucket,
+    cookies: Bucket,
     loaded_until: Option<Instant>,
     global: Bucket,
     sources: HashMap<IpAddr, Bucket>,
@@ -93,6 +100,7 @@ impl InitLimiter {
     pub fn new(limits: HandshakeLimits, now: Instant) -> Self {
         InitLimiter {
             offered: Bucket::full(limits.burst, now),
+            cookies: Bucket::full(limits.burst * COOKIE_FACTOR, now),
             loaded_until: None,
             global: Bucket::full(limits.burst, now),
             sources: HashMap::new(),
@@ -110,6 +118,14 @@ impl InitLimiter {
             self.loaded_until = Some(now + LOAD_HOLD);
         }
         self.loaded_until.is_some_and(|t| now < t)
+    }
+
+    /// True if a cookie reply may be sent now.
+    pub fn allow_cookie(&mut self, now: Instant) -> bool {
+        let l = self.limits;
+        let (rate, burst) = (l.per_second * COOKIE_FACTOR, l.burst * COOKIE_FACTOR);
+        self.cookies.refill(rate, burst, now);
+        self.cookies.take()
     }
 
     /// True if an initiation may get public-key work now. `proven_src` is
@@ -165,6 +181,16 @@ mod tests {
         let t1 = t0 + Duration::from_millis(500);
         assert!(l.offer(t1));
         assert!(!l.offer(t0 + LOAD_HOLD + Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn cookie_replies_are_capped() {
+        let t0 = Instant::now();
+        let mut l = InitLimiter::new(limits(), t0);
+        // Burst 20 × 10, then 100/s × 10.
+        assert_eq!((0..1000).filter(|_| l.allow_cookie(t0)).count(), 200);
+        let t1 = t0 + Duration::from_millis(100);
+        assert_eq!((0..1000).filter(|_| l.allow_cookie(t1)).count(), 100);
     }
 
     #[test]

@@ -262,3 +262,45 @@ fn oversized_payload_is_refused() {
         )
         .is_ok());
 }
+
+/// Both sides key the session with the suite `Suite::agree` picks from the
+/// two offers, and calls flow under it.
+#[test]
+fn sessions_agree_on_the_aead_suite() {
+    use net_crypto::Suite::{Aes256Gcm, ChaCha20Poly1305};
+    let now = Instant::now();
+    for (offer_a, offer_b, want) in [
+        (3, 3, Aes256Gcm),
+        (1, 3, ChaCha20Poly1305),
+        (3, 1, ChaCha20Poly1305),
+        (0, 2, ChaCha20Poly1305),
+    ] {
+        let with_offer = |seed: u8, offer: u8| {
+            let mut cfg = EndpointConfig::new(Identity::from_seed(&[seed; 32]), PSK);
+            cfg.rng_seed = u64::from(seed);
+            cfg.params.aead_suites = offer;
+            let mut ep = Endpoint::new(cfg, now, 1_000_000_000);
+            ep.register_service(ServiceId::of("echo"), 10);
+            ep
+        };
+        let (mut a, mut b) = (with_offer(1, offer_a), with_offer(2, offer_b));
+        let s = a.connect(now, b.public_identity(), addr(2)).unwrap();
+        let init = out(&mut a, now);
+        deliver(&mut b, now, 1, &init);
+        let resp = out(&mut b, now);
+        deliver(&mut a, now, 2, &resp);
+        assert_eq!(a.session_suite(s), Some(want), "{offer_a} × {offer_b}");
+        let echo = ServiceId::of("echo");
+        a.call(now, s, echo, CallKind::Unary, None, b"hi").unwrap();
+        let req = out(&mut a, now);
+        deliver(&mut b, now, 1, &req);
+        let got = events(&mut b)
+            .into_iter()
+            .find_map(|e| match e {
+                Event::Request { session, .. } => Some(session),
+                _ => None,
+            })
+            .expect("the request opened under the agreed suite");
+        assert_eq!(b.session_suite(got), Some(want));
+    }
+}

@@ -16,7 +16,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use net_crypto::{NodeId, PublicIdentity};
+use net_crypto::{NodeId, PublicIdentity, Suite};
 
 use crate::config::{EndpointConfig, TransportParams};
 use crate::cookie::Cookie;
@@ -89,6 +89,8 @@ pub(crate) struct Initiating {
 /// Keyed transport state, present once the handshake produced keys.
 pub(crate) struct Transport {
     pub keys: TransportKeys,
+    /// The AEAD both sides agreed on in the handshake.
+    pub suite: Suite,
     pub peer_index: ReceiverIndex,
     pub peer_params: TransportParams,
     pub next_pn: u64,
@@ -118,8 +120,10 @@ impl Transport {
             Side::Initiator => (keys.i2r, keys.r2i),
             Side::Responder => (keys.r2i, keys.i2r),
         };
+        let suite = Suite::agree(cfg.params.aead_suites, peer_params.aead_suites);
         Transport {
-            keys: TransportKeys::new(cfg.aead, send, recv, now),
+            keys: TransportKeys::new((cfg.aead, suite), send, recv, now),
+            suite,
             peer_index,
             peer_params,
             next_pn: 0,
