@@ -228,7 +228,14 @@ impl MeshNodeConfig {
         c.params = self.params;
         // Offer only what this backend runs fast on this CPU.
         c.params.aead_suites &= Suite::offer(aead);
-        c.max_datagram = c.max_datagram.min(self.driver_cfg.max_datagram);
+        // Never write or invite datagrams the driver's slots cannot hold.
+        let slot = self.driver_cfg.max_datagram;
+        c.max_datagram = c.max_datagram.min(slot);
+        c.loopback_max_datagram = c.loopback_max_datagram.min(slot);
+        c.params.max_datagram = c
+            .params
+            .max_datagram
+            .min(slot.try_into().unwrap_or(u16::MAX));
         c.handshake_retry = self.handshake_retry;
         c.handshake_attempts = self.handshake_attempts;
         c.idle_timeout = self.idle_timeout;

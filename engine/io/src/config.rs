@@ -140,7 +140,8 @@ pub const MAX_BATCH: usize = 1024;
 pub struct DriverConfig {
     /// Datagrams per rx and per tx batch (default 64, 1..=1024).
     pub batch: usize,
-    /// Slot size in bytes (default 2048, 1..=65535). Must hold a full packet:
+    /// Slot size in bytes (default 16 384, 1..=65535: loopback peers get
+    /// datagrams up to 16 KiB, see `net_proto::EndpointConfig`). Must hold a full packet:
     /// a received datagram larger than this is dropped and counted in
     /// `rx_errors`; `tx_commit` of a longer one is dropped and counted in
     /// `tx_errors`.
@@ -157,7 +158,7 @@ impl Default for DriverConfig {
     fn default() -> Self {
         DriverConfig {
             batch: 64,
-            max_datagram: 2048,
+            max_datagram: 16_384,
             gso: true,
             busy_poll_us: None,
         }

@@ -73,7 +73,7 @@ fn config_validation() {
     let d = DriverConfig::default();
     assert_eq!(
         (d.batch, d.max_datagram, d.gso, d.busy_poll_us),
-        (64, 2048, true, None)
+        (64, 16_384, true, None)
     );
     assert!(matches!(
         open_group(

@@ -252,7 +252,7 @@ fn errors(kind: DriverKind) {
 
     // Receive side: a datagram larger than max_datagram is dropped.
     let mut small = open_kind(kind);
-    p.send_to(&vec![1u8; 3000], small.local_addr()).unwrap();
+    p.send_to(&vec![1u8; 20_000], small.local_addr()).unwrap();
     p.send_to(b"next", small.local_addr()).unwrap();
     let (got, _) = collect(&mut *small, 1);
     assert_eq!(got[0].1, b"next");

@@ -11,6 +11,11 @@ use crate::wire::{Reader, WireError, Writer};
 /// 1500 with IPv6 and UDP headers (1500 − 40 − 8).
 pub const DEFAULT_MAX_DATAGRAM: usize = 1452;
 
+/// Largest datagram written to loopback peers by default: big enough that
+/// 1 KiB calls coalesce a dozen to a datagram, small enough that a lost one
+/// (rare on loopback) costs little to resend.
+pub const DEFAULT_LOOPBACK_MAX_DATAGRAM: usize = 16_384;
+
 /// Everything an [`Endpoint`](crate::Endpoint) needs that does not change at run time.
 ///
 /// Timers are durations; the endpoint never reads a clock (time comes in as
@@ -25,6 +30,10 @@ pub struct EndpointConfig {
     pub aead: Backend,
     /// Largest datagram this endpoint writes; smaller than the path MTU.
     pub max_datagram: usize,
+    /// Largest datagram written to a loopback peer. Loopback's MTU is
+    /// 64 KiB, so there many calls of a KiB or more share one datagram,
+    /// one AEAD pass and one trip through the kernel.
+    pub loopback_max_datagram: usize,
     /// Transport parameters offered to peers.
     pub params: TransportParams,
     /// First handshake retransmission timeout; doubles per attempt.
@@ -76,6 +85,7 @@ impl EndpointConfig {
             psk: Zeroizing::new(psk),
             aead: Backend::Ring,
             max_datagram: DEFAULT_MAX_DATAGRAM,
+            loopback_max_datagram: DEFAULT_LOOPBACK_MAX_DATAGRAM,
             params: TransportParams::default(),
             handshake_retry: Duration::from_millis(250),
             handshake_attempts: 8,

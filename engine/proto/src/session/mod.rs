@@ -516,17 +516,26 @@ impl Session {
         Ok(())
     }
 
-    /// The largest stream or unary message payload that fits one packet.
-    pub fn max_payload(&self, cfg: &EndpointConfig) -> usize {
+    /// The largest datagram we write to this peer: our limit for its path
+    /// (loopback or not), within what it accepts.
+    pub fn datagram_budget(&self, cfg: &EndpointConfig) -> usize {
+        let path = if self.addr.ip().is_loopback() {
+            cfg.loopback_max_datagram.max(cfg.max_datagram)
+        } else {
+            cfg.max_datagram
+        };
         if cfg.testing_ignore_credit {
-            return cfg.max_datagram.saturating_sub(16 + 16 + 96 + 40);
+            return path;
         }
         let peer_max = self
             .transport()
             .map_or(usize::MAX, |t| usize::from(t.peer_params.max_datagram));
+        path.min(peer_max)
+    }
+
+    /// The largest stream or unary message payload that fits one packet.
+    pub fn max_payload(&self, cfg: &EndpointConfig) -> usize {
         // Header, tag, an ACK frame and the largest frame header.
-        cfg.max_datagram
-            .min(peer_max)
-            .saturating_sub(16 + 16 + 96 + 40)
+        self.datagram_budget(cfg).saturating_sub(16 + 16 + 96 + 40)
     }
 }

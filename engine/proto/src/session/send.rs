@@ -100,6 +100,7 @@ impl Session {
 
     fn write_data(&mut self, ctx: &mut Ctx<'_>, buf: &mut [u8]) -> Option<usize> {
         let now = ctx.now;
+        let budget = self.datagram_budget(ctx.cfg).min(buf.len());
         let Phase::Established(t) = &mut self.phase else {
             return None;
         };
@@ -115,12 +116,6 @@ impl Session {
         ) {
             ctx.stats.key_updates += 1;
         }
-        let peer_max = if ctx.cfg.testing_ignore_credit {
-            usize::MAX
-        } else {
-            usize::from(t.peer_params.max_datagram)
-        };
-        let budget = ctx.cfg.max_datagram.min(peer_max).min(buf.len());
         let (header, rest) = buf.split_at_mut(DATA_HEADER_LEN);
         let body_len = budget.checked_sub(DATA_HEADER_LEN + TAG_LEN)?;
         let mut w = Writer::new(&mut rest[..body_len]);
