@@ -48,7 +48,7 @@ fi
 p99_ratio() {
     local json
     json=$(mktemp)
-    "$bin/nrpc_qps" --conc 128 --payload 32 --duration-ms 2000 --warmup-ms 500 --json "$json" >&2
+    "$bin/nrpc_qps" --conc 128 --payload 32 --duration-ms 2000 --warmup-ms 500 --handshake-ms 0 --json "$json" >&2
     python3 - "$json" <<'PY'
 import json, sys
 recs = json.load(open(sys.argv[1]))["records"]

@@ -7,7 +7,9 @@
 //! the kernel until a datagram, a timer or an inbox wake (see
 //! [`crate::inbox`]). All state here is owned by the core's thread: no locks.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use net_proto::FastMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,16 +45,16 @@ pub(crate) struct Core {
     pub ep: Endpoint,
     pub inbox: Arc<Inbox>,
     pub spin: Duration,
-    pub peers: HashMap<NodeId, PeerConfig>,
+    pub peers: FastMap<NodeId, PeerConfig>,
     /// This core's session to each peer (per-core sessions).
-    pub sessions: HashMap<NodeId, SessionId>,
+    pub sessions: FastMap<NodeId, SessionId>,
     /// Calls waiting for call credit, per session, in order.
-    pub backlog: HashMap<SessionId, VecDeque<Pending>>,
-    pub waiting: HashMap<(SessionId, CallId), Waiter>,
+    pub backlog: FastMap<SessionId, VecDeque<Pending>>,
+    pub waiting: FastMap<(SessionId, CallId), Waiter>,
     /// Callee-side sinks of streaming calls.
-    pub served: HashMap<(SessionId, CallId), Box<dyn CallEvents>>,
-    pub held: HashMap<(SessionId, CallId), VecDeque<Held>>,
-    pub handlers: HashMap<ServiceId, Handler>,
+    pub served: FastMap<(SessionId, CallId), Box<dyn CallEvents>>,
+    pub held: FastMap<(SessionId, CallId), VecDeque<Held>>,
+    pub handlers: FastMap<ServiceId, Handler>,
     pub app: Option<Box<dyn CoreApp>>,
     /// Incremented each time an app is installed.
     pub app_gen: u64,

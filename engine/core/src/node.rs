@@ -224,7 +224,7 @@ impl MeshNode {
             wall_ms,
         );
         trust.set_tokens(self.cfg.token_roots.clone(), self.cfg.token.as_ref());
-        let mut handlers = HashMap::new();
+        let mut handlers = net_proto::FastMap::default();
         for (id, (h, max, advert)) in services {
             ep.register_service(*id, *max);
             handlers.insert(*id, h.clone());
@@ -242,11 +242,11 @@ impl MeshNode {
                 .iter()
                 .map(|p| (p.identity.node_id(), *p))
                 .collect(),
-            sessions: HashMap::new(),
-            backlog: HashMap::new(),
-            waiting: HashMap::new(),
-            served: HashMap::new(),
-            held: HashMap::new(),
+            sessions: Default::default(),
+            backlog: Default::default(),
+            waiting: Default::default(),
+            served: Default::default(),
+            held: Default::default(),
             handlers,
             app: None,
             app_gen: 0,

@@ -20,7 +20,9 @@
 //! `poll_transmit`. `now` must never go backwards.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
+
+use crate::FastMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -61,11 +63,11 @@ pub struct Endpoint {
     cfg: EndpointConfig,
     own_mac1: [u8; 32],
     rng: ChaCha8Rng,
-    sessions: HashMap<ReceiverIndex, Session>,
+    sessions: FastMap<ReceiverIndex, Session>,
     /// Unconfirmed responder sessions by (peer, lane), with their timestamps.
-    half_open: HashMap<(NodeId, u16), LaneEntry>,
+    half_open: FastMap<(NodeId, u16), LaneEntry>,
     /// Confirmed responder sessions by (peer, lane).
-    confirmed: HashMap<(NodeId, u16), LaneEntry>,
+    confirmed: FastMap<(NodeId, u16), LaneEntry>,
     events: VecDeque<Event>,
     ready: VecDeque<ReceiverIndex>,
     timers: BinaryHeap<Reverse<(Instant, ReceiverIndex)>>,
@@ -112,9 +114,9 @@ impl Endpoint {
             cfg,
             own_mac1,
             rng,
-            sessions: HashMap::new(),
-            half_open: HashMap::new(),
-            confirmed: HashMap::new(),
+            sessions: FastMap::default(),
+            half_open: FastMap::default(),
+            confirmed: FastMap::default(),
             events: VecDeque::new(),
             ready: VecDeque::new(),
             timers: BinaryHeap::new(),

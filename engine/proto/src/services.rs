@@ -1,6 +1,6 @@
 //! Services this endpoint serves, with their in-flight limits.
 
-use std::collections::HashMap;
+use crate::FastMap;
 
 use crate::ids::{ServiceId, Status};
 
@@ -14,7 +14,7 @@ struct Service {
 /// both without involving the application.
 #[derive(Default)]
 pub(crate) struct Services {
-    map: HashMap<ServiceId, Service>,
+    map: FastMap<ServiceId, Service>,
 }
 
 impl Services {

@@ -12,7 +12,9 @@ mod recv;
 mod send;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
+
+use crate::FastMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -166,7 +168,7 @@ pub(crate) struct Session {
     pub addr: SocketAddr,
     pub lane: u16,
     pub phase: Phase,
-    pub calls: HashMap<CallId, Call>,
+    pub calls: FastMap<CallId, Call>,
     /// Our next call sequence and the peer's credit for our calls.
     pub next_call_seq: u64,
     pub call_limit: u64,
@@ -215,7 +217,7 @@ impl Session {
             addr,
             lane,
             phase,
-            calls: HashMap::new(),
+            calls: FastMap::default(),
             next_call_seq: 0,
             call_limit: 0,
             calls_blocked: false,
