@@ -338,17 +338,19 @@ impl Session {
         if !ready {
             return;
         }
-        let Some(mut call) = self.calls.remove(&id) else {
-            return;
-        };
-        if let Some((status, _, body)) = call.got_response.take() {
-            if !call.done {
+        // Taken in place: moving the whole call out and back in was ~10 %
+        // of the instructions per call (callgrind, `gate_calls`).
+        let taken = self
+            .calls
+            .get_mut(&id)
+            .and_then(|c| Some((c.got_response.take()?, c.done)));
+        if let Some(((status, _, body), done)) = taken {
+            if !done {
                 self.emit_response(ctx, id, status, body);
             } else {
                 ctx.pool.put(body);
             }
         }
-        self.calls.insert(id, call);
         self.remove_call(ctx, id);
     }
 
