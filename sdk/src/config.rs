@@ -330,6 +330,13 @@ fn public_identities<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PublicIdenti
 
 fn log_filter<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let s = String::deserialize(d)?;
+    // tracing-subscriber 0.3 slices a directive at indices taken from its
+    // trimmed copy, which panics when leading whitespace is followed by a
+    // multi-byte character (found by the `config` fuzz target). Filters are
+    // Rust paths, levels and field names: ASCII keeps every index valid.
+    if !s.is_ascii() {
+        return Err(D::Error::custom("log: only ASCII characters are allowed"));
+    }
     tracing_subscriber::EnvFilter::try_new(&s)
         .map_err(|e| D::Error::custom(format!("log: {e}")))?;
     Ok(Some(s))
@@ -669,6 +676,9 @@ mod tests {
         assert!(msg.contains("socket address"), "{msg}");
         let (_, _, msg) = err_at("identity = \"a\"\nlog = \"info,[\"\n");
         assert!(msg.starts_with("log:"), "{msg}");
+        // Made tracing-subscriber panic (fuzz/corpus/config/regress_log_non_ascii).
+        let (line, _, msg) = err_at("identity = \"a\"\nlog = \"  1\u{fffd}=x\"\n");
+        assert!(line == 2 && msg.contains("ASCII"), "{msg}");
         let bad_peer = format!(
             "identity = \"a\"\n[[peers]]\nidentity = \"{}\"\naddr = \"127.0.0.1:1\"\n",
             "00".repeat(31)
