@@ -7,34 +7,17 @@ use std::path::{Path, PathBuf};
 
 use net::config::FileConfig;
 
-fn files_in(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut v: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file())
-        .collect();
-    v.sort();
-    v
-}
+#[path = "../../fuzz/replay.rs"]
+mod replay;
 
 fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
+    replay::fuzz_dir(env!("CARGO_MANIFEST_DIR"), 1)
 }
 
 #[test]
 fn config_corpus_replays_cleanly() {
-    let corpus = files_in(&fuzz_dir().join("corpus/config"));
-    assert!(corpus.len() >= 4, "fuzz/corpus/config is missing seeds");
-    for path in corpus
-        .iter()
-        .chain(&files_in(&fuzz_dir().join("artifacts/config")))
-    {
-        let data = fs::read(path).unwrap();
-        let res = std::panic::catch_unwind(|| net::fuzzing::config(&data));
-        assert!(res.is_ok(), "config: {} fails", path.display());
-    }
+    assert!(replay::files_in(&fuzz_dir().join("corpus/config")).len() >= 4);
+    replay::replay(&fuzz_dir(), "config", net::fuzzing::config);
 }
 
 #[test]

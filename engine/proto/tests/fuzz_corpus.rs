@@ -6,7 +6,7 @@
 //! seed files this test writes (see `write_seed_corpus`).
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use net_proto::fuzzing;
 use net_proto::ids::{CallId, CallKind, ReceiverIndex, ServiceId, Side, Status};
@@ -27,34 +27,17 @@ const TARGETS: &[(&str, Target)] = &[
     ("session_ops", fuzzing::session_ops),
 ];
 
-fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
-}
+#[path = "../../../fuzz/replay.rs"]
+mod replay;
 
-/// Files directly inside `dir` (none if it does not exist).
-fn files_in(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut out: Vec<_> = entries
-        .map(|e| e.expect("read corpus entry").path())
-        .filter(|p| p.is_file() && p.file_name().is_some_and(|n| n != ".keep"))
-        .collect();
-    out.sort();
-    out
+fn fuzz_dir() -> PathBuf {
+    replay::fuzz_dir(env!("CARGO_MANIFEST_DIR"), 2)
 }
 
 #[test]
 fn corpora_replay_cleanly() {
     for &(name, body) in TARGETS {
-        let corpus = files_in(&fuzz_dir().join("corpus").join(name));
-        assert!(!corpus.is_empty(), "fuzz/corpus/{name} is empty or missing");
-        let artifacts = files_in(&fuzz_dir().join("artifacts").join(name));
-        for path in corpus.iter().chain(&artifacts) {
-            let data = fs::read(path).expect("read corpus file");
-            let res = std::panic::catch_unwind(|| body(&data));
-            assert!(res.is_ok(), "{name}: {} fails", path.display());
-        }
+        replay::replay(&fuzz_dir(), name, body);
     }
 }
 

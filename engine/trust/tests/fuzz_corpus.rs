@@ -3,7 +3,7 @@
 //! `cargo test -p net-trust --test fuzz_corpus -- --ignored` rewrites the seeds.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use net_crypto::Identity;
 use net_trust::fuzzing::{self, NOW_MS};
@@ -21,38 +21,17 @@ const TARGETS: &[(&str, Target)] = &[
     ("trust_capability_fold", fuzzing::capability_fold),
 ];
 
-fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
-}
+#[path = "../../../fuzz/replay.rs"]
+mod replay;
 
-fn files_in(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut v: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file())
-        .collect();
-    v.sort();
-    v
+fn fuzz_dir() -> PathBuf {
+    replay::fuzz_dir(env!("CARGO_MANIFEST_DIR"), 2)
 }
 
 #[test]
 fn corpora_replay_cleanly() {
     for &(name, body) in TARGETS {
-        let corpus = files_in(&fuzz_dir().join("corpus").join(name));
-        assert!(!corpus.is_empty(), "fuzz/corpus/{name} is empty or missing");
-        for path in corpus
-            .iter()
-            .chain(&files_in(&fuzz_dir().join("artifacts").join(name)))
-        {
-            let data = fs::read(path).unwrap();
-            assert!(
-                std::panic::catch_unwind(|| body(&data)).is_ok(),
-                "{name}: {} fails",
-                path.display()
-            );
-        }
+        replay::replay(&fuzz_dir(), name, body);
     }
 }
 
