@@ -364,8 +364,7 @@ impl Endpoint {
     }
 
     fn wall_secs(&self, now: Instant) -> u64 {
-        let since = now.saturating_duration_since(self.wall_base.0);
-        self.wall_base.1 / 1_000_000_000 + since.as_secs()
+        crate::session::wall_nanos(self.wall_base, now) / 1_000_000_000
     }
 
     fn queue_cookie_reply(&mut self, now: Instant, src: SocketAddr, init: &[u8]) {

@@ -45,6 +45,13 @@ const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Counters stop well short of wrapping (and of the varint range).
 const MAX_COUNTER: u64 = 1 << 62;
 
+/// Wall-clock nanoseconds at `now`, from `base` = (instant, wall-clock
+/// nanoseconds at that instant): handshake timestamps and cookie epochs.
+pub(crate) fn wall_nanos(base: (Instant, u64), now: Instant) -> u64 {
+    let since = now.saturating_duration_since(base.0);
+    base.1.saturating_add(since.as_nanos() as u64)
+}
+
 /// Endpoint-wide state a session needs while handling input or output.
 pub(crate) struct Ctx<'a> {
     pub now: Instant,

@@ -65,7 +65,7 @@ impl Session {
             return None;
         }
         let cfg = ctx.cfg;
-        let ts = wall_nanos(ctx);
+        let ts = super::wall_nanos(ctx.wall_base, ctx.now);
         let sender: ReceiverIndex = self.id.0;
         // mac1 is only checked on messages to us; initiating needs no key of ours.
         let me = Local {
@@ -429,11 +429,4 @@ fn write_ack(t: &mut Transport, now: Instant, w: &mut Writer<'_>) -> bool {
         return true;
     }
     false
-}
-
-/// The handshake timestamp: wall-clock nanoseconds at `now`, from the base
-/// the endpoint was given (the endpoint itself never reads a clock).
-fn wall_nanos(ctx: &Ctx<'_>) -> u64 {
-    let since = ctx.now.saturating_duration_since(ctx.wall_base.0);
-    ctx.wall_base.1.saturating_add(since.as_nanos() as u64)
 }
