@@ -368,7 +368,8 @@ impl Endpoint {
     }
 
     fn queue_cookie_reply(&mut self, now: Instant, src: SocketAddr, init: &[u8]) {
-        if self.cookie_out.len() >= MAX_COOKIE_REPLIES || !self.limiter.allow_cookie(now) {
+        if self.cookie_out.len() >= MAX_COOKIE_REPLIES || !self.limiter.allow_cookie(src.ip(), now)
+        {
             self.stats.cookie_replies_dropped += 1;
             return;
         }

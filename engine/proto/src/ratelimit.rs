@@ -3,21 +3,29 @@
 //! denial of service for established sessions or for honest initiators.
 //!
 //! Consulted after the cheap checks (size, mac1) and before any public-key
-//! work, with three token buckets:
+//! work, with token buckets:
 //! * an *offered* bucket counts every initiation that passed mac1; when it
 //!   falls below half, the endpoint is *under load*, and stays so for
 //!   [`LOAD_HOLD`] after the last such moment. Under load, initiations
 //!   without a valid mac2 get a cookie reply ([`crate::cookie`]) and no
-//!   further work, so a spoofed flood costs one cheap reply per packet;
+//!   further work;
+//! * cookie replies are limited per source address (the per-source rate
+//!   below) and in total ([`COOKIE_FACTOR`] × the DH budget): a reply costs
+//!   a few µs and a send, and a flood beyond that is dropped after the mac1
+//!   check, so the core keeps draining its socket and established sessions
+//!   keep their latency. A flooding address gets its share and no more,
+//!   so an honest initiator elsewhere still gets its cookie; against a
+//!   flood spoofing many addresses only the total applies, and an honest
+//!   initiator's attempt then gets a cookie with probability ≈ the cap over
+//!   the offered rate;
 //! * a global bucket caps initiations given public-key work per second
-//!   (default 1 000/s, burst 200: ~0.4 s of CPU per second at worst,
+//!   (default 1 000/s, burst 200: ~0.2 s of CPU per second at worst,
 //!   leaving the data path its core);
-//! * cookie replies are themselves capped at [`COOKIE_FACTOR`] times the
-//!   DH rate (each costs ~2 µs and a send): beyond that, a flood is
-//!   dropped and counted, and an honest initiator retries on its timer;
 //! * under load, a per-source bucket (default 20/s, burst 10), keyed by the
 //!   address that mac2 proved, keeps one address from taking the whole
-//!   budget. Its table is bounded; when full, it is cleared.
+//!   budget.
+//!
+//! Per-source tables are bounded; a full one is cleared.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -25,7 +33,8 @@ use std::time::{Duration, Instant};
 
 /// Most source addresses tracked at once.
 const MAX_SOURCES: usize = 4096;
-/// Cookie replies allowed per second, as a multiple of the DH budget.
+/// Cookie replies allowed per second in total, as a multiple of the DH
+/// budget.
 pub(crate) const COOKIE_FACTOR: f64 = 10.0;
 
 /// How long the endpoint stays under load after the offered rate last
@@ -60,6 +69,28 @@ impl Bucket {
             false
         }
     }
+
+    fn take_at(&mut self, rate: f64, burst: f64, now: Instant) -> bool {
+        self.refill(rate, burst, now);
+        self.take()
+    }
+}
+
+/// One bucket per source address, at most [`MAX_SOURCES`] of them.
+#[derive(Default)]
+struct SourceBuckets(HashMap<IpAddr, Bucket>);
+
+impl SourceBuckets {
+    fn take(&mut self, src: IpAddr, rate: f64, burst: f64, now: Instant) -> bool {
+        if self.0.len() >= MAX_SOURCES && !self.0.contains_key(&src) {
+            self.0.clear();
+        }
+        let b = self
+            .0
+            .entry(src)
+            .or_insert_with(|| Bucket::full(burst, now));
+        b.take_at(rate, burst, now)
+    }
 }
 
 /// Rates for [`InitLimiter`].
@@ -86,24 +117,27 @@ impl Default for HandshakeLimits {
     }
 }
 
-/// Decides whether an initiation may proceed to public-key work.
+/// Decides whether an initiation may proceed to public-key work, and
+/// whether it may be answered with a cookie.
 pub(crate) struct InitLimiter {
     limits: HandshakeLimits,
     offered: Bucket,
-    cookies: Bucket,
     loaded_until: Option<Instant>,
-    global: Bucket,
-    sources: HashMap<IpAddr, Bucket>,
+    dh: Bucket,
+    dh_sources: SourceBuckets,
+    cookies: Bucket,
+    cookie_sources: SourceBuckets,
 }
 
 impl InitLimiter {
     pub fn new(limits: HandshakeLimits, now: Instant) -> Self {
         InitLimiter {
             offered: Bucket::full(limits.burst, now),
-            cookies: Bucket::full(limits.burst * COOKIE_FACTOR, now),
             loaded_until: None,
-            global: Bucket::full(limits.burst, now),
-            sources: HashMap::new(),
+            dh: Bucket::full(limits.burst, now),
+            dh_sources: SourceBuckets::default(),
+            cookies: Bucket::full(limits.burst * COOKIE_FACTOR, now),
+            cookie_sources: SourceBuckets::default(),
             limits,
         }
     }
@@ -117,15 +151,24 @@ impl InitLimiter {
         if self.offered.tokens < l.burst / 2.0 {
             self.loaded_until = Some(now + LOAD_HOLD);
         }
-        self.loaded_until.is_some_and(|t| now < t)
+        let loaded = self.loaded_until.is_some_and(|t| now < t);
+        if !loaded {
+            self.dh_sources.0.clear();
+            self.cookie_sources.0.clear();
+        }
+        loaded
     }
 
-    /// True if a cookie reply may be sent now.
-    pub fn allow_cookie(&mut self, now: Instant) -> bool {
+    /// True if a cookie reply may be sent to `src` now: within its share,
+    /// then within the total.
+    pub fn allow_cookie(&mut self, src: IpAddr, now: Instant) -> bool {
         let l = self.limits;
-        let (rate, burst) = (l.per_second * COOKIE_FACTOR, l.burst * COOKIE_FACTOR);
-        self.cookies.refill(rate, burst, now);
-        self.cookies.take()
+        let per_source = (l.per_source_per_second, l.per_source_burst);
+        self.cookie_sources
+            .take(src, per_source.0, per_source.1, now)
+            && self
+                .cookies
+                .take_at(l.per_second * COOKIE_FACTOR, l.burst * COOKIE_FACTOR, now)
     }
 
     /// True if an initiation may get public-key work now. `proven_src` is
@@ -133,25 +176,13 @@ impl InitLimiter {
     /// its own share; `None` when not under load.
     pub fn allow(&mut self, proven_src: Option<IpAddr>, now: Instant) -> bool {
         let l = self.limits;
-        self.global.refill(l.per_second, l.burst, now);
-        match proven_src {
-            Some(src) => {
-                if self.sources.len() >= MAX_SOURCES && !self.sources.contains_key(&src) {
-                    self.sources.clear();
-                }
-                let b = self
-                    .sources
-                    .entry(src)
-                    .or_insert_with(|| Bucket::full(l.per_source_burst, now));
-                b.refill(l.per_source_per_second, l.per_source_burst, now);
-                if !b.take() {
-                    return false;
-                }
+        if let Some(src) = proven_src {
+            let (rate, burst) = (l.per_source_per_second, l.per_source_burst);
+            if !self.dh_sources.take(src, rate, burst, now) {
+                return false;
             }
-            None if !self.sources.is_empty() => self.sources.clear(),
-            None => {}
         }
-        self.global.take()
+        self.dh.take_at(l.per_second, l.burst, now)
     }
 }
 
@@ -184,13 +215,20 @@ mod tests {
     }
 
     #[test]
-    fn cookie_replies_are_capped() {
+    fn cookie_replies_have_a_per_source_share_and_a_total() {
         let t0 = Instant::now();
         let mut l = InitLimiter::new(limits(), t0);
-        // Burst 20 × 10, then 100/s × 10.
-        assert_eq!((0..1000).filter(|_| l.allow_cookie(t0)).count(), 200);
-        let t1 = t0 + Duration::from_millis(100);
-        assert_eq!((0..1000).filter(|_| l.allow_cookie(t1)).count(), 100);
+        let flooder: IpAddr = [10, 0, 0, 9].into();
+        // One address: its burst (2), then nothing at the same instant...
+        assert_eq!((0..100).filter(|_| l.allow_cookie(flooder, t0)).count(), 2);
+        // ...while another address still gets its cookie.
+        assert!(l.allow_cookie([10, 0, 0, 1].into(), t0));
+        // Many addresses: the total (burst 20 × 10) binds.
+        let spoofed = (0..1000u32).filter(|&i| {
+            let [_, b, c, d] = i.to_be_bytes();
+            l.allow_cookie(IpAddr::from([11, b, c, d]), t0)
+        });
+        assert_eq!(spoofed.count(), 200 - 3);
     }
 
     #[test]

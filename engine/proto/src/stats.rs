@@ -55,8 +55,8 @@ pub struct EndpointStats {
     /// Cookie replies sent: initiations refused under load for lack of a
     /// valid mac2 (no public-key work was done for them).
     pub cookie_replies_tx: u64,
-    /// Cookie replies not sent: over their rate cap, or the per-pass queue
-    /// was full.
+    /// Cookie replies not sent: over the per-source or total rate limit, or
+    /// the per-pass queue was full.
     pub cookie_replies_dropped: u64,
     /// Valid cookie replies received (this node's initiations were challenged).
     pub cookie_replies_rx: u64,
