@@ -8,14 +8,12 @@
 //! [`crate::inbox`]). All state here is owned by the core's thread: no locks.
 
 use std::collections::VecDeque;
-
-use net_proto::FastMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use net_crypto::NodeId;
 use net_io::Driver;
-use net_proto::{CallId, Endpoint, ServiceId, SessionId};
+use net_proto::{CallId, Endpoint, FastMap, ServiceId, SessionId};
 
 use crate::config::PeerConfig;
 use crate::dispatch::Pending;

@@ -113,7 +113,8 @@ impl MeshNode {
     /// Each session runs the first one its peer offers too.
     pub fn aead(&self) -> String {
         if Suite::offer(self.aead) & self.cfg.params.aead_suites & Suite::Aes256Gcm.bit() != 0 {
-            format!("aes-256-gcm/ring + {}", self.aead.describe())
+            let aes = Suite::Aes256Gcm.name();
+            format!("{aes}/ring + {}", self.aead.describe())
         } else {
             self.aead.describe().to_string()
         }

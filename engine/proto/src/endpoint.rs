@@ -21,8 +21,6 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-
-use crate::FastMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -40,6 +38,7 @@ use crate::services::Services;
 use crate::session::{Ctx, Phase, Session};
 use crate::stats::EndpointStats;
 use crate::wire::{DataHeader, PacketType};
+use crate::FastMap;
 
 /// A datagram to send, written into the buffer given to [`Endpoint::poll_transmit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,7 +199,10 @@ impl Endpoint {
 
     /// The AEAD suite an established session agreed on.
     pub fn session_suite(&self, session: SessionId) -> Option<net_crypto::Suite> {
-        self.sessions.get(&session.0)?.transport().map(|t| t.suite)
+        self.sessions
+            .get(&session.0)?
+            .transport()
+            .map(|t| t.keys.suite())
     }
 
     /// Largest payload a call or stream message on this session may carry.

@@ -69,6 +69,11 @@ pub(crate) struct TransportKeys {
 }
 
 impl TransportKeys {
+    /// The AEAD suite both sides agreed on in the handshake.
+    pub fn suite(&self) -> Suite {
+        self.alg.1
+    }
+
     /// Keys from the handshake split; `send`/`recv` are this side's directions.
     pub fn new(alg: (Backend, Suite), send: Secret, recv: Secret, now: Instant) -> Self {
         TransportKeys {

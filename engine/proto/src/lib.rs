@@ -27,12 +27,6 @@ pub mod wire;
 
 pub use config::{EndpointConfig, TransportParams};
 pub use cookie::COOKIE_REPLY_LEN;
-
-/// The hash map for per-packet lookups: aHash, randomly keyed per process.
-/// SipHash (std's default) was 13 % of each core at c128 in the
-/// flamegraphs; aHash keeps the DoS resistance that peer-chosen keys
-/// (call ids) need at a fraction of the cost.
-pub type FastMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 pub use endpoint::{Endpoint, Transmit};
 pub use event::{ApiError, CloseReason, Event, ProtocolViolation, SessionId};
 pub use handshake::{HandshakeError, INIT_LEN, RESP_LEN};
@@ -40,3 +34,9 @@ pub use ids::{CallId, CallKind, ReceiverIndex, ServiceId, Side, Status};
 pub use ratelimit::HandshakeLimits;
 pub use stats::EndpointStats;
 pub use stream::StreamViolation;
+
+/// The hash map for per-packet lookups: aHash, randomly keyed per process.
+/// SipHash (std's default) was 13 % of each core at c128 in the
+/// flamegraphs; aHash keeps the DoS resistance that peer-chosen keys
+/// (call ids) need at a fraction of the cost.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;

@@ -1,8 +1,7 @@
 //! Services this endpoint serves, with their in-flight limits.
 
-use crate::FastMap;
-
 use crate::ids::{ServiceId, Status};
+use crate::FastMap;
 
 struct Service {
     max_in_flight: u32,

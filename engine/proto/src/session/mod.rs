@@ -13,8 +13,6 @@ mod send;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-
-use crate::FastMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -33,6 +31,7 @@ use crate::replay::ReplayWindow;
 use crate::services::Services;
 use crate::stats::EndpointStats;
 use crate::stream::SeenWindow;
+use crate::FastMap;
 
 pub(crate) use calls::Call;
 
@@ -98,8 +97,6 @@ pub(crate) struct Initiating {
 /// Keyed transport state, present once the handshake produced keys.
 pub(crate) struct Transport {
     pub keys: TransportKeys,
-    /// The AEAD both sides agreed on in the handshake.
-    pub suite: Suite,
     pub peer_index: ReceiverIndex,
     pub peer_params: TransportParams,
     pub next_pn: u64,
@@ -132,7 +129,6 @@ impl Transport {
         let suite = Suite::agree(cfg.params.aead_suites, peer_params.aead_suites);
         Transport {
             keys: TransportKeys::new((cfg.aead, suite), send, recv, now),
-            suite,
             peer_index,
             peer_params,
             next_pn: 0,
