@@ -32,12 +32,7 @@ pub fn server(
     // Handshake load control off: the handshake point measures capacity,
     // from one client address (which the default per-source share under
     // load would hold to 20/s).
-    let unlimited = net_proto::HandshakeLimits {
-        per_second: 1e9,
-        burst: 1e9,
-        per_source_per_second: 1e9,
-        per_source_burst: 1e9,
-    };
+    let unlimited = net_proto::HandshakeLimits::unlimited();
     let mut cfg = MeshNodeConfig::new(Identity::from_seed(&[1; 32]), PSK)
         .with_driver(driver)
         .with_spin(spin)

@@ -106,6 +106,18 @@ pub struct HandshakeLimits {
     pub per_source_burst: f64,
 }
 
+impl HandshakeLimits {
+    /// No load control at all: for capacity benchmarks, never production.
+    pub fn unlimited() -> Self {
+        HandshakeLimits {
+            per_second: 1e12,
+            burst: 1e12,
+            per_source_per_second: 1e12,
+            per_source_burst: 1e12,
+        }
+    }
+}
+
 impl Default for HandshakeLimits {
     fn default() -> Self {
         HandshakeLimits {
