@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use net_crypto::{Identity, NodeId};
 use net_trust::{
-    gate, verify_many, AnnouncementBody, Capability, CapabilityFold, OriginCache,
+    gate, verify_many, AnnouncementBody, Capability, CapabilityFold, FoldLimits, OriginCache,
     SignedAnnouncement, TrustStats, Verified,
 };
 
@@ -76,8 +76,8 @@ fn fold_apply(c: &mut Criterion) {
         .iter()
         .map(|id| signed(id, 2).verify(NOW).unwrap())
         .collect();
-    let empty = CapabilityFold::new(NODES);
-    let mut full = CapabilityFold::new(NODES);
+    let empty = CapabilityFold::new(FoldLimits::default());
+    let mut full = CapabilityFold::new(FoldLimits::default());
     for v in &v1 {
         full.apply(v.clone(), NOW).unwrap();
     }
@@ -96,7 +96,7 @@ fn gate_check(c: &mut Criterion) {
     let allowed: Vec<NodeId> = (0..16).map(|i| identity(200_000 + i).node_id()).collect();
     let caller = allowed[11];
     let stranger = identity(300_000).node_id();
-    let mut fold = CapabilityFold::new(NODES);
+    let mut fold = CapabilityFold::new(FoldLimits::default());
     fold.set_local(body(&me, 1, allowed), NOW);
     for i in 0..NODES {
         let id = identity(i);

@@ -37,6 +37,7 @@ pub struct MeshNodeConfig {
     pub(crate) max_in_flight: u32,
     pub(crate) inbox: usize,
     pub(crate) announce: net_trust::AnnouncePolicy,
+    pub(crate) fold_limits: net_trust::FoldLimits,
     pub(crate) token_roots: Vec<PublicIdentity>,
     pub(crate) token: Option<net_trust::TokenChain>,
     pub(crate) testing_ignore_credit: bool,
@@ -69,6 +70,7 @@ impl MeshNodeConfig {
                 reannounce_interval: Duration::from_secs(150),
                 min_announce_interval: Duration::from_secs(10),
             },
+            fold_limits: net_trust::FoldLimits::default(),
             token_roots: Vec::new(),
             token: None,
             testing_ignore_credit: false,
@@ -156,6 +158,17 @@ impl MeshNodeConfig {
             reannounce_interval: reannounce,
             min_announce_interval: min_announce,
         };
+        self
+    }
+
+    /// Bounds of the discovery fold, which holds peers' capability
+    /// announcements (default [`net_trust::FoldLimits::default`]: 32 MiB,
+    /// 32 KiB per node across classes, a quarter reserved for newcomers,
+    /// nodes settle after 10 min). Peers added with
+    /// [`with_peer`](Self::with_peer) are protected: never evicted for
+    /// another node. Policy and guarantees: `engine/trust/src/fold.rs`.
+    pub fn with_fold_limits(mut self, limits: net_trust::FoldLimits) -> Self {
+        self.fold_limits = limits;
         self
     }
 

@@ -83,6 +83,7 @@ impl MeshNode {
     /// A node with this configuration (nothing is bound until [`start`](Self::start)).
     pub fn new(cfg: MeshNodeConfig) -> Result<Self, EngineError> {
         let aead = Backend::select(cfg.aead)?;
+        let fold = crate::trust::discovery_fold(&cfg);
         Ok(MeshNode {
             cfg,
             aead,
@@ -90,7 +91,7 @@ impl MeshNode {
             services: Mutex::new(HashMap::new()),
             next_core: AtomicUsize::new(0),
             trust: Arc::new(Mutex::new(crate::trust::SharedTrust {
-                fold: net_trust::CapabilityFold::new(16_384),
+                fold,
                 reservations: net_trust::ReservationFold::new(65_536, 16_384),
                 stats: net_trust::TrustStats::default(),
             })),

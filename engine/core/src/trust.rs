@@ -22,9 +22,11 @@ use net_crypto::{Identity, NodeId};
 use net_proto::ServiceId;
 use net_trust::{
     decode_and_verify_reservation, verify_many, AnnounceError, AnnouncePolicy, AnnounceThrottle,
-    AnnouncementBody, Capability, CapabilityFold, ClassHash, ReservationError, ReservationFold,
-    SignedAnnouncement, TrustStats,
+    AnnouncementBody, Capability, CapabilityFold, ClassHash, FoldLimits, ReservationError,
+    ReservationFold, SignedAnnouncement, TrustStats,
 };
+
+use crate::MeshNodeConfig;
 
 /// ANNOUNCE payload kinds (first byte; the rest is a signed envelope).
 pub(crate) const KIND_CAPABILITIES: u8 = 1;
@@ -32,6 +34,17 @@ pub(crate) const KIND_CAPABILITIES: u8 = 1;
 pub(crate) const KIND_RESERVATION: u8 = 2;
 /// See [`KIND_CAPABILITIES`]: a token chain the sender presents.
 pub(crate) const KIND_TOKEN: u8 = 3;
+
+/// The node-wide fold of peers' announcements (discovery): bounded by
+/// `cfg`'s fold limits (bytes, per-node quota, newcomer reserve), with the
+/// configured peers ([`MeshNodeConfig::with_peer`]) protected, so a flood
+/// of freshly minted identities can neither grow it past its bound nor
+/// make a configured peer undiscoverable.
+pub(crate) fn discovery_fold(cfg: &MeshNodeConfig) -> CapabilityFold {
+    let mut fold = CapabilityFold::new(cfg.fold_limits);
+    fold.set_protected(cfg.peers.iter().map(|p| p.identity.node_id()));
+    fold
+}
 
 /// The node-wide folds of peers' announcements (discovery) and
 /// reservations. Locked only when such a message arrives or a query runs.
@@ -94,7 +107,7 @@ impl CoreTrust {
             policy,
             throttle: AnnounceThrottle::new(policy),
             adverts: HashMap::new(),
-            local: CapabilityFold::new(1),
+            local: CapabilityFold::new(FoldLimits::default()),
             current: None,
             stats: TrustStats::default(),
             shared,
@@ -340,9 +353,12 @@ impl CoreTrust {
         let results = verify_many(&self.pending, now_ms, &mut self.stats);
         self.pending.clear();
         let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let SharedTrust { fold, stats, .. } = &mut *shared;
         for v in results.into_iter().flatten() {
-            if let Err(e) = shared.fold.apply(v, now_ms) {
-                shared.stats.count(&e);
+            // A refusal is counted (as are evictions) in the node-wide
+            // stats; nobody else could act on it.
+            if let Err(e) = fold.apply_counted(v, now_ms, stats) {
+                tracing::trace!(error = %e, "announcement not applied");
             }
         }
     }
@@ -361,5 +377,26 @@ impl CoreTrust {
             shared.stats.count_reservation(e);
         }
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discovery_fold_protects_configured_peers_with_configured_limits() {
+        let (peer, stranger) = (Identity::from_seed(&[2; 32]), Identity::from_seed(&[3; 32]));
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
+        let cfg = MeshNodeConfig::new(Identity::from_seed(&[1; 32]), [7; 32])
+            .with_peer(addr, peer.public());
+        let fold = discovery_fold(&cfg);
+        assert!(fold.is_protected(&peer.node_id()));
+        assert!(!fold.is_protected(&stranger.node_id()));
+        assert_eq!(fold.limits(), FoldLimits::default());
+        let small = FoldLimits::with_max_bytes(1 << 20);
+        let fold = discovery_fold(&cfg.with_fold_limits(small));
+        assert_eq!(fold.limits(), small);
+        assert!(fold.is_protected(&peer.node_id()));
     }
 }

@@ -51,10 +51,15 @@ pub enum AnnounceError {
     /// announcement coming back from the network never does.
     #[error("entry is this node's own")]
     OwnEntry,
-    /// Fold: at its entry bound even after dropping expired entries; a new
-    /// node's entry is refused (existing entries still update).
+    /// Fold: at its byte bound even after dropping expired entries and
+    /// evicting every entry the signer's tier may evict (see
+    /// [`crate::FoldLimits`]); the current entry, if any, stays.
     #[error("fold full")]
     FoldFull,
+    /// Fold: the signer's entries across all classes would be charged
+    /// more than [`crate::FoldLimits::max_node_bytes`].
+    #[error("node over its fold quota")]
+    OverQuota,
 }
 
 /// Why a reservation message was refused.

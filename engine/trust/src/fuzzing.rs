@@ -14,7 +14,7 @@ use crate::envelope::{decode_and_verify, SignedAnnouncement};
 use crate::reservation::{ReservationFold, ReservationOutcome};
 use crate::serde_util::write_varint;
 use crate::token::TokenChain;
-use crate::{AnnounceError, CapabilityFold, TrustStats};
+use crate::{AnnounceError, CapabilityFold, FoldLimits, TrustStats};
 
 /// The fixed "now" of the fuzz targets (Unix ms, November 2023).
 pub const NOW_MS: u64 = 1_700_000_000_000;
@@ -37,9 +37,11 @@ pub fn announcement(data: &[u8]) {
         let signer = v.signer();
         let class = v.body().class;
         assert_eq!(v.body().node_id, signer);
-        let mut fold = CapabilityFold::new(1);
+        // Every valid announcement fits the default per-node quota.
+        let mut fold = CapabilityFold::new(FoldLimits::default());
         fold.apply(v, NOW_MS)
             .expect("fresh fold accepts a verified body");
+        fold.assert_invariants();
         assert!(fold.get(class, &signer, NOW_MS).is_some());
     }
 }
@@ -93,27 +95,56 @@ pub fn forge<B: crate::envelope::EnvelopeBody>(signer: &Identity, body: &B) -> V
     out
 }
 
-/// Fuzz target `capability_fold`: a sequence of announcements from three
-/// real identities, each byte quadruple choosing (signer, claimed node id,
-/// seq, time step). Forged ones must be refused with `NodeIdMismatch`, and
-/// after every step every entry must sit under its body's own node id.
+/// Fuzz target `capability_fold`: a sequence of announcements from four
+/// real identities (the first one protected) into a fold with room for
+/// about two nodes, each byte quadruple choosing (signer, claimed node id,
+/// class and seq, time step). Forged ones must be refused with
+/// `NodeIdMismatch`; after every step every entry must sit under its
+/// body's own node id, every byte count must add up within its bound, and
+/// no live entry of the protected node may have been evicted.
 pub fn capability_fold(data: &[u8]) {
-    let ids: Vec<Identity> = (1..=3u8).map(|i| Identity::from_seed(&[i; 32])).collect();
-    let mut fold = CapabilityFold::new(2);
+    let ids: Vec<Identity> = (1..=4u8).map(|i| Identity::from_seed(&[i; 32])).collect();
+    let limits = FoldLimits {
+        max_bytes: 3_000,
+        max_node_bytes: 2_500,
+        newcomer_bytes: 1_500,
+        settle_ms: 5_000,
+    };
+    let mut fold = CapabilityFold::new(limits);
+    fold.set_protected([ids[0].node_id()]);
     let mut stats = TrustStats::default();
     let mut now = NOW_MS;
+    let classes = [ClassHash::CAPABILITIES, ClassHash::of("placement")];
     for op in data.chunks_exact(4).take(64) {
-        let signer = &ids[usize::from(op[0] % 3)];
-        let claimed = ids[usize::from(op[1] % 3)].node_id();
+        let signer = &ids[usize::from(op[0] % 4)];
+        let claimed = ids[usize::from(op[1] % 4)].node_id();
         now += u64::from(op[3]) * 1000;
         let cap = Capability::for_nodes("nrpc:svc", vec![signer.node_id()]);
-        let body = AnnouncementBody::new(claimed, u64::from(op[2]), now, 60_000, vec![cap]);
+        let mut body =
+            AnnouncementBody::new(claimed, u64::from(op[2] >> 1), now, 60_000, vec![cap]);
+        body.class = classes[usize::from(op[2] & 1)];
+        let protected_before = live_classes(&fold, &ids[0].node_id(), now);
         let r = fold.handle_announcement(&forge_envelope(signer, &body), now, &mut stats);
         if claimed != signer.node_id() {
             assert_eq!(r, Err(AnnounceError::NodeIdMismatch));
+        } else if claimed == ids[0].node_id() {
+            // The protected node alone fits: it is never refused for room.
+            assert_ne!(r, Err(AnnounceError::FoldFull));
         }
+        fold.assert_invariants();
+        let protected_after = live_classes(&fold, &ids[0].node_id(), now);
+        assert!(protected_before.iter().all(|c| protected_after.contains(c)));
         check_fold_keys(&fold, &ids, now);
     }
+    assert_eq!(stats.fold_evicted, fold.evictions());
+}
+
+/// Classes of `node`'s entries unexpired at `now`.
+fn live_classes(fold: &CapabilityFold, node: &NodeId, now: u64) -> Vec<ClassHash> {
+    [ClassHash::CAPABILITIES, ClassHash::of("placement")]
+        .into_iter()
+        .filter(|c| fold.get(*c, node, now).is_some())
+        .collect()
 }
 
 /// Every unexpired entry is keyed by the node id its body carries.
@@ -124,7 +155,7 @@ fn check_fold_keys(fold: &CapabilityFold, ids: &[Identity], now: u64) {
             assert_eq!(body.node_id, node);
         }
     }
-    assert!(fold.remote_len() <= fold.max_entries());
+    assert!(fold.bytes() <= fold.limits().max_bytes);
 }
 
 #[cfg(test)]

@@ -53,7 +53,10 @@ pub use envelope::{
     decode_and_verify, transcript, verify_many, EnvelopeBody, Signed, SignedAnnouncement, Verified,
 };
 pub use error::{AnnounceError, ReservationError, SnapshotError, TokenError};
-pub use fold::CapabilityFold;
+pub use fold::{
+    entry_bytes, CapabilityFold, FoldLimits, CAPABILITY_OVERHEAD, DEFAULT_FOLD_BYTES,
+    DEFAULT_NODE_BYTES, DEFAULT_SETTLE_MS, ENTRY_OVERHEAD, NODE_OVERHEAD,
+};
 pub use gate::{gate, gate_with, Peer};
 pub use policy::{AnnouncePolicy, AnnounceThrottle};
 pub use reservation::{

@@ -15,7 +15,7 @@ use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::capability::AnnouncementBody;
-use crate::fold::{CapabilityFold, Entry};
+use crate::fold::{CapabilityFold, FoldLimits, Restored};
 use crate::SnapshotError;
 
 /// Domain separator deriving the snapshot key from the identity seed.
@@ -24,8 +24,10 @@ const KEY_DOMAIN: &[u8] = b"net/trust/snapshot-key/v1\0";
 const MAC_DOMAIN: &[u8] = b"net/trust/snapshot/v1\0";
 /// Magic and format version at the start of every snapshot.
 const MAGIC: &[u8; 7] = b"NTFOLD\0";
-/// Snapshot format version (the byte after [`MAGIC`]).
-const SNAPSHOT_VERSION: u8 = 1;
+/// Snapshot format version (the byte after [`MAGIC`]). Version 2 carries
+/// the byte limits and each remote entry's node age and tier; version 1
+/// snapshots (an entry count bound) are `UnknownVersion`.
+const SNAPSHOT_VERSION: u8 = 2;
 /// Header length: magic and version.
 const HEADER_LEN: usize = MAGIC.len() + 1;
 /// MAC length.
@@ -50,20 +52,49 @@ impl fmt::Debug for SnapshotKey {
     }
 }
 
-/// What a snapshot decodes to: the bound, then (body, local) pairs.
-type SnapshotIn = (u64, Vec<(AnnouncementBody, bool)>);
+/// What a snapshot decodes to: the limits (`max_bytes`, `max_node_bytes`,
+/// `newcomer_bytes`, `settle_ms`), then `(body, local, first_seen_ms,
+/// settled)` per entry.
+type SnapshotIn = ([u64; 4], Vec<(AnnouncementBody, bool, u64, bool)>);
+
+/// The limits as a snapshot stores them.
+fn limits_out(l: FoldLimits) -> [u64; 4] {
+    let [a, b, c] = [l.max_bytes, l.max_node_bytes, l.newcomer_bytes].map(|v| v as u64);
+    [a, b, c, l.settle_ms]
+}
+
+/// The limits a snapshot stores (`None` if they do not fit a `usize`).
+fn limits_in(v: [u64; 4]) -> Option<FoldLimits> {
+    Some(FoldLimits {
+        max_bytes: usize::try_from(v[0]).ok()?,
+        max_node_bytes: usize::try_from(v[1]).ok()?,
+        newcomer_bytes: usize::try_from(v[2]).ok()?,
+        settle_ms: v[3],
+    })
+}
 
 impl CapabilityFold {
     /// The fold as bytes sealed with `key`: `MAGIC || version || postcard
-    /// (max_entries, [(body, local)]) || mac16(key, domain || all before)`.
-    /// Entries are sorted by key, so equal folds give equal bytes.
+    /// (limits, [(body, local, first_seen_ms, settled)]) || mac16(key,
+    /// domain || all before)`. Entries are sorted by key, so equal folds
+    /// give equal bytes. The protected set is configuration, not state:
+    /// set it again after [`CapabilityFold::restore`].
     pub fn snapshot(&self, key: &SnapshotKey) -> Vec<u8> {
-        let mut entries: Vec<(&AnnouncementBody, bool)> =
-            self.entries.values().map(|e| (&e.body, e.local)).collect();
-        entries.sort_unstable_by_key(|(b, _)| (b.class, b.node_id));
+        let mut entries: Vec<(&AnnouncementBody, bool, u64, bool)> = self
+            .entries
+            .values()
+            .map(|e| {
+                let (first_seen, settled) = match e.local {
+                    true => (0, false),
+                    false => self.node_meta(&e.body.node_id),
+                };
+                (&e.body, e.local, first_seen, settled)
+            })
+            .collect();
+        entries.sort_unstable_by_key(|(b, ..)| (b.class, b.node_id));
         let mut out = MAGIC.to_vec();
         out.push(SNAPSHOT_VERSION);
-        let max = self.max_entries as u64;
+        let max = limits_out(self.limits());
         // Serializing into a Vec cannot fail for these types (every
         // sequence has a known length); if it ever did, the header alone is
         // sealed and restore reports `Malformed` instead of panicking here.
@@ -102,18 +133,23 @@ impl CapabilityFold {
         if payload[MAGIC.len()] != SNAPSHOT_VERSION {
             return Err(SnapshotError::UnknownVersion);
         }
-        let ((max, entries), rest) =
+        let ((limits, entries), rest) =
             postcard::take_from_bytes::<SnapshotIn>(&payload[HEADER_LEN..])
                 .map_err(|_| SnapshotError::Malformed)?;
         if !rest.is_empty() {
             return Err(SnapshotError::Malformed);
         }
-        let max = usize::try_from(max).map_err(|_| SnapshotError::Malformed)?;
+        let limits = limits_in(limits).ok_or(SnapshotError::Malformed)?;
         let live = entries
             .into_iter()
-            .filter(|(body, _)| body.expires_at_ms() > now_ms)
-            .map(|(body, local)| Entry { body, local })
+            .filter(|(body, ..)| body.expires_at_ms() > now_ms)
+            .map(|(body, local, first_seen_ms, settled)| Restored {
+                body,
+                local,
+                first_seen_ms,
+                settled,
+            })
             .collect();
-        Ok(CapabilityFold::from_entries(max, live))
+        Ok(CapabilityFold::from_entries(limits, live))
     }
 }

@@ -51,6 +51,11 @@ pub struct TrustStats {
     pub fold_full: u64,
     /// Batches that failed and fell back to single verification.
     pub batch_fallbacks: u64,
+    /// [`AnnounceError::OverQuota`].
+    pub over_quota: u64,
+    /// Remote fold entries evicted to make room for another node's
+    /// ([`crate::CapabilityFold::apply_counted`]); not an envelope error.
+    pub fold_evicted: u64,
 }
 
 impl TrustStats {
@@ -69,6 +74,7 @@ impl TrustStats {
             AnnounceError::WrongClass => &mut self.wrong_class,
             AnnounceError::OwnEntry => &mut self.own_entry,
             AnnounceError::FoldFull => &mut self.fold_full,
+            AnnounceError::OverQuota => &mut self.over_quota,
         };
         *c += 1;
     }
@@ -108,5 +114,6 @@ impl TrustStats {
             + self.wrong_class
             + self.own_entry
             + self.fold_full
+            + self.over_quota
     }
 }

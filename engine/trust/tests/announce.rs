@@ -7,8 +7,8 @@ use common::{body, envelope, forge, forge_in, ident, transcript, NOW};
 use net_crypto::NodeId;
 use net_trust::{
     decode_and_verify, verify_many, AnnounceError, AnnouncementBody, Capability, CapabilityFold,
-    ClassHash, ReservationBody, ReservationOp, SignedAnnouncement, SignedReservation, TrustStats,
-    BATCH_MIN, MAX_ANNOUNCEMENT, MAX_CAPABILITIES, MAX_SKEW_MS, MAX_TTL_MS,
+    ClassHash, FoldLimits, ReservationBody, ReservationOp, SignedAnnouncement, SignedReservation,
+    TrustStats, BATCH_MIN, MAX_ANNOUNCEMENT, MAX_CAPABILITIES, MAX_SKEW_MS, MAX_TTL_MS,
 };
 
 #[test]
@@ -55,7 +55,7 @@ fn node_id_mismatch_forgery_is_rejected() {
     assert_eq!(stats.verified, 0);
 
     // A bystander's fold gains nothing under C (or A).
-    let mut fold = CapabilityFold::new(16);
+    let mut fold = CapabilityFold::new(FoldLimits::default());
     assert_eq!(
         fold.handle_announcement(&bytes, NOW, &mut stats),
         Err(AnnounceError::NodeIdMismatch)
