@@ -469,6 +469,21 @@ fn rss() -> usize {
         .map_or(0, |pages| pages * 4096)
 }
 
+/// Fresh identity `i` of the flood announces the costliest set at `at`.
+fn flood_one(fold: &mut CapabilityFold, i: u32, at: u64, ids: usize, stats: &mut TrustStats) {
+    let id = fresh(0xF0, i);
+    let body = max_set(id.node_id(), 1, at, ids);
+    let bytes = SignedAnnouncement::sign(&id, &body).unwrap().encode();
+    let r = fold.handle_announcement(&bytes, at, stats);
+    assert_eq!(r, Ok(()), "a newcomer is admitted (arrival {i})");
+}
+
+/// How many of `nodes` discovery of `nrpc:echo` misses at `at`.
+fn undiscoverable(fold: &CapabilityFold, nodes: &[NodeId], at: u64) -> usize {
+    let found: HashSet<NodeId> = fold.nodes_with_tag("nrpc:echo", at).collect();
+    nodes.iter().filter(|n| !found.contains(n)).count()
+}
+
 /// Issue 12: 16 500 fresh identities, each announcing the costliest valid
 /// capability set (`nrpc:echo` among them), into a fold with the default
 /// limits. At every step the fold stays within its byte bound and every
@@ -480,16 +495,14 @@ fn rss() -> usize {
 fn flood_of_16500_fresh_identities_stays_within_the_byte_bound() {
     const FLOOD: u32 = 16_500;
     let limits = FoldLimits::default();
-    let mut fold = CapabilityFold::new(limits);
-    let mut stats = TrustStats::default();
+    let (mut fold, mut stats) = (CapabilityFold::new(limits), TrustStats::default());
     let peers: Vec<Identity> = (0..8).map(|i| fresh(0xA0, i)).collect();
     fold.set_protected(peers.iter().map(Identity::node_id));
     let long: Vec<Identity> = (0..16).map(|i| fresh(0xB0, i)).collect();
     let before: Vec<Identity> = peers[..4].iter().chain(&long).cloned().collect();
     keep_alive(&mut fold, &before, NOW + 750_000, &mut stats);
     assert!(long.iter().all(|l| fold.is_settled(&l.node_id())));
-    let start = NOW + 750_100;
-    let ids = max_ids();
+    let (start, ids) = (NOW + 750_100, max_ids());
     let sample = max_set(peers[0].node_id(), 1, start, ids);
     let wire = SignedAnnouncement::sign(&peers[0], &sample)
         .unwrap()
@@ -501,15 +514,10 @@ fn flood_of_16500_fresh_identities_stays_within_the_byte_bound() {
     let guaranteed = (limits.newcomer_bytes - 9 * small()) / charge - 1;
     let honest = fresh(0xC0, 0);
     let mut announced: Vec<NodeId> = before.iter().map(Identity::node_id).collect();
-    let (mut peak, mut honest_since, mut honest_stayed) = (0, None, None);
-    let rss_before = rss();
+    let (mut peak, mut honest_stayed, rss_before) = (0, None, rss());
     for i in 0..FLOOD {
         let at = start + u64::from(i);
-        let id = fresh(0xF0, i);
-        let body = max_set(id.node_id(), 1, at, ids);
-        let bytes = SignedAnnouncement::sign(&id, &body).unwrap().encode();
-        let r = fold.handle_announcement(&bytes, at, &mut stats);
-        assert_eq!(r, Ok(()), "a newcomer is admitted (step {i})");
+        flood_one(&mut fold, i, at, ids, &mut stats);
         peak = peak.max(fold.bytes());
         assert!(fold.bytes() <= limits.max_bytes, "byte bound at step {i}");
         if i % 4_000 == 3_999 {
@@ -519,20 +527,12 @@ fn flood_of_16500_fresh_identities_stays_within_the_byte_bound() {
         }
         if i == 10_000 {
             announce(&mut fold, &honest, 1, at, &mut stats).unwrap();
-            honest_since = Some(i);
         }
-        if let (Some(since), None) = (honest_since, honest_stayed) {
-            if seq_of(&fold, &honest.node_id()).is_none() {
-                honest_stayed = Some(i - since);
-            }
+        if i > 10_000 && honest_stayed.is_none() && seq_of(&fold, &honest.node_id()).is_none() {
+            honest_stayed = Some(i - 10_000);
         }
         if i % 100 == 0 || i + 1 == FLOOD {
-            let found: HashSet<NodeId> = fold.nodes_with_tag("nrpc:echo", at).collect();
-            let missing = announced.iter().filter(|n| !found.contains(n)).count();
-            assert_eq!(
-                missing, 0,
-                "configured peers and long-lived nodes (step {i})"
-            );
+            assert_eq!(undiscoverable(&fold, &announced, at), 0, "step {i}");
         }
         if i % 1_000 == 0 {
             fold.assert_invariants();
@@ -545,17 +545,19 @@ fn flood_of_16500_fresh_identities_stays_within_the_byte_bound() {
     let (held, entries, evicted) = (fold.bytes(), fold.remote_len(), fold.evictions());
     // After the flood: a late node gets in, the mid-flood one is back on its
     // next re-announce, and the peers and long-lived nodes are all there.
-    let end = start + u64::from(FLOOD);
-    let late = fresh(0xC0, 1);
+    let (end, late) = (start + u64::from(FLOOD), fresh(0xC0, 1));
     announce(&mut fold, &late, 1, end, &mut stats).unwrap();
     announce(&mut fold, &honest, 2, end, &mut stats).unwrap();
-    let found: HashSet<NodeId> = fold.nodes_with_tag("nrpc:echo", end).collect();
-    let want = peers.iter().chain(&long).chain([&late, &honest]);
-    assert!(want.map(Identity::node_id).all(|n| found.contains(&n)));
+    let want: Vec<NodeId> = peers
+        .iter()
+        .chain(&long)
+        .chain([&late, &honest])
+        .map(Identity::node_id)
+        .collect();
+    assert_eq!(undiscoverable(&fold, &want, end), 0);
     assert!(long.iter().all(|l| fold.is_settled(&l.node_id())));
     assert_eq!(stats.fold_evicted, fold.evictions());
     assert_eq!((stats.fold_full, stats.over_quota), (0, 0));
-    assert!(fold.bytes() <= limits.max_bytes);
     eprintln!(
         "fold flood: {FLOOD} fresh identities x {wire} B on the wire ({charge} B charged each): \
          held {held} B of {} B (peak {peak} B), {entries} remote entries, {evicted} evicted, \
