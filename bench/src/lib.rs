@@ -4,6 +4,7 @@
 pub mod handshake;
 pub mod nrpc;
 pub mod raw;
+pub mod slices;
 
 use std::time::Duration;
 
@@ -198,6 +199,9 @@ pub struct Report {
     pub command: String,
     /// One per (system, driver, mode, conc, payload).
     pub records: Vec<Record>,
+    /// `--slices N`: every slice pair of every point (absent otherwise).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub slices: Vec<slices::SliceSeries>,
 }
 
 /// Pins the calling thread to `cpu`. The CPU is set directly, not looked up

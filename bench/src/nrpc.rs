@@ -23,11 +23,44 @@ fn service() -> ServiceId {
     ServiceId::of("echo")
 }
 
-/// Starts an echo server node on one core.
+/// Environment variable naming extra busy-wait per call in the echo
+/// handler, in nanoseconds. Bench-only and unset in every real run: it
+/// exists to show that the CI gate catches a regression (docs/BENCHMARKS.md,
+/// "CI gate"). Read by the `nrpc_qps` binary, which passes the value to
+/// [`server`]; a server child process inherits it.
+#[doc(hidden)]
+pub const INJECT_SPIN_ENV: &str = "NET_BENCH_INJECT_SERVER_SPIN_NS";
+
+/// The injected per-call work named by [`INJECT_SPIN_ENV`]: zero if unset,
+/// an error if set to anything but a number of nanoseconds (a typo must not
+/// turn a regression demonstration into a silent pass).
+#[doc(hidden)]
+pub fn injected_work() -> Result<Duration, String> {
+    match std::env::var(INJECT_SPIN_ENV) {
+        Err(_) => Ok(Duration::ZERO),
+        Ok(v) => v
+            .trim()
+            .parse()
+            .map(Duration::from_nanos)
+            .map_err(|e| format!("{INJECT_SPIN_ENV}={v:?}: {e}")),
+    }
+}
+
+/// Busy-waits for `d` (a simulated regression: CPU work, not a sleep).
+fn spin_for(d: Duration) {
+    let t = Instant::now();
+    while t.elapsed() < d {
+        std::hint::spin_loop();
+    }
+}
+
+/// Starts an echo server node on one core. `extra_work` (zero in every real
+/// run) is busy-waited in the handler per call: see [`INJECT_SPIN_ENV`].
 pub fn server(
     driver: DriverChoice,
     spin: Duration,
     cpu: Option<usize>,
+    extra_work: Duration,
 ) -> Result<MeshNode, String> {
     // Handshake load control off: the handshake point measures capacity,
     // from one client address (which the default per-source share under
@@ -42,7 +75,10 @@ pub fn server(
     }
     let node = MeshNode::new(cfg).map_err(|e| e.to_string())?;
     node.start().map_err(|e| e.to_string())?;
-    let echo: Arc<net_engine::SyncHandler> = Arc::new(|_, body: &[u8], out: &mut Vec<u8>| {
+    let echo: Arc<net_engine::SyncHandler> = Arc::new(move |_, body: &[u8], out: &mut Vec<u8>| {
+        if !extra_work.is_zero() {
+            spin_for(extra_work);
+        }
         out.extend_from_slice(body);
         Status::OK
     });

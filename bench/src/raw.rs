@@ -14,12 +14,18 @@ use crate::{Point, PointResult};
 
 /// A datagram not echoed within this is counted lost and re-sent.
 const LOSS_TIMEOUT: Duration = Duration::from_millis(200);
+/// How long a parked side blocks in one `recv` before looking at its flags.
+const PARK: Duration = Duration::from_millis(50);
+/// Open loop: at most this many datagrams in flight.
+const OPEN_LOOP_SLOTS: usize = 4096;
 
-fn wait(spin: Duration) -> Option<Duration> {
-    if spin.is_zero() {
-        Some(Duration::from_millis(50))
-    } else {
+/// The `recv` timeout for a side that last saw traffic at `last`: poll
+/// while within `spin` of it (the engine's spin-then-park), block after.
+fn wait(spin: Duration, last: Instant, now: Instant) -> Option<Duration> {
+    if now.saturating_duration_since(last) < spin {
         Some(Duration::ZERO)
+    } else {
+        Some(PARK)
     }
 }
 
@@ -28,11 +34,15 @@ pub fn open(addr: SocketAddr, driver: DriverChoice) -> std::io::Result<Box<dyn D
     net_io::open(addr, driver, &DriverConfig::default()).map_err(std::io::Error::other)
 }
 
-/// Echoes every datagram back to its sender until `stop` is set.
+/// Echoes every datagram back to its sender until `stop` is set. Like an
+/// engine core it polls for `spin` after the last datagram and then parks,
+/// so an idle baseline server (sliced runs keep it up while nRPC is
+/// measured) does not take the CPU from the system being measured.
 pub fn serve(mut drv: Box<dyn Driver>, spin: Duration, stop: &AtomicBool) -> std::io::Result<()> {
     let mut tmp = vec![0u8; 65536];
+    let mut last = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        let n = drv.recv(wait(spin))?;
+        let n = drv.recv(wait(spin, last, Instant::now()))?;
         for i in 0..n {
             let (src, buf) = drv.rx(i);
             let len = buf.len();
@@ -47,6 +57,7 @@ pub fn serve(mut drv: Box<dyn Driver>, spin: Duration, stop: &AtomicBool) -> std
         }
         if n > 0 {
             drv.flush()?;
+            last = Instant::now();
         }
     }
     Ok(())
@@ -58,76 +69,53 @@ struct Slot {
     busy: bool,
 }
 
-/// Runs the baseline client against `server` for one point.
-pub fn run(
-    point: &Point,
+/// A baseline client whose socket outlives one point: a sliced run
+/// measures many short stretches on it without reopening anything.
+pub struct Client {
+    drv: Box<dyn Driver>,
+    /// Sequence numbers of run `k` start at `k << 32`, so an echo still in
+    /// flight from an earlier run never matches a slot of this one.
+    runs: u64,
+}
+
+/// One run's state: the slots and the stretch boundaries.
+struct Run<'a> {
+    drv: &'a mut Box<dyn Driver>,
     server: SocketAddr,
-    driver: DriverChoice,
-    stop: Arc<AtomicBool>,
-) -> std::io::Result<PointResult> {
-    let mut drv = open(SocketAddr::from(([127, 0, 0, 1], 0)), driver)?;
-    let mut result = PointResult::new();
-    let mut body = vec![0u8; point.payload.max(16)];
-    let start = Instant::now();
-    let measure_from = start + point.warmup;
-    let end = measure_from + point.duration;
-    let mut slots: Vec<Slot> = (0..point.conc)
-        .map(|_| Slot {
-            seq: 0,
-            sent: start,
-            busy: true,
-        })
-        .collect();
-    let send = |drv: &mut Box<dyn Driver>, body: &mut Vec<u8>, i: usize, s: &Slot| {
-        body[..8].copy_from_slice(&(i as u64).to_be_bytes());
-        body[8..16].copy_from_slice(&s.seq.to_be_bytes());
-        if drv.tx_slot().is_none() {
-            let _ = drv.flush();
+    body: Vec<u8>,
+    slots: Vec<Slot>,
+    /// Open loop: idle slots and the spacing of sends.
+    free: Vec<usize>,
+    gap: Option<Duration>,
+    measure_from: Instant,
+    result: PointResult,
+}
+
+impl Run<'_> {
+    fn send(&mut self, i: usize) {
+        let s = &self.slots[i];
+        self.body[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        self.body[8..16].copy_from_slice(&s.seq.to_be_bytes());
+        if self.drv.tx_slot().is_none() {
+            let _ = self.drv.flush();
         }
-        if let Some(buf) = drv.tx_slot() {
-            buf[..body.len()].copy_from_slice(body);
-            drv.tx_commit(server, body.len());
-        }
-    };
-    // Open loop: slots are issued on a schedule (and capped at 4096 in
-    // flight); latency counts from the intended send time.
-    let gap = point
-        .rate
-        .map(|r| Duration::from_secs_f64(1.0 / r.max(1e-3)));
-    let mut free: Vec<usize> = Vec::new();
-    let mut next_send = start;
-    if gap.is_some() {
-        slots = (0..4096)
-            .map(|_| Slot {
-                seq: 0,
-                sent: start,
-                busy: false,
-            })
-            .collect();
-        free = (0..slots.len()).rev().collect();
-    } else {
-        for (i, s) in slots.iter().enumerate() {
-            send(&mut drv, &mut body, i, s);
+        if let Some(buf) = self.drv.tx_slot() {
+            buf[..self.body.len()].copy_from_slice(&self.body);
+            self.drv.tx_commit(self.server, self.body.len());
         }
     }
-    drv.flush()?;
-    let mut last_progress = start;
-    let mut replies = Vec::with_capacity(1024);
-    let mut next_loss_check = start + LOSS_TIMEOUT;
-    loop {
-        let now = Instant::now();
-        if now >= end || stop.load(Ordering::Relaxed) {
-            break;
-        }
-        if now.duration_since(last_progress) > crate::STALL {
-            result.stalled = true;
-            break;
-        }
-        let n = drv.recv(wait(point.spin).map(|w| w.min(end.saturating_duration_since(now))))?;
-        let now = Instant::now();
+
+    /// Takes the echoes of the last `recv`; true if any was current.
+    fn take_replies(
+        &mut self,
+        n: usize,
+        now: Instant,
+        replies: &mut Vec<(usize, u64, usize)>,
+    ) -> bool {
+        let mut progress = false;
         replies.clear();
         for i in 0..n {
-            let (_, buf) = drv.rx(i);
+            let (_, buf) = self.drv.rx(i);
             if buf.len() < 16 {
                 continue;
             }
@@ -135,57 +123,172 @@ pub fn run(
             let seq = u64::from_be_bytes(buf[8..16].try_into().unwrap_or_default());
             replies.push((slot, seq, buf.len()));
         }
-        for &(slot, seq, len) in &replies {
-            let Some(s) = slots.get_mut(slot) else {
+        for &(slot, seq, len) in replies.iter() {
+            let Some(s) = self.slots.get_mut(slot) else {
                 continue;
             };
             if s.seq != seq {
                 continue; // a late echo of a datagram already counted lost
             }
-            last_progress = now;
-            if now >= measure_from {
-                result.record(now.duration_since(s.sent), len == body.len());
+            progress = true;
+            if now >= self.measure_from {
+                self.result
+                    .record(now.duration_since(s.sent), len == self.body.len());
             }
             s.seq += 1;
             s.sent = now;
-            if gap.is_some() {
+            if self.gap.is_some() {
                 s.busy = false;
-                free.push(slot);
+                self.free.push(slot);
             } else {
-                send(&mut drv, &mut body, slot, s);
+                self.send(slot);
             }
         }
-        if let Some(gap) = gap {
-            while next_send <= now {
-                let Some(i) = free.pop() else { break };
-                slots[i].sent = next_send;
-                slots[i].busy = true;
-                send(&mut drv, &mut body, i, &slots[i]);
-                next_send += gap;
-            }
-        }
-        let check = now >= next_loss_check;
-        if check {
-            next_loss_check = now + Duration::from_millis(1);
-        }
-        for (i, s) in slots
-            .iter_mut()
-            .enumerate()
-            .filter(|(_, s)| check && (gap.is_none() || s.busy))
-        {
-            if now.duration_since(s.sent) > LOSS_TIMEOUT {
-                if now >= measure_from {
-                    result.errors += 1;
+        progress
+    }
+
+    /// Re-sends (and counts) every datagram in flight for over
+    /// [`LOSS_TIMEOUT`].
+    fn resend_lost(&mut self, now: Instant) {
+        for i in 0..self.slots.len() {
+            let s = &mut self.slots[i];
+            if (self.gap.is_none() || s.busy) && now.duration_since(s.sent) > LOSS_TIMEOUT {
+                if now >= self.measure_from {
+                    self.result.errors += 1;
                 }
                 s.seq += 1;
                 s.sent = now;
-                send(&mut drv, &mut body, i, s);
+                self.send(i);
             }
         }
-        drv.flush()?;
     }
-    result.elapsed = Instant::now()
-        .saturating_duration_since(measure_from)
-        .min(point.duration);
-    Ok(result)
+}
+
+impl Client {
+    /// Opens a client socket on loopback.
+    pub fn open(driver: DriverChoice) -> std::io::Result<Self> {
+        Ok(Client {
+            drv: open(SocketAddr::from(([127, 0, 0, 1], 0)), driver)?,
+            runs: 0,
+        })
+    }
+
+    /// Runs the baseline against `server` for one point.
+    pub fn run(
+        &mut self,
+        point: &Point,
+        server: SocketAddr,
+        stop: &AtomicBool,
+    ) -> std::io::Result<PointResult> {
+        self.runs += 1;
+        let first_seq = self.runs << 32;
+        let start = Instant::now();
+        let gap = point
+            .rate
+            .map(|r| Duration::from_secs_f64(1.0 / r.max(1e-3)));
+        // Open loop: slots are issued on a schedule (and capped at 4096 in
+        // flight); latency counts from the intended send time.
+        let (n, busy) = match gap {
+            Some(_) => (OPEN_LOOP_SLOTS, false),
+            None => (point.conc, true),
+        };
+        let slots = (0..n)
+            .map(|_| Slot {
+                seq: first_seq,
+                sent: start,
+                busy,
+            })
+            .collect();
+        let mut run = Run {
+            drv: &mut self.drv,
+            server,
+            body: vec![0u8; point.payload.max(16)],
+            slots,
+            free: if gap.is_some() {
+                (0..n).rev().collect()
+            } else {
+                Vec::new()
+            },
+            gap,
+            measure_from: start + point.warmup,
+            result: PointResult::new(),
+        };
+        if gap.is_none() {
+            for i in 0..n {
+                run.send(i);
+            }
+        }
+        run.drv.flush()?;
+        run.drive(point, start, stop)?;
+        Ok(run.result)
+    }
+}
+
+impl Run<'_> {
+    /// The receive loop until the point's end, a stop or a stall.
+    fn drive(&mut self, point: &Point, start: Instant, stop: &AtomicBool) -> std::io::Result<()> {
+        let end = self.measure_from + point.duration;
+        let mut last_progress = start;
+        let mut last_rx = start;
+        let mut replies = Vec::with_capacity(1024);
+        let mut next_loss_check = start + LOSS_TIMEOUT;
+        let mut next_send = start;
+        loop {
+            let now = Instant::now();
+            if now >= end || stop.load(Ordering::Relaxed) {
+                break;
+            }
+            if now.duration_since(last_progress) > crate::STALL {
+                self.result.stalled = true;
+                break;
+            }
+            // Spin-then-park like an engine core (and the server above): a
+            // baseline that never parks would be treated differently by the
+            // scheduler than the engine whenever the machine is loaded. A
+            // parked open-loop client wakes for its next scheduled send.
+            let mut wake = end;
+            if self.gap.is_some() && !self.free.is_empty() {
+                wake = wake.min(next_send);
+            }
+            let timeout =
+                wait(point.spin, last_rx, now).map(|w| w.min(wake.saturating_duration_since(now)));
+            let n = self.drv.recv(timeout)?;
+            let now = Instant::now();
+            if n > 0 {
+                last_rx = now;
+            }
+            if self.take_replies(n, now, &mut replies) {
+                last_progress = now;
+            }
+            if let Some(gap) = self.gap {
+                while next_send <= now {
+                    let Some(i) = self.free.pop() else { break };
+                    self.slots[i].sent = next_send;
+                    self.slots[i].busy = true;
+                    self.send(i);
+                    next_send += gap;
+                }
+            }
+            if now >= next_loss_check {
+                next_loss_check = now + Duration::from_millis(1);
+                self.resend_lost(now);
+            }
+            self.drv.flush()?;
+        }
+        self.result.elapsed = Instant::now()
+            .saturating_duration_since(self.measure_from)
+            .min(point.duration);
+        Ok(())
+    }
+}
+
+/// Runs the baseline client against `server` for one point, on a socket of
+/// its own.
+pub fn run(
+    point: &Point,
+    server: SocketAddr,
+    driver: DriverChoice,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<PointResult> {
+    Client::open(driver)?.run(point, server, &stop)
 }

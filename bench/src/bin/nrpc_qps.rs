@@ -4,6 +4,10 @@
 //! `cargo run --release -p net-bench --bin nrpc_qps` sweeps concurrency
 //! {1, 16, 128} × payload {32, 1024} B. Server and client run in separate
 //! processes (`--processes 2`, default), pinned to different CPUs.
+//!
+//! `--slices N` measures each point as N alternating pairs of short raw and
+//! nRPC stretches on sockets and sessions kept open, and reports the spread
+//! of the per-pair ratios (the CI gate's figure: `scripts/bench-gate.sh`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -14,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use net_bench::slices::{merge, SlicePair, SliceSeries, Spread};
 use net_bench::{nrpc, pin, raw, Host, Point, PointResult, Record, Report};
 use net_engine::DriverChoice;
 
@@ -80,6 +85,18 @@ struct Args {
     /// Skip the raw-UDP baseline.
     #[arg(long)]
     no_baseline: bool,
+    /// Measure each point as this many alternating (raw, nRPC) slice pairs
+    /// on sockets and a session kept open, instead of one stretch of
+    /// `--duration-ms` per system (0). `--warmup-ms` then warms each system
+    /// once per point.
+    #[arg(long, default_value_t = 0)]
+    slices: usize,
+    /// Measured length of one slice.
+    #[arg(long, default_value_t = 250)]
+    slice_ms: u64,
+    /// Unmeasured start of each slice (refills the pipeline after a switch).
+    #[arg(long, default_value_t = 25)]
+    slice_warmup_ms: u64,
     /// Internal: run as a server child process.
     #[arg(long, value_enum, hide = true)]
     role: Option<Role>,
@@ -87,6 +104,11 @@ struct Args {
 
 fn driver(args: &Args) -> DriverChoice {
     DriverChoice::from_str(&args.driver).unwrap_or_else(|e| fail(&format!("--driver: {e}")))
+}
+
+/// Bench-only regression injection (see `nrpc::INJECT_SPIN_ENV`).
+fn injected_work() -> Duration {
+    nrpc::injected_work().unwrap_or_else(|e| fail(&e))
 }
 
 fn fail(msg: &str) -> ! {
@@ -140,7 +162,7 @@ fn serve_role(args: &Args, role: Role) {
             }))
         }
         Role::NrpcServer => {
-            let node = nrpc::server(driver(args), spin, Some(args.server_cpu))
+            let node = nrpc::server(driver(args), spin, Some(args.server_cpu), injected_work())
                 .unwrap_or_else(|e| fail(&e));
             println!("READY {}", node.local_addr().expect("started"));
             std::io::stdout().flush().ok();
@@ -211,7 +233,7 @@ fn start_server(args: &Args, role: Role) -> (Server, SocketAddr) {
             (Server::Thread(stop, Some(t), None), addr)
         }
         Role::NrpcServer => {
-            let node = nrpc::server(driver(args), spin, Some(args.server_cpu))
+            let node = nrpc::server(driver(args), spin, Some(args.server_cpu), injected_work())
                 .unwrap_or_else(|e| fail(&e));
             let addr = node.local_addr().expect("started");
             (Server::Thread(stop, None, Some(Box::new(node))), addr)
@@ -259,50 +281,197 @@ fn run_raw(args: &Args, pts: &[Point]) -> Vec<PointResult> {
         .collect()
 }
 
-fn run_nrpc(args: &Args, pts: &[Point]) -> (Vec<PointResult>, String, String) {
-    let (_server, addr) = start_server(args, Role::NrpcServer);
-    let spin = Duration::from_micros(args.spin_us);
-    let mut out = Vec::new();
-    let (drv, aead);
-    match args.mode {
-        Mode::Engine => {
-            let node = nrpc::client(addr, driver(args), spin, Some(args.client_cpu))
-                .unwrap_or_else(|e| fail(&e));
-            drv = node.driver().map(|d| d.to_string()).unwrap_or_default();
-            aead = node.aead().to_string();
-            for p in pts {
-                let r = nrpc::run_engine(&node, p).unwrap_or_else(|e| fail(&e));
-                check(p, "nrpc", &r);
-                out.push(r);
+/// The nRPC client side, in either mode, peered with one server.
+enum NrpcClient {
+    /// Calls from the client node's own core.
+    Engine(Box<net_engine::MeshNode>),
+    /// Calls from tokio tasks through the public API.
+    Sdk(net::Mesh, tokio::runtime::Runtime),
+}
+
+impl NrpcClient {
+    fn start(args: &Args, addr: SocketAddr) -> Self {
+        let spin = Duration::from_micros(args.spin_us);
+        match args.mode {
+            Mode::Engine => NrpcClient::Engine(Box::new(
+                nrpc::client(addr, driver(args), spin, Some(args.client_cpu))
+                    .unwrap_or_else(|e| fail(&e)),
+            )),
+            Mode::Sdk => {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                    .unwrap_or_else(|e| fail(&e.to_string()));
+                let mesh = net::Mesh::builder()
+                    .identity(net_crypto::Identity::from_seed(&[2; 32]))
+                    .psk(nrpc::PSK)
+                    .driver(driver(args))
+                    .spin(spin)
+                    .peer(addr, nrpc::server_identity())
+                    .build()
+                    .unwrap_or_else(|e| fail(&e.to_string()));
+                mesh.start().unwrap_or_else(|e| fail(&e.to_string()));
+                NrpcClient::Sdk(mesh, rt)
             }
-            let _ = node.shutdown(Duration::from_millis(200));
-        }
-        Mode::Sdk => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap_or_else(|e| fail(&e.to_string()));
-            let mesh = net::Mesh::builder()
-                .identity(net_crypto::Identity::from_seed(&[2; 32]))
-                .psk(nrpc::PSK)
-                .driver(driver(args))
-                .spin(spin)
-                .peer(addr, nrpc::server_identity())
-                .build()
-                .unwrap_or_else(|e| fail(&e.to_string()));
-            mesh.start().unwrap_or_else(|e| fail(&e.to_string()));
-            (drv, aead) = (mesh.describe().0, mesh.describe().1.to_string());
-            for p in pts {
-                let r = nrpc::run_sdk(&mesh, &rt, p)
-                    .unwrap_or_else(|e| fail(&format!("nrpc {}: {e}", p.name())));
-                check(p, "nrpc", &r);
-                out.push(r);
-            }
-            let _ = mesh.shutdown(Duration::from_millis(200));
         }
     }
+
+    /// (driver, AEAD) of the client.
+    fn describe(&self) -> (String, String) {
+        match self {
+            NrpcClient::Engine(node) => (
+                node.driver().map(|d| d.to_string()).unwrap_or_default(),
+                node.aead().to_string(),
+            ),
+            NrpcClient::Sdk(mesh, _) => (mesh.describe().0, mesh.describe().1.to_string()),
+        }
+    }
+
+    /// Measures one point (exits the process if it cannot).
+    fn run(&self, p: &Point) -> PointResult {
+        let r = self.run_unchecked(p);
+        check(p, "nrpc", &r);
+        r
+    }
+
+    /// Measures one point; a point with no completed call is returned, not
+    /// fatal (a slice on a loaded machine may be starved).
+    fn run_unchecked(&self, p: &Point) -> PointResult {
+        match self {
+            NrpcClient::Engine(node) => nrpc::run_engine(node, p).unwrap_or_else(|e| fail(&e)),
+            NrpcClient::Sdk(mesh, rt) => nrpc::run_sdk(mesh, rt, p)
+                .unwrap_or_else(|e| fail(&format!("nrpc {}: {e}", p.name()))),
+        }
+    }
+}
+
+impl Drop for NrpcClient {
+    fn drop(&mut self) {
+        // Best effort: the run's figures are already taken.
+        let grace = Duration::from_millis(200);
+        match self {
+            NrpcClient::Engine(node) => {
+                let _ = node.shutdown(grace);
+            }
+            NrpcClient::Sdk(mesh, _) => {
+                let _ = mesh.shutdown(grace);
+            }
+        }
+    }
+}
+
+fn run_nrpc(args: &Args, pts: &[Point]) -> (Vec<PointResult>, String, String) {
+    let (_server, addr) = start_server(args, Role::NrpcServer);
+    let client = NrpcClient::start(args, addr);
+    let (drv, aead) = client.describe();
+    let out = pts.iter().map(|p| client.run(p)).collect();
     (out, drv, aead)
+}
+
+/// What a sliced run measured: per point the merged raw and nRPC results
+/// (for the main table) and the slice pairs.
+struct Sliced {
+    raw: Vec<PointResult>,
+    nrpc: Vec<PointResult>,
+    series: Vec<SliceSeries>,
+    driver: String,
+    aead: String,
+}
+
+/// `--slices N`: both servers up at once (each parks while the other is
+/// measured), one raw socket and one nRPC session for the whole run; per
+/// point one unmeasured warm-up stretch per system, then N pairs of a raw
+/// slice followed at once by an nRPC slice.
+fn run_sliced(args: &Args, pts: &[Point]) -> Sliced {
+    let (_raw_server, raw_addr) = start_server(args, Role::RawServer);
+    let (_nrpc_server, nrpc_addr) = start_server(args, Role::NrpcServer);
+    pin(Some(args.client_cpu));
+    let mut raw_client = raw::Client::open(driver(args)).unwrap_or_else(|e| fail(&e.to_string()));
+    let nrpc_client = NrpcClient::start(args, nrpc_addr);
+    let (driver, aead) = nrpc_client.describe();
+    let never = AtomicBool::new(false);
+    // A slice the machine starved (no completion) is left out of the ratios;
+    // only a point with no completion in any slice fails (below).
+    let mut raw_slice = |p: &Point| {
+        raw_client
+            .run(p, raw_addr, &never)
+            .unwrap_or_else(|e| fail(&format!("raw {}: {e}", p.name())))
+    };
+    let mut out = Sliced {
+        raw: Vec::new(),
+        nrpc: Vec::new(),
+        series: Vec::new(),
+        driver,
+        aead,
+    };
+    for p in pts {
+        let slice = Point {
+            duration: Duration::from_millis(args.slice_ms),
+            warmup: Duration::from_millis(args.slice_warmup_ms),
+            ..p.clone()
+        };
+        let warm = Point {
+            warmup: p.warmup,
+            ..slice.clone()
+        };
+        raw_slice(&warm);
+        nrpc_client.run_unchecked(&warm);
+        let (mut raw_total, mut nrpc_total) = (PointResult::new(), PointResult::new());
+        let mut pairs = Vec::with_capacity(args.slices);
+        for _ in 0..args.slices {
+            let r = raw_slice(&slice);
+            let n = nrpc_client.run_unchecked(&slice);
+            merge(&mut raw_total, &r).unwrap_or_else(|e| fail(&e));
+            merge(&mut nrpc_total, &n).unwrap_or_else(|e| fail(&e));
+            pairs.push(SlicePair::new(&r, &n));
+        }
+        check(p, "raw", &raw_total);
+        check(p, "nrpc", &nrpc_total);
+        out.raw.push(raw_total);
+        out.nrpc.push(nrpc_total);
+        out.series.push(SliceSeries::new(
+            p.conc,
+            p.payload,
+            args.slice_ms,
+            args.slice_warmup_ms,
+            pairs,
+        ));
+    }
+    out
+}
+
+/// Prints each point's slice-ratio spreads and the pairs' gate ratios.
+fn print_slices(series: &[SliceSeries]) {
+    let show = |s: &Option<Spread>| {
+        s.as_ref().map_or("-".to_string(), |s| {
+            format!(
+                "median {:.3} (min {:.3}, q1 {:.3}, q3 {:.3}, max {:.3}, IQR {:.3})",
+                s.median, s.min, s.q1, s.q3, s.max, s.iqr
+            )
+        })
+    };
+    for s in series {
+        println!(
+            "slices c{}/{}B: {} pairs of {} ms (+{} ms warm-up each), {} left out (a starved slice)",
+            s.conc,
+            s.payload,
+            s.pairs.len(),
+            s.slice_ms,
+            s.slice_warmup_ms,
+            s.skipped
+        );
+        println!("  mean latency ratio {}", show(&s.mean_ratio));
+        println!("  p99 ratio {}", show(&s.p99_ratio));
+        println!("  p50 ratio {}", show(&s.p50_ratio));
+        println!("  qps ratio {}", show(&s.qps_ratio));
+        let each = |f: fn(&SlicePair) -> f64| {
+            let v: Vec<String> = s.pairs.iter().map(|p| format!("{:.2}", f(p))).collect();
+            v.join(" ")
+        };
+        println!("  mean latency ratio per pair: {}", each(|p| p.mean_ratio));
+        println!("  p99 ratio per pair: {}", each(|p| p.p99_ratio));
+    }
 }
 
 /// The handshake point against a fresh server; prints its line.
@@ -345,25 +514,14 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
-fn main() {
-    let args = Args::parse();
-    if let Some(role) = args.role {
-        serve_role(&args, role);
-        return;
-    }
-    let pts = points(&args);
-    let raw = if args.no_baseline {
-        Vec::new()
-    } else {
-        run_raw(&args, &pts)
-    };
-    let (nrpc, drv, aead) = run_nrpc(&args, &pts);
-    let mode = format!("{:?}", args.mode).to_lowercase();
-    let host = Host::detect(&aead);
-    println!(
-        "nrpc_qps — {} cores, kernel {}, {}; driver {drv}, mode {mode}, spin {} µs, {} process(es)",
-        host.cores, host.kernel, host.aead, args.spin_us, args.processes
-    );
+/// Prints the main table; returns its JSON records.
+fn table(
+    pts: &[Point],
+    raw: &[PointResult],
+    nrpc: &[PointResult],
+    drv: &str,
+    mode: &str,
+) -> Vec<Record> {
     println!("| conc | payload | raw qps | nrpc qps | qps ratio | raw p50 µs | nrpc p50 µs | p50 ratio | raw p99 µs | nrpc p99 µs | p99 ratio | nrpc p99.9 µs | errors |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut records = Vec::new();
@@ -389,10 +547,51 @@ fn main() {
             n.errors
         );
         if let Some(r) = r {
-            records.push(Record::new("raw", &drv, "raw", p, r));
+            records.push(Record::new("raw", drv, "raw", p, r));
         }
-        records.push(Record::new("nrpc", &drv, &mode, p, n));
+        records.push(Record::new("nrpc", drv, mode, p, n));
     }
+    records
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Some(role) = args.role {
+        serve_role(&args, role);
+        return;
+    }
+    let pts = points(&args);
+    let extra = injected_work();
+    if !extra.is_zero() {
+        eprintln!(
+            "nrpc_qps: INJECTED REGRESSION: the server handler busy-waits {} ns per call ({})",
+            extra.as_nanos(),
+            nrpc::INJECT_SPIN_ENV
+        );
+    }
+    let (raw, nrpc, drv, aead, series) = if args.slices > 0 {
+        if args.no_baseline {
+            fail("--slices compares with the baseline; drop --no-baseline");
+        }
+        let s = run_sliced(&args, &pts);
+        (s.raw, s.nrpc, s.driver, s.aead, s.series)
+    } else {
+        let raw = if args.no_baseline {
+            Vec::new()
+        } else {
+            run_raw(&args, &pts)
+        };
+        let (nrpc, drv, aead) = run_nrpc(&args, &pts);
+        (raw, nrpc, drv, aead, Vec::new())
+    };
+    let mode = format!("{:?}", args.mode).to_lowercase();
+    let host = Host::detect(&aead);
+    println!(
+        "nrpc_qps — {} cores, kernel {}, {}; driver {drv}, mode {mode}, spin {} µs, {} process(es)",
+        host.cores, host.kernel, host.aead, args.spin_us, args.processes
+    );
+    let mut records = table(&pts, &raw, &nrpc, &drv, &mode);
+    print_slices(&series);
     if let Some(h) = run_handshakes(&args) {
         let p = Point {
             conc: args.handshake_slots,
@@ -409,6 +608,7 @@ fn main() {
             host,
             command: std::env::args().collect::<Vec<_>>().join(" "),
             records,
+            slices: series,
         };
         let json = serde_json::to_string_pretty(&report).unwrap_or_default();
         std::fs::write(path, json)

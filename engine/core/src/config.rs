@@ -42,6 +42,9 @@ pub struct MeshNodeConfig {
     pub(crate) token: Option<net_trust::TokenChain>,
     pub(crate) testing_ignore_credit: bool,
     pub(crate) handshake_limits: HandshakeLimits,
+    pub(crate) max_sessions: usize,
+    pub(crate) max_sessions_per_peer: usize,
+    pub(crate) reserved_sessions: usize,
 }
 
 impl MeshNodeConfig {
@@ -75,6 +78,9 @@ impl MeshNodeConfig {
             token: None,
             testing_ignore_credit: false,
             handshake_limits: HandshakeLimits::default(),
+            max_sessions: net_proto::config::DEFAULT_MAX_SESSIONS,
+            max_sessions_per_peer: net_proto::config::DEFAULT_MAX_SESSIONS_PER_PEER,
+            reserved_sessions: net_proto::config::DEFAULT_RESERVED_SESSIONS,
         }
     }
 
@@ -213,6 +219,20 @@ impl MeshNodeConfig {
         self
     }
 
+    /// Each core's session table: at most `max` sessions (default 4 096),
+    /// at most `per_peer` of them accepted from one peer identity (default
+    /// 64; a peer opens one per core), and `reserved` slots (default 1 024)
+    /// that peers not added with [`with_peer`](Self::with_peer) cannot
+    /// take. When the table is full, an unconfigured peer's session is
+    /// evicted to make room; configured peers' sessions never are (policy:
+    /// `engine/proto/src/admission.rs`). `reserved` is capped at `max`.
+    pub fn with_session_limits(mut self, max: usize, per_peer: usize, reserved: usize) -> Self {
+        self.max_sessions = max.max(1);
+        self.max_sessions_per_peer = per_peer.max(1);
+        self.reserved_sessions = reserved.min(self.max_sessions);
+        self
+    }
+
     /// Driver batch size and datagram slot size.
     pub fn with_driver_config(mut self, cfg: DriverConfig) -> Self {
         self.driver_cfg = cfg;
@@ -258,6 +278,11 @@ impl MeshNodeConfig {
         c.lane = core as u16;
         c.testing_ignore_credit = self.testing_ignore_credit;
         c.handshake_limits = self.handshake_limits;
+        c.max_sessions = self.max_sessions;
+        c.max_sessions_per_peer = self.max_sessions_per_peer;
+        c.reserved_sessions = self.reserved_sessions;
+        // Configured peers use the reservation and are never evicted.
+        c.reserved_peers = self.peers.iter().map(|p| p.identity.node_id()).collect();
         // Receiver indexes should not be guessable off-path: seed from the
         // OS randomness std already uses for its hash keys.
         c.rng_seed = {
@@ -267,5 +292,31 @@ impl MeshNodeConfig {
             h.finish()
         };
         c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Configured peers reach every core's endpoint as reserved peers, with
+    /// the session limits.
+    #[test]
+    fn endpoint_config_reserves_configured_peers() {
+        let peer = Identity::from_seed(&[2; 32]).public();
+        let cfg = MeshNodeConfig::new(Identity::from_seed(&[1; 32]), [7; 32])
+            .with_peer(SocketAddr::from(([127, 0, 0, 1], 9)), peer)
+            .with_session_limits(512, 8, 64);
+        let ep = cfg.endpoint_config(0, Backend::Ring);
+        assert!(ep.reserved_peers.contains(&peer.node_id()));
+        assert_eq!(ep.reserved_peers.len(), 1);
+        assert_eq!(
+            (
+                ep.max_sessions,
+                ep.max_sessions_per_peer,
+                ep.reserved_sessions
+            ),
+            (512, 8, 64)
+        );
     }
 }

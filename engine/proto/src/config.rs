@@ -1,8 +1,9 @@
 //! Endpoint configuration and the transport parameters exchanged in the handshake.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
-use net_crypto::{Backend, Identity, Suite};
+use net_crypto::{Backend, Identity, NodeId, Suite};
 use zeroize::Zeroizing;
 
 use crate::wire::{Reader, WireError, Writer};
@@ -15,6 +16,14 @@ pub const DEFAULT_MAX_DATAGRAM: usize = 1452;
 /// 1 KiB calls coalesce a dozen to a datagram, small enough that a lost one
 /// (rare on loopback) costs little to resend.
 pub const DEFAULT_LOOPBACK_MAX_DATAGRAM: usize = 16_384;
+
+/// Default [`EndpointConfig::max_sessions`]: sessions per endpoint (core).
+pub const DEFAULT_MAX_SESSIONS: usize = 4096;
+/// Default [`EndpointConfig::max_sessions_per_peer`]: a peer opens one
+/// session per core, and the engine runs at most 64 cores.
+pub const DEFAULT_MAX_SESSIONS_PER_PEER: usize = 64;
+/// Default [`EndpointConfig::reserved_sessions`]: a quarter of the table.
+pub const DEFAULT_RESERVED_SESSIONS: usize = 1024;
 
 /// Everything an [`Endpoint`](crate::Endpoint) needs that does not change at run time.
 ///
@@ -54,10 +63,25 @@ pub struct EndpointConfig {
     /// for packets reordered across the update.
     pub key_grace: Duration,
     /// Bound on responder sessions whose handshake is not yet confirmed;
-    /// initiations beyond it are dropped and counted.
+    /// initiations beyond it are dropped and counted, except from peers in
+    /// `reserved_peers` (bounded by `max_sessions_per_peer` instead).
     pub max_half_open: usize,
-    /// Bound on established sessions.
+    /// Bound on sessions of any phase and role (the session table). When it
+    /// is full, an unreserved peer's session is evicted to make room; see
+    /// the admission policy in `engine/proto/src/admission.rs`.
     pub max_sessions: usize,
+    /// Responder sessions (half-open and established) one peer identity may
+    /// hold; an initiation on a new lane beyond it is refused and counted
+    /// (`handshake_peer_limit`). A peer legitimately opens one per core.
+    pub max_sessions_per_peer: usize,
+    /// Slots of `max_sessions` that peers outside `reserved_peers` cannot
+    /// take: unreserved peers together hold at most `max_sessions −
+    /// reserved_sessions` responder sessions.
+    pub reserved_sessions: usize,
+    /// Node ids of the configured peers: their sessions use the reservation
+    /// and are never evicted. Empty by default; the engine fills it from its
+    /// configured peers.
+    pub reserved_peers: HashSet<NodeId, ahash::RandomState>,
     /// Seed for the endpoint's receiver-index RNG (deterministic simulations).
     pub rng_seed: u64,
     /// The low `core_bits` bits of every receiver index this endpoint chooses
@@ -96,7 +120,10 @@ impl EndpointConfig {
             rekey_after_time: Duration::from_secs(120),
             key_grace: Duration::from_secs(2),
             max_half_open: 1024,
-            max_sessions: 4096,
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            max_sessions_per_peer: DEFAULT_MAX_SESSIONS_PER_PEER,
+            reserved_sessions: DEFAULT_RESERVED_SESSIONS,
+            reserved_peers: HashSet::default(),
             rng_seed: 0,
             core_id: 0,
             core_bits: 0,

@@ -18,6 +18,13 @@
 //! Application operations ([`Endpoint::call`], [`Endpoint::respond`], ...)
 //! may be made at any point; their output appears in the next
 //! `poll_transmit`. `now` must never go backwards.
+//!
+//! # Session table
+//!
+//! At most [`EndpointConfig::max_sessions`] sessions; which initiations get
+//! one (at most `max_sessions_per_peer` per identity, a share reserved for
+//! configured peers) and which session is evicted when the table is full is
+//! the admission policy of `crate::admission` (`engine/proto/src/admission.rs`).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -28,10 +35,11 @@ use net_crypto::{NodeId, PublicIdentity};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::admission::{Candidate, Room, SessionTable, CLOSE_EVICTED};
 use crate::config::EndpointConfig;
 use crate::cookie::{self, CookieJar, COOKIE_REPLY_LEN};
 use crate::event::{ApiError, CloseReason, Event, SessionId};
-use crate::handshake::{self, mac1_key, HandshakeError, RESP_LEN};
+use crate::handshake::{self, mac1_key, AcceptedInit, HandshakeError, RESP_LEN};
 use crate::ids::{CallId, CallKind, ReceiverIndex, ServiceId, Side, Status};
 use crate::pool::BufPool;
 use crate::services::Services;
@@ -81,10 +89,20 @@ pub struct Endpoint {
     /// Cookie replies waiting for `poll_transmit`, bounded by
     /// [`MAX_COOKIE_REPLIES`] (the driver drains it every loop pass).
     cookie_out: VecDeque<(SocketAddr, [u8; COOKIE_REPLY_LEN])>,
+    /// Responder sessions per peer, for the admission policy
+    /// ([`crate::admission`]).
+    table: SessionTable,
+    /// CLOSE datagrams of evicted sessions, written at eviction (the
+    /// session is gone before the next transmit pass), bounded by
+    /// [`MAX_FAREWELLS`].
+    farewells: VecDeque<(SocketAddr, Vec<u8>)>,
 }
 
 /// Most cookie replies queued between two transmit passes.
 const MAX_COOKIE_REPLIES: usize = 256;
+/// Most eviction CLOSEs queued between two transmit passes; beyond it an
+/// evicted peer learns of the eviction by its idle timeout.
+const MAX_FAREWELLS: usize = 256;
 
 macro_rules! ctx {
     ($self:ident, $now:expr) => {
@@ -127,6 +145,8 @@ impl Endpoint {
             limiter: crate::ratelimit::InitLimiter::new(cfg_limits, now),
             cookies,
             cookie_out: VecDeque::new(),
+            table: SessionTable::default(),
+            farewells: VecDeque::new(),
         }
     }
 
@@ -224,7 +244,9 @@ impl Endpoint {
     }
 
     /// Starts a session to `peer` at `addr`. Calls may be made on it at once;
-    /// they go out when the handshake completes (`Event::Connected`).
+    /// they go out when the handshake completes (`Event::Connected`). In a
+    /// full table an unreserved peer's session is evicted to make room
+    /// ([`crate::admission`]); `TooManySessions` if none may be.
     pub fn connect(
         &mut self,
         now: Instant,
@@ -232,7 +254,8 @@ impl Endpoint {
         addr: SocketAddr,
     ) -> Result<SessionId, ApiError> {
         if self.sessions.len() >= self.cfg.max_sessions {
-            return Err(ApiError::TooManySessions);
+            let victim = self.table.victim(&self.cfg, &self.sessions);
+            self.evict(now, victim.ok_or(ApiError::TooManySessions)?);
         }
         let idx = self.alloc_index();
         let id = SessionId(idx);
@@ -308,35 +331,78 @@ impl Endpoint {
             self.stats.handshake_rate_limited += 1;
             return;
         }
-        if self.half_open.len() >= self.cfg.max_half_open
-            || self.sessions.len() >= self.cfg.max_sessions
-        {
-            self.stats.handshake_error(&HandshakeError::Overloaded);
+        if let Err(e) = self.room_for_init(datagram) {
+            self.stats.handshake_error(&e);
             return;
         }
         let idx = self.alloc_index();
         let mut resp = [0u8; RESP_LEN];
-        let (half_open, confirmed) = (&self.half_open, &self.confirmed);
-        let replay = |node: &NodeId, lane: u16, ts: u64| {
-            let newest = [half_open.get(&(*node, lane)), confirmed.get(&(*node, lane))]
+        let mut room = Room::Free;
+        let (half_open, confirmed, table) = (&self.half_open, &self.confirmed, &self.table);
+        let (cfg, total) = (&self.cfg, self.sessions.len());
+        // Runs once the initiation authenticated, before the response exists.
+        let admit = |node: &NodeId, lane: u16, ts: u64| {
+            let (pending, live) = (half_open.get(&(*node, lane)), confirmed.get(&(*node, lane)));
+            let newest = [pending, live]
                 .into_iter()
                 .flatten()
                 .map(|e| e.timestamp)
                 .max();
-            match newest {
-                Some(last) if ts <= last => Err(HandshakeError::Replay),
-                _ => Ok(()),
+            if newest.is_some_and(|last| ts <= last) {
+                return Err(HandshakeError::Replay);
             }
+            let new = Candidate {
+                peer: node,
+                lane_held: newest.is_some(),
+                replaces_half_open: pending.is_some(),
+            };
+            room = table.admit(cfg, total, &new)?;
+            Ok(())
         };
         let local = self.local();
-        let accepted = handshake::respond(&local, datagram, idx, replay, &mut resp);
-        let acc = match accepted {
-            Ok((acc, _)) => acc,
-            Err(e) => {
-                self.stats.handshake_error(&e);
+        match handshake::respond(&local, datagram, idx, admit, &mut resp) {
+            Ok((acc, _)) => self.accept_init(now, src, idx, acc, resp, room),
+            Err(e) => self.stats.handshake_error(&e),
+        }
+    }
+
+    /// Before any public-key work: refuses an initiation no session could be
+    /// made for, whatever it proves. Peers in `reserved_peers` are exempt
+    /// from the half-open bound (the claim is checked by the handshake).
+    fn room_for_init(&self, datagram: &[u8]) -> Result<(), HandshakeError> {
+        let reserved = &self.cfg.reserved_peers;
+        if self.half_open.len() >= self.cfg.max_half_open
+            && (reserved.is_empty()
+                || !handshake::claimed_initiator(datagram)
+                    .is_some_and(|p| reserved.contains(&p.node_id())))
+        {
+            return Err(HandshakeError::Overloaded);
+        }
+        if self.sessions.len() >= self.cfg.max_sessions && self.table.evictable() == 0 {
+            return Err(HandshakeError::SessionTableFull);
+        }
+        Ok(())
+    }
+
+    /// An admitted initiation becomes a half-open responder session, after
+    /// an eviction if `room` asks for one.
+    fn accept_init(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        idx: ReceiverIndex,
+        acc: AcceptedInit,
+        resp: [u8; RESP_LEN],
+        room: Room,
+    ) {
+        if room == Room::Evict {
+            let Some(victim) = self.table.victim(&self.cfg, &self.sessions) else {
+                self.stats
+                    .handshake_error(&HandshakeError::SessionTableFull);
                 return;
-            }
-        };
+            };
+            self.evict(now, victim);
+        }
         let key = (acc.peer.node_id(), acc.lane);
         let entry = LaneEntry {
             timestamp: acc.timestamp,
@@ -362,6 +428,39 @@ impl Endpoint {
             &self.cfg,
         );
         self.sessions.insert(idx, s);
+        self.table.added(&self.cfg, key.0);
+        self.touch(idx);
+    }
+
+    /// Evicts a session to make room ([`crate::admission`]). Its slot is
+    /// reused at once, so an established session's CLOSE is written now and
+    /// queued for the next transmit pass.
+    fn evict(&mut self, now: Instant, idx: ReceiverIndex) {
+        let Some(s) = self.sessions.get_mut(&idx) else {
+            return;
+        };
+        let id = s.id;
+        let mut ctx = ctx!(self, now);
+        if s.is_established() && self.farewells.len() < MAX_FAREWELLS {
+            s.close_pending = Some(CLOSE_EVICTED);
+            let mut buf = vec![0u8; s.datagram_budget(ctx.cfg)];
+            if let Some(len) = s.write_datagram(&mut ctx, &mut buf) {
+                buf.truncate(len);
+                self.farewells.push_back((s.addr, buf));
+            }
+        }
+        s.close(&mut ctx, CloseReason::Evicted);
+        // A written CLOSE ends the session as `Local`; name the real reason
+        // (its `Closed` is the last event the close pushed).
+        if let Some(Event::Closed {
+            session, reason, ..
+        }) = self.events.back_mut()
+        {
+            if *session == id {
+                *reason = CloseReason::Evicted;
+            }
+        }
+        self.stats.sessions_evicted += 1;
         self.touch(idx);
     }
 
@@ -438,8 +537,11 @@ impl Endpoint {
             return;
         };
         if s.is_closed() {
-            let key = (s.peer_node, s.lane);
+            let (key, side) = ((s.peer_node, s.lane), s.side);
             self.sessions.remove(&idx);
+            if side == Side::Responder {
+                self.table.removed(&self.cfg, key.0);
+            }
             for map in [&mut self.half_open, &mut self.confirmed] {
                 if map.get(&key).is_some_and(|e| e.session == idx) {
                     map.remove(&key);
@@ -477,6 +579,17 @@ impl Endpoint {
                 dst,
                 len: COOKIE_REPLY_LEN,
             });
+        }
+        if let Some((dst, close)) = self.farewells.pop_front() {
+            if let Some(out) = buf.get_mut(..close.len()) {
+                out.copy_from_slice(&close);
+                self.stats.datagrams_tx += 1;
+                self.stats.bytes_tx += close.len() as u64;
+                return Some(Transmit {
+                    dst,
+                    len: close.len(),
+                });
+            }
         }
         while let Some(idx) = self.ready.pop_front() {
             let Some(s) = self.sessions.get_mut(&idx) else {

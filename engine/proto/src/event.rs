@@ -45,6 +45,10 @@ pub enum CloseReason {
     /// A newer session to the same peer and lane replaced this one.
     #[error("superseded by a newer session")]
     Superseded,
+    /// The session table was full and this unreserved peer's session gave
+    /// way to a new one (see the admission policy of the endpoint).
+    #[error("evicted from a full session table")]
+    Evicted,
 }
 
 /// An authenticated peer broke a rule; the session is closed with this.

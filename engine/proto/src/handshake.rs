@@ -74,6 +74,14 @@ pub enum HandshakeError {
     /// Too many unconfirmed responder sessions; the initiation was dropped.
     #[error("too many half-open handshakes")]
     Overloaded,
+    /// The initiator already holds `max_sessions_per_peer` sessions and
+    /// named a new lane; the initiation was refused.
+    #[error("the peer holds its limit of sessions")]
+    PeerSessionLimit,
+    /// The session table is full and holds no session that may be evicted
+    /// for this initiator; the initiation was refused.
+    #[error("session table full")]
+    SessionTableFull,
     /// The response names a receiver index we have no handshake for.
     #[error("handshake response for an unknown index")]
     UnknownIndex,
@@ -266,14 +274,23 @@ pub(crate) fn precheck_init(msg: &[u8], own_mac1_key: &[u8; 32]) -> Result<(), H
     check_mac1(msg, own_mac1_key)
 }
 
+/// The identity an initiation names in clear, unauthenticated: only for
+/// cheap decisions taken before the Noise work (which then checks it). `None`
+/// if the message is too short or the bytes are not a valid key.
+pub(crate) fn claimed_initiator(msg: &[u8]) -> Option<PublicIdentity> {
+    let id: &[u8; 32] = msg.get(8..INIT_HEADER_LEN)?.try_into().ok()?;
+    PublicIdentity::from_bytes(id).ok()
+}
+
 /// Responder side: validates an initiation and writes the response into `out`
-/// (which must hold [`RESP_LEN`] bytes). `check_replay` sees (peer, lane,
-/// timestamp) after the Noise message authenticated them and may refuse.
+/// (which must hold [`RESP_LEN`] bytes). `admit` sees (peer, lane,
+/// timestamp) after the Noise message authenticated them and may refuse
+/// (replay, session limits) before anything is written.
 pub(crate) fn respond(
     me: &Local<'_>,
     msg: &[u8],
     our_index: ReceiverIndex,
-    check_replay: impl FnOnce(&NodeId, u16, u64) -> Result<(), HandshakeError>,
+    admit: impl FnOnce(&NodeId, u16, u64) -> Result<(), HandshakeError>,
     out: &mut [u8],
 ) -> Result<(AcceptedInit, usize), HandshakeError> {
     let (local, psk, params, own_mac1_key) = (me.identity, me.psk, me.params, me.mac1);
@@ -305,7 +322,7 @@ pub(crate) fn respond(
     let timestamp = r.get_u64()?;
     let lane = r.get_u16()?;
     let peer_params = TransportParams::decode(&mut r)?;
-    check_replay(&peer.node_id(), lane, timestamp)?;
+    admit(&peer.node_id(), lane, timestamp)?;
 
     let out = out.get_mut(..RESP_LEN).ok_or(WireError::BufferTooSmall)?;
     let mut w = Writer::new(&mut out[..RESP_HEADER_LEN]);

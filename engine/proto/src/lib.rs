@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod admission;
 pub mod config;
 mod cookie;
 mod endpoint;
@@ -25,6 +26,7 @@ mod stats;
 mod stream;
 pub mod wire;
 
+pub use admission::CLOSE_EVICTED;
 pub use config::{EndpointConfig, TransportParams};
 pub use cookie::COOKIE_REPLY_LEN;
 pub use endpoint::{Endpoint, Transmit};

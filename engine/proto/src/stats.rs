@@ -49,6 +49,10 @@ pub struct EndpointStats {
     pub handshake_replay: u64,
     /// See [`HandshakeError::Overloaded`].
     pub handshake_overloaded: u64,
+    /// See [`HandshakeError::PeerSessionLimit`].
+    pub handshake_peer_limit: u64,
+    /// See [`HandshakeError::SessionTableFull`].
+    pub handshake_table_full: u64,
     /// Initiations dropped by the rate limiter (valid-looking, mac1 correct,
     /// over the per-second budget).
     pub handshake_rate_limited: u64,
@@ -88,6 +92,9 @@ pub struct EndpointStats {
     pub calls_completed: u64,
     /// Sessions closed (any reason).
     pub sessions_closed: u64,
+    /// Sessions of unreserved peers evicted to make room in a full session
+    /// table (also counted in `sessions_closed`).
+    pub sessions_evicted: u64,
 }
 
 impl EndpointStats {
@@ -101,6 +108,8 @@ impl EndpointStats {
             HandshakeError::IdentityMismatch => &mut self.handshake_identity_mismatch,
             HandshakeError::Replay => &mut self.handshake_replay,
             HandshakeError::Overloaded => &mut self.handshake_overloaded,
+            HandshakeError::PeerSessionLimit => &mut self.handshake_peer_limit,
+            HandshakeError::SessionTableFull => &mut self.handshake_table_full,
             HandshakeError::UnknownIndex => &mut self.handshake_unknown_index,
             HandshakeError::Timeout => return,
         };
