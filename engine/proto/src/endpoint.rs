@@ -736,7 +736,66 @@ impl Endpoint {
         session: SessionId,
         call: CallId,
     ) -> Result<(), ApiError> {
-        self.with_session(now, session, |s, _| s.cancel_call(call, Status::CANCELLED))
+        self.with_session(now, session, |s, ctx| {
+            s.cancel_call(ctx, call, Status::CANCELLED)
+        })
+    }
+
+    /// Switches the incoming stream of `call` (a server stream this side
+    /// called, or a client stream it serves) to credit on consumption:
+    /// from now on the peer gets more credit only as the application
+    /// reports what it read with [`consumed`](Self::consumed), counted from
+    /// the start of the stream (messages delivered before this call
+    /// included). Without it, credit follows delivery as `Event::Message`.
+    /// Idempotent. `UnknownCall`, or `InvalidForCall` if the peer does not
+    /// stream on this call.
+    pub fn defer_credit(&mut self, session: SessionId, call: CallId) -> Result<(), ApiError> {
+        self.sessions
+            .get_mut(&session.0)
+            .ok_or(ApiError::UnknownSession)?
+            .defer_credit(call)
+    }
+
+    /// The application read `msgs` more messages of `call`'s incoming
+    /// stream, `bytes` payload bytes in total (after
+    /// [`defer_credit`](Self::defer_credit)). Each message costs its bytes
+    /// plus `MESSAGE_CHARGE` credit units; reports beyond what was
+    /// delivered are clamped. May queue a CREDIT frame. `UnknownCall` once
+    /// the call is gone (harmless), `InvalidForCall` if credit was not
+    /// deferred.
+    pub fn consumed(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        call: CallId,
+        msgs: u64,
+        bytes: u64,
+    ) -> Result<(), ApiError> {
+        self.with_session(now, session, |s, _| s.consume_credit(call, msgs, bytes))
+    }
+
+    /// Stream payload bytes held by every call of every session, recounted
+    /// (O(calls)): what `stats().stream_bytes_buffered` tracks incrementally.
+    pub fn stream_bytes_held(&self) -> u64 {
+        self.sessions.values().map(|s| s.stream_bytes_held()).sum()
+    }
+
+    /// Test hook for hostile-peer tests, never used in production: this
+    /// side's STREAM_DATA on `call` carries `offset` instead of the true
+    /// offset (if `Some`), messages below `withhold` are never written, and
+    /// a caller does not wait for its request's acknowledgement.
+    #[doc(hidden)]
+    pub fn testing_forge_stream(
+        &mut self,
+        session: SessionId,
+        call: CallId,
+        offset: Option<u64>,
+        withhold: u64,
+    ) -> Result<(), ApiError> {
+        self.sessions
+            .get_mut(&session.0)
+            .ok_or(ApiError::UnknownSession)?
+            .forge_stream(call, offset, withhold)
     }
 
     /// Sends an opaque ANNOUNCE payload reliably.

@@ -35,7 +35,7 @@ pub use handshake::{HandshakeError, INIT_LEN, RESP_LEN};
 pub use ids::{CallId, CallKind, ReceiverIndex, ServiceId, Side, Status};
 pub use ratelimit::HandshakeLimits;
 pub use stats::EndpointStats;
-pub use stream::StreamViolation;
+pub use stream::{StreamViolation, MESSAGE_CHARGE};
 
 /// The hash map for per-packet lookups: aHash, randomly keyed per process.
 /// SipHash (std's default) was 13 % of each core at c128 in the

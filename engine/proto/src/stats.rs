@@ -3,8 +3,8 @@
 
 use crate::handshake::HandshakeError;
 
-/// Counters for one endpoint. Monotonic; plain integers (the endpoint is
-/// single-threaded; the engine aggregates per core).
+/// Counters for one endpoint. Monotonic except the gauges marked so; plain
+/// integers (the endpoint is single-threaded; the engine aggregates per core).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct EndpointStats {
     /// Datagrams handed to `handle`.
@@ -70,6 +70,15 @@ pub struct EndpointStats {
     pub handshake_unknown_index: u64,
     /// Sessions closed for a protocol violation by an authenticated peer.
     pub protocol_violations: u64,
+    /// Gauge (not monotonic): stream payload bytes held right now, received
+    /// but not yet delivered to the application plus sent but not yet
+    /// acknowledged. Bounded by the stream windows (docs/SECURITY.md).
+    pub stream_bytes_buffered: u64,
+    /// Highest value `stream_bytes_buffered` has reached.
+    pub stream_bytes_buffered_peak: u64,
+    /// Stream payload bytes received for calls already answered or
+    /// abandoned: checked against credit, then dropped unbuffered.
+    pub stream_bytes_discarded: u64,
     /// Packets declared lost.
     pub packets_lost: u64,
     /// Probe timeouts fired.
@@ -98,6 +107,20 @@ pub struct EndpointStats {
 }
 
 impl EndpointStats {
+    /// `n` more stream bytes are held (see `stream_bytes_buffered`).
+    pub(crate) fn stream_hold(&mut self, n: u64) {
+        self.stream_bytes_buffered += n;
+        self.stream_bytes_buffered_peak = self
+            .stream_bytes_buffered_peak
+            .max(self.stream_bytes_buffered);
+    }
+
+    /// `n` held stream bytes were delivered, acknowledged or dropped.
+    pub(crate) fn stream_release(&mut self, n: u64) {
+        debug_assert!(n <= self.stream_bytes_buffered, "stream gauge underflow");
+        self.stream_bytes_buffered = self.stream_bytes_buffered.saturating_sub(n);
+    }
+
     /// Counts a refused handshake message under its reason.
     pub fn handshake_error(&mut self, e: &HandshakeError) {
         let c = match e {

@@ -1,13 +1,35 @@
-//! Per-call message streams with byte-credit flow control, and the window of
+//! Per-call message streams with credit flow control, and the window of
 //! peer-opened call numbers already seen (exactly-once request delivery).
+//!
+//! # Credit units
+//!
+//! Stream credit counts *credit units*: a message of `len` payload bytes
+//! costs `len + MESSAGE_CHARGE`. Messages `0..=seq` of a direction therefore
+//! use `offset + len + MESSAGE_CHARGE * (seq + 1)` units, where `offset` is
+//! the byte offset carried on the wire (the sum of the lengths of messages
+//! `0..seq`). Charging per message bounds the *number* of messages a peer can
+//! make us hold, not only their bytes: empty messages are not free.
+//!
+//! # Memory bounds
+//!
+//! * A [`RecvStream`] holds (buffered, not yet delivered) at most
+//!   `granted − delivered` credit units: every buffered message must sit,
+//!   consistently with its neighbours, inside the window we granted.
+//! * With credit on consumption ([`RecvStream::defer`]), `granted` never
+//!   exceeds `consumed + window`, so what we buffer plus what the
+//!   application holds undelivered-to-its-reader is at most one window.
+//! * A [`SendStream`] holds (unacknowledged) at most `cap` credit units,
+//!   our own bound, whatever credit the peer grants.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use thiserror::Error;
 
-/// Out-of-order messages a receiver buffers per stream, beyond byte credit:
-/// empty messages cost no credit, so their count needs a bound of its own.
-pub const MAX_BUFFERED_MESSAGES: u64 = 1024;
+/// Credit units one stream message costs on top of its payload bytes
+/// (protocol constant, docs/PROTOCOL.md §9). It roughly covers what holding
+/// one buffered message costs (map entry and buffer header), so a window of
+/// credit bounds memory for any mix of message sizes.
+pub const MESSAGE_CHARGE: u64 = 64;
 
 /// A peer broke a flow-control or framing rule on a stream. Closes the session.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
@@ -15,15 +37,34 @@ pub enum StreamViolation {
     /// Data beyond the credit we granted.
     #[error("stream data beyond granted credit")]
     Credit,
-    /// A message number too far ahead of delivery.
+    /// A message number so high that its per-message charge alone exceeds
+    /// the credit we granted.
     #[error("stream message number too far ahead")]
     TooFarAhead,
-    /// Message offsets disagree with the lengths of earlier messages.
+    /// A message's offset disagrees with the messages around it or lies
+    /// behind data already delivered, or a retransmission differs from the
+    /// original.
     #[error("inconsistent stream offsets")]
     Offset,
     /// A message after the announced end of the stream.
     #[error("stream data after end")]
     AfterEnd,
+}
+
+/// What [`RecvStream::on_data`] did with a valid message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Accepted {
+    /// Buffered for delivery (its bytes are now held).
+    Kept,
+    /// Already buffered or delivered: an honest retransmission.
+    Duplicate,
+    /// Valid, but the stream discards data (its call is answered).
+    Discarded,
+}
+
+/// Credit units a message of `len` bytes costs.
+fn cost(len: usize) -> u64 {
+    len as u64 + MESSAGE_CHARGE
 }
 
 /// One outgoing stream message, kept until acknowledged.
@@ -35,33 +76,59 @@ pub(crate) struct OutMsg {
     pub pending: bool,
 }
 
+/// Test hook (hostile-peer tests): how a forged stream is written.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Forgery {
+    /// Write every message with this offset instead of its true one.
+    pub offset: Option<u64>,
+    /// Never write messages with a sequence below this.
+    pub withhold: u64,
+}
+
 /// Outgoing direction of a call's stream.
+///
+/// Invariant: the messages held in `msgs` (sent or not, unacknowledged or
+/// acknowledged out of order) cost at most `cap` credit units, unless the
+/// testing hook `testing_ignore_credit` bypasses [`fits`](Self::fits).
 pub(crate) struct SendStream {
     /// Unacknowledged messages; `msgs[0]` has sequence `base_seq`.
     pub msgs: VecDeque<OutMsg>,
     pub base_seq: u64,
     pub next_offset: u64,
-    /// Peer's credit: offset + len of any message must not exceed it.
+    /// Peer's credit, in credit units: messages `0..=seq` may cost at most this.
     pub limit: u64,
+    /// Our own bound on the credit units held in `msgs`: the peer's credit
+    /// alone would let a peer that never acknowledges make us keep
+    /// everything it allowed (up to 4 GiB per stream).
+    cap: u64,
+    /// Payload bytes held in `msgs`.
+    held: u64,
     /// Total messages, once finished.
     pub end: Option<u64>,
     pub end_pending: bool,
     pub end_acked: bool,
-    /// The app was refused for lack of credit; tell it when credit arrives.
-    pub blocked: bool,
+    /// The app was refused a message of this length; tell it (`Writable`)
+    /// once it fits.
+    pub blocked: Option<usize>,
+    /// Test hook; `None` in production.
+    pub forgery: Option<Forgery>,
 }
 
 impl SendStream {
-    pub fn new(limit: u64) -> Self {
+    /// `limit` is the peer's initial credit, `cap` our own bound on held credit.
+    pub fn new(limit: u64, cap: u64) -> Self {
         SendStream {
             msgs: VecDeque::new(),
             base_seq: 0,
             next_offset: 0,
             limit,
+            cap,
+            held: 0,
             end: None,
             end_pending: false,
             end_acked: false,
-            blocked: false,
+            blocked: None,
+            forgery: None,
         }
     }
 
@@ -69,9 +136,24 @@ impl SendStream {
         self.base_seq + self.msgs.len() as u64
     }
 
-    /// Whether a message of `len` bytes fits the peer's credit now.
+    /// Payload bytes held for retransmission.
+    pub fn held(&self) -> u64 {
+        self.held
+    }
+
+    /// The largest payload that can ever fit: larger messages would block forever.
+    pub fn max_message(&self) -> usize {
+        usize::try_from(self.cap.saturating_sub(MESSAGE_CHARGE)).unwrap_or(usize::MAX)
+    }
+
+    /// Whether a message of `len` bytes fits the peer's credit and our own
+    /// bound on unacknowledged data now.
     pub fn fits(&self, len: usize) -> bool {
-        self.next_offset + len as u64 <= self.limit
+        let used = self
+            .next_offset
+            .saturating_add(MESSAGE_CHARGE.saturating_mul(self.next_seq()));
+        let held = self.held + MESSAGE_CHARGE * self.msgs.len() as u64;
+        used.saturating_add(cost(len)) <= self.limit && held + cost(len) <= self.cap
     }
 
     /// Appends a message; the caller checked [`fits`](Self::fits). Returns its sequence.
@@ -85,6 +167,7 @@ impl SendStream {
             pending: true,
         });
         self.next_offset += len;
+        self.held += len;
         seq
     }
 
@@ -93,17 +176,54 @@ impl SendStream {
         self.msgs.get_mut(i)
     }
 
-    /// Marks `seq` acknowledged and releases the acknowledged prefix into `free`.
-    pub fn ack(&mut self, seq: u64, mut free: impl FnMut(Vec<u8>)) {
+    /// Marks `seq` acknowledged and releases the acknowledged prefix into
+    /// `free`. Returns the payload bytes released.
+    pub fn ack(&mut self, seq: u64, mut free: impl FnMut(Vec<u8>)) -> u64 {
         if let Some(m) = self.get_mut(seq) {
             m.acked = true;
         }
+        let mut released = 0;
         while self.msgs.front().is_some_and(|m| m.acked) {
             if let Some(m) = self.msgs.pop_front() {
+                released += m.data.len() as u64;
                 free(m.data);
             }
             self.base_seq += 1;
         }
+        self.held -= released;
+        released
+    }
+
+    /// The peer raised its credit to `limit`.
+    pub fn on_credit(&mut self, limit: u64) {
+        self.limit = self.limit.max(limit);
+    }
+
+    /// Sets our bound on held credit (once the peer's window is known).
+    pub fn set_cap(&mut self, cap: u64) {
+        self.cap = cap;
+    }
+
+    /// Whether the app was refused a message that fits now (then it is told
+    /// once: the refusal is cleared).
+    pub fn take_writable(&mut self) -> bool {
+        match self.blocked {
+            Some(len) if self.fits(len) => {
+                self.blocked = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Releases every held message into `free`; returns the payload bytes released.
+    pub fn drain(&mut self, mut free: impl FnMut(Vec<u8>)) -> u64 {
+        let released = self.held;
+        for m in self.msgs.drain(..) {
+            free(m.data);
+        }
+        self.held = 0;
+        released
     }
 
     /// Everything sent, including the end marker, is acknowledged.
@@ -113,16 +233,33 @@ impl SendStream {
 }
 
 /// Incoming direction of a call's stream.
+///
+/// Invariants (`delivered_credit` = `delivered + MESSAGE_CHARGE * next_seq`):
+/// * buffered messages occupy disjoint, ordered credit ranges inside
+///   `[delivered_credit, granted)`, so they cost at most
+///   `granted − delivered_credit` units — whatever offsets the peer claims;
+/// * `granted ≤ base + window`, where `base` is `consumed` under deferred
+///   credit and `delivered_credit` otherwise.
 pub(crate) struct RecvStream {
     pub next_seq: u64,
+    /// Payload bytes delivered: the offset message `next_seq` must carry.
     pub delivered: u64,
+    /// seq → (offset, payload).
     buffered: BTreeMap<u64, (u64, Vec<u8>)>,
+    /// Payload bytes in `buffered`.
+    held: u64,
     pub end: Option<u64>,
     window: u64,
-    /// Credit we have advertised (offset limit).
+    /// Credit we have advertised (credit units).
     pub granted: u64,
     pub credit_pending: bool,
     pub end_delivered: bool,
+    /// Credit units the application reported consumed, once credit follows
+    /// consumption instead of delivery.
+    consumed: Option<u64>,
+    /// Data is checked against the credit but no longer kept: the call is
+    /// answered (callee) or abandoned (caller), nobody will read it.
+    discard: bool,
 }
 
 impl RecvStream {
@@ -131,25 +268,46 @@ impl RecvStream {
             next_seq: 0,
             delivered: 0,
             buffered: BTreeMap::new(),
+            held: 0,
             end: None,
             window,
             granted: window,
             credit_pending: false,
             end_delivered: false,
+            consumed: None,
+            discard: false,
         }
     }
 
-    /// Accepts one message. Duplicates are ignored. `take` turns the borrowed
-    /// payload into an owned buffer only when it must be kept.
+    /// Payload bytes buffered, not yet delivered.
+    pub fn held(&self) -> u64 {
+        self.held
+    }
+
+    fn delivered_credit(&self) -> u64 {
+        self.delivered + MESSAGE_CHARGE * self.next_seq
+    }
+
+    /// Checks one message against credit, the end marker and the messages
+    /// around it, then keeps it unless it is a duplicate or the stream
+    /// discards. `take` turns the borrowed payload into an owned buffer
+    /// only when it is kept.
     pub fn on_data(
         &mut self,
         seq: u64,
         offset: u64,
         payload: &[u8],
         take: impl FnOnce(&[u8]) -> Vec<u8>,
-    ) -> Result<(), StreamViolation> {
+    ) -> Result<Accepted, StreamViolation> {
+        let len = payload.len() as u64;
+        let charge = seq
+            .checked_add(1)
+            .and_then(|n| n.checked_mul(MESSAGE_CHARGE))
+            .filter(|&c| c <= self.granted)
+            .ok_or(StreamViolation::TooFarAhead)?;
         let end = offset
-            .checked_add(payload.len() as u64)
+            .checked_add(len)
+            .and_then(|e| e.checked_add(charge))
             .ok_or(StreamViolation::Credit)?;
         if end > self.granted {
             return Err(StreamViolation::Credit);
@@ -157,14 +315,53 @@ impl RecvStream {
         if self.end.is_some_and(|e| seq >= e) {
             return Err(StreamViolation::AfterEnd);
         }
-        if seq < self.next_seq || self.buffered.contains_key(&seq) {
-            return Ok(());
+        if seq < self.next_seq {
+            // Delivered already: it must have lain before what was delivered.
+            return match offset + len <= self.delivered {
+                true => Ok(Accepted::Duplicate),
+                false => Err(StreamViolation::Offset),
+            };
         }
-        if seq - self.next_seq >= MAX_BUFFERED_MESSAGES {
-            return Err(StreamViolation::TooFarAhead);
+        if self.check_placement(seq, offset, len)? {
+            return Ok(Accepted::Duplicate);
+        }
+        if self.discard {
+            return Ok(Accepted::Discarded);
         }
         self.buffered.insert(seq, (offset, take(payload)));
-        Ok(())
+        self.held += len;
+        Ok(Accepted::Kept)
+    }
+
+    /// Message `seq ≥ next_seq` must start at or after what was delivered,
+    /// exactly there if it is next, and fit between its buffered
+    /// neighbours (exactly against adjacent ones). Returns whether it is a
+    /// retransmission of a buffered message (which must match it).
+    fn check_placement(&self, seq: u64, offset: u64, len: u64) -> Result<bool, StreamViolation> {
+        let bad = Err(StreamViolation::Offset);
+        if offset < self.delivered || (seq == self.next_seq && offset != self.delivered) {
+            return bad;
+        }
+        if let Some((o, d)) = self.buffered.get(&seq) {
+            return if *o == offset && d.len() as u64 == len {
+                Ok(true)
+            } else {
+                bad
+            };
+        }
+        if let Some((&p, (po, pd))) = self.buffered.range(..seq).next_back() {
+            let after = po + pd.len() as u64;
+            if offset < after || (p + 1 == seq && offset != after) {
+                return bad;
+            }
+        }
+        if let Some((&n, (no, _))) = self.buffered.range(seq + 1..).next() {
+            let end = offset + len;
+            if *no < end || (n == seq + 1 && *no != end) {
+                return bad;
+            }
+        }
+        Ok(false)
     }
 
     /// Records the peer's end marker.
@@ -193,18 +390,64 @@ impl RecvStream {
             return Ok(None);
         }
         let (offset, data) = entry.remove();
+        // Checked on arrival; kept as a guard for the invariant.
         if offset != self.delivered {
             return Err(StreamViolation::Offset);
         }
+        let len = data.len() as u64;
+        self.held -= len;
         self.next_seq += 1;
-        self.delivered += data.len() as u64;
-        // Grant more once half the window is consumed: one CREDIT frame per
-        // half window instead of one per message.
-        if self.delivered + self.window - self.granted >= self.window / 2 {
-            self.granted = self.delivered + self.window;
+        self.delivered += len;
+        self.maybe_grant();
+        Ok(Some(data))
+    }
+
+    /// Raises the credit once half a window was delivered (or consumed,
+    /// under deferred credit): one CREDIT frame per half window, not per message.
+    fn maybe_grant(&mut self) {
+        let base = self.consumed.unwrap_or_else(|| self.delivered_credit());
+        if (base + self.window).saturating_sub(self.granted) >= self.window / 2 {
+            self.granted = base + self.window;
             self.credit_pending = true;
         }
-        Ok(Some(data))
+    }
+
+    /// From now on credit follows what the application reports consumed
+    /// ([`consume`](Self::consume)), counted from the start of the stream.
+    /// Idempotent.
+    pub fn defer(&mut self) {
+        if self.consumed.is_none() {
+            self.consumed = Some(0);
+        }
+    }
+
+    /// Whether credit follows consumption.
+    pub fn deferred(&self) -> bool {
+        self.consumed.is_some()
+    }
+
+    /// The application consumed `msgs` messages of `bytes` payload bytes in
+    /// total. Clamped to what was delivered: credit is never granted for
+    /// data the application cannot have read. No-op unless deferred.
+    pub fn consume(&mut self, msgs: u64, bytes: u64) {
+        let Some(consumed) = self.consumed else {
+            return;
+        };
+        let units = MESSAGE_CHARGE.saturating_mul(msgs).saturating_add(bytes);
+        self.consumed = Some(consumed.saturating_add(units).min(self.delivered_credit()));
+        self.maybe_grant();
+    }
+
+    /// Stops keeping data (the call is answered or abandoned) and releases
+    /// what is buffered into `free`; returns the payload bytes released.
+    pub fn discard(&mut self, mut free: impl FnMut(Vec<u8>)) -> u64 {
+        self.discard = true;
+        let released = self.held;
+        while let Some((_, (_, data))) = self.buffered.pop_first() {
+            free(data);
+        }
+        self.held = 0;
+        released
     }
 
     /// All messages up to the end marker have been delivered.
@@ -274,51 +517,165 @@ impl SeenWindow {
 mod tests {
     use super::*;
 
+    const C: u64 = MESSAGE_CHARGE;
+
+    fn keep(r: &mut RecvStream, seq: u64, off: u64, p: &[u8]) -> Result<Accepted, StreamViolation> {
+        r.on_data(seq, off, p, |p| p.to_vec())
+    }
+
     #[test]
     fn recv_reorders_and_grants() {
-        let mut r = RecvStream::new(10);
-        r.on_data(1, 3, b"defg", |p| p.to_vec()).unwrap();
+        let mut r = RecvStream::new(256);
+        assert_eq!(keep(&mut r, 1, 3, b"defg"), Ok(Accepted::Kept));
         assert_eq!(r.pop().unwrap(), None);
-        r.on_data(0, 0, b"abc", |p| p.to_vec()).unwrap();
-        r.on_data(0, 0, b"abc", |p| p.to_vec()).unwrap();
+        assert_eq!(keep(&mut r, 0, 0, b"abc"), Ok(Accepted::Kept));
+        assert_eq!(keep(&mut r, 0, 0, b"abc"), Ok(Accepted::Duplicate));
+        assert_eq!(r.held(), 7);
         assert_eq!(r.pop().unwrap().as_deref(), Some(&b"abc"[..]));
         assert!(!r.credit_pending);
         assert_eq!(r.pop().unwrap().as_deref(), Some(&b"defg"[..]));
         assert!(r.credit_pending);
-        assert_eq!(r.granted, 17);
-        assert_eq!(
-            r.on_data(2, 7, &[0; 11], |p| p.to_vec()),
-            Err(StreamViolation::Credit)
-        );
+        assert_eq!(r.granted, 7 + 2 * C + 256);
+        assert_eq!(r.held(), 0);
+        // A retransmission of a delivered message is a harmless duplicate.
+        assert_eq!(keep(&mut r, 1, 3, b"defg"), Ok(Accepted::Duplicate));
+        assert_eq!(keep(&mut r, 2, 7, &[0; 200]), Err(StreamViolation::Credit));
         r.on_end(2).unwrap();
         assert!(r.finished());
-        assert_eq!(
-            r.on_data(2, 7, b"x", |p| p.to_vec()),
-            Err(StreamViolation::AfterEnd)
-        );
+        assert_eq!(keep(&mut r, 2, 7, b"x"), Err(StreamViolation::AfterEnd));
     }
 
     #[test]
-    fn recv_bounds_empty_messages() {
-        let mut r = RecvStream::new(10);
+    fn recv_refuses_offsets_that_disagree() {
+        let mut r = RecvStream::new(1 << 20);
+        assert_eq!(keep(&mut r, 1, 0, &[1; 100]), Ok(Accepted::Kept));
+        // The attack: every message claims offset 0.
+        assert_eq!(keep(&mut r, 2, 0, &[1; 100]), Err(StreamViolation::Offset));
+        assert_eq!(keep(&mut r, 3, 50, &[1; 10]), Err(StreamViolation::Offset));
+        assert_eq!(keep(&mut r, 0, 5, b""), Err(StreamViolation::Offset));
+        assert_eq!(keep(&mut r, 0, 0, &[1; 5]), Err(StreamViolation::Offset));
+        assert_eq!(keep(&mut r, 1, 0, &[1; 99]), Err(StreamViolation::Offset));
+        assert_eq!(keep(&mut r, 5, 1000, b"x"), Ok(Accepted::Kept));
+        assert_eq!(keep(&mut r, 4, 990, &[1; 20]), Err(StreamViolation::Offset));
+        assert_eq!(keep(&mut r, 4, 999, &[1; 1]), Ok(Accepted::Kept));
+        assert_eq!(keep(&mut r, 6, 1000, b""), Err(StreamViolation::Offset));
+        assert_eq!(r.held(), 102);
+    }
+
+    #[test]
+    fn recv_charges_every_message() {
+        let mut r = RecvStream::new(10 * C);
+        assert_eq!(keep(&mut r, 9, 0, b""), Ok(Accepted::Kept));
+        assert_eq!(keep(&mut r, 10, 0, b""), Err(StreamViolation::TooFarAhead));
         assert_eq!(
-            r.on_data(MAX_BUFFERED_MESSAGES, 0, b"", |p| p.to_vec()),
+            keep(&mut r, u64::MAX, 0, b""),
             Err(StreamViolation::TooFarAhead)
         );
+        assert_eq!(keep(&mut r, 9, 0, b"x"), Err(StreamViolation::Credit));
+        assert_eq!(
+            keep(&mut r, 0, u64::MAX, b"x"),
+            Err(StreamViolation::Credit)
+        );
+    }
+
+    /// Whatever a peer sends, what is buffered fits the credit granted
+    /// beyond what was delivered (xorshift-driven, seeded).
+    #[test]
+    fn recv_holds_at_most_the_granted_window() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..200 {
+            let mut r = RecvStream::new(4096);
+            let mut kept = 0;
+            for _ in 0..300 {
+                let (a, b, c) = (next(), next(), next());
+                let seq = r.next_seq + a % 40;
+                let offset = match b % 3 {
+                    0 => r.delivered + b % 512,
+                    1 => r.delivered + (seq - r.next_seq) * 37,
+                    _ => b % 4096,
+                };
+                let payload = vec![0u8; (c % 300) as usize];
+                if keep(&mut r, seq, offset, &payload) == Ok(Accepted::Kept) {
+                    kept += 1;
+                }
+                let held = r.held() + C * r.buffered.len() as u64;
+                assert!(held <= r.granted - r.delivered_credit(), "round {round}");
+                if c % 5 == 0 {
+                    while let Ok(Some(_)) = r.pop() {}
+                }
+            }
+            assert!(kept > 0);
+        }
     }
 
     #[test]
-    fn send_acks_release_prefix() {
-        let mut s = SendStream::new(8);
-        assert!(s.fits(8) && !s.fits(9));
-        s.push(vec![1; 4]);
-        s.push(vec![2; 4]);
+    fn deferred_credit_follows_consumption() {
+        let mut r = RecvStream::new(1000);
+        r.defer();
+        for seq in 0..6 {
+            assert_eq!(keep(&mut r, seq, seq * 100, &[0; 100]), Ok(Accepted::Kept));
+            assert!(r.pop().unwrap().is_some());
+        }
+        assert!(!r.credit_pending, "delivery alone grants nothing");
+        assert_eq!(
+            keep(&mut r, 6, 600, &[0; 100]),
+            Err(StreamViolation::Credit)
+        );
+        r.consume(3, 300);
+        assert!(!r.credit_pending);
+        r.consume(1, 100);
+        assert!(r.credit_pending);
+        assert_eq!(r.granted, 4 * (100 + C) + 1000);
+        // Reports beyond what was delivered are clamped.
+        r.consume(100, 100_000);
+        assert_eq!(r.consumed, Some(6 * (100 + C)));
+    }
+
+    #[test]
+    fn discarding_still_checks_credit() {
+        let mut r = RecvStream::new(1000);
+        assert_eq!(keep(&mut r, 1, 10, &[0; 10]), Ok(Accepted::Kept));
         let mut freed = 0;
-        s.ack(1, |_| freed += 1);
-        assert_eq!(freed, 0);
-        s.ack(0, |_| freed += 1);
-        assert_eq!(freed, 2);
+        assert_eq!(r.discard(|_| freed += 1), 10);
+        assert_eq!((freed, r.held()), (1, 0));
+        assert_eq!(keep(&mut r, 2, 20, &[0; 10]), Ok(Accepted::Discarded));
+        assert_eq!(keep(&mut r, 3, 30, &[0; 900]), Err(StreamViolation::Credit));
+        assert_eq!(r.held(), 0);
+    }
+
+    #[test]
+    fn send_respects_credit_and_own_cap() {
+        let mut s = SendStream::new(8 + 2 * C, 1 << 20);
+        assert!(s.fits(8 + C as usize) && !s.fits(9 + C as usize));
+        s.push(vec![1; 4]);
+        assert!(s.fits(4) && !s.fits(5));
+        s.push(vec![2; 4]);
+        s.blocked = Some(1);
+        assert!(!s.take_writable());
+        s.on_credit(8 + 3 * C + 1);
+        assert!(s.take_writable() && s.blocked.is_none());
+        let mut freed = 0;
+        assert_eq!(s.ack(1, |_| freed += 1), 0);
+        assert_eq!(s.ack(0, |_| freed += 1), 8);
+        assert_eq!((freed, s.held()), (2, 0));
         assert!(s.all_acked());
+        // A peer granting 4 GiB still cannot make us hold more than `cap`.
+        let mut s = SendStream::new(u64::from(u32::MAX), 3 * (100 + C));
+        for _ in 0..3 {
+            assert!(s.fits(100));
+            s.push(vec![0; 100]);
+        }
+        assert!(!s.fits(0));
+        s.blocked = Some(100);
+        assert_eq!(s.ack(0, |_| {}), 100);
+        assert!(s.take_writable());
+        assert_eq!(s.max_message() as u64, 3 * (100 + C) - C);
     }
 
     #[test]

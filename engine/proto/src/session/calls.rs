@@ -15,7 +15,7 @@ use std::time::Instant;
 use super::{Ctx, Sent, Session};
 use crate::event::{ApiError, Event, ProtocolViolation};
 use crate::ids::{CallId, CallKind, ServiceId, Side, Status};
-use crate::stream::{RecvStream, SendStream};
+use crate::stream::{Accepted, Forgery, RecvStream, SendStream};
 use crate::wire::Frame;
 
 /// Which end of the call this side is.
@@ -57,7 +57,7 @@ impl Call {
         kind: CallKind,
         service: ServiceId,
         deadline: Option<Instant>,
-        send_window: u64,
+        send: SendStream,
         recv_window: u64,
     ) -> Self {
         Call {
@@ -68,7 +68,7 @@ impl Call {
             head: None,
             head_pending: false,
             req_end: true,
-            send: SendStream::new(send_window),
+            send,
             recv: RecvStream::new(recv_window),
             response: None,
             response_pending: false,
@@ -94,11 +94,46 @@ impl Session {
         self.side
     }
 
-    fn peer_send_window(&self) -> u64 {
-        self.transport()
-            .map_or(u64::from(crate::config::MIN_STREAM_WINDOW), |t| {
-                u64::from(t.peer_params.stream_window)
-            })
+    /// The outgoing stream of a new call: the peer's window is its first
+    /// credit; what we hold unacknowledged is capped by the smaller of its
+    /// window and ours, so a peer announcing 4 GiB and never acknowledging
+    /// cannot make us keep more than our own window. Before the handshake
+    /// the peer's window is unknown: the minimum every peer grants, and our
+    /// own cap, until [`on_peer_window`](Self::on_peer_window).
+    fn new_send_stream(&self, cfg: &crate::EndpointConfig) -> SendStream {
+        let own = u64::from(cfg.params.stream_window);
+        match self.transport() {
+            Some(t) => {
+                let peer = u64::from(t.peer_params.stream_window);
+                SendStream::new(peer, peer.min(own))
+            }
+            None => SendStream::new(u64::from(crate::config::MIN_STREAM_WINDOW), own),
+        }
+    }
+
+    /// The handshake told us the peer's stream window: calls opened before
+    /// it get their real credit and cap (and `Writable` if they were refused).
+    pub(super) fn on_peer_window(&mut self, ctx: &mut Ctx<'_>, peer_window: u32) {
+        let (peer, own) = (
+            u64::from(peer_window),
+            u64::from(ctx.cfg.params.stream_window),
+        );
+        let mut woken = Vec::new();
+        for (&id, call) in self.calls.iter_mut() {
+            call.send.on_credit(peer);
+            call.send.set_cap(peer.min(own));
+            if call.send.take_writable() {
+                woken.push(id);
+            }
+        }
+        // Once per session: sorted, so the events do not follow hash order.
+        woken.sort_unstable();
+        for call in woken {
+            ctx.events.push_back(Event::Writable {
+                session: self.id,
+                call,
+            });
+        }
     }
 
     fn push_fresh(&mut self, s: Sent) {
@@ -128,17 +163,17 @@ impl Session {
         let id = CallId::new(self.next_call_seq, self.our_side());
         self.next_call_seq += 1;
         let window = u64::from(ctx.cfg.params.stream_window);
-        let mut call = Call::new(
-            Role::Caller,
-            kind,
-            service,
-            deadline,
-            self.peer_send_window(),
-            window,
-        );
+        let send = self.new_send_stream(ctx.cfg);
+        let mut call = Call::new(Role::Caller, kind, service, deadline, send, window);
         call.head = Some(ctx.pool.copy_of(payload));
         call.head_pending = true;
         call.req_end = !caller_streams(kind);
+        if !callee_streams(kind) {
+            // The callee never streams on this kind: its stream data would
+            // be a violation (AfterEnd), not something to buffer.
+            call.recv.end = Some(0);
+            call.recv.end_delivered = true;
+        }
         self.calls.insert(id, call);
         if let Some(d) = deadline {
             self.deadlines.push(Reverse((d, id)));
@@ -170,6 +205,7 @@ impl Session {
         call.response = Some((status, call.send.next_seq(), ctx.pool.copy_of(payload)));
         call.response_pending = true;
         ctx.services.release(call.service);
+        stop_receiving(ctx, call);
         self.push_fresh(Sent::Response(id));
         Ok(())
     }
@@ -190,6 +226,7 @@ impl Session {
         if !may_stream || call.send.end.is_some() {
             return Err(ApiError::InvalidForCall);
         }
+        let max = max.min(call.send.max_message());
         if payload.len() > max {
             return Err(ApiError::PayloadTooLarge {
                 len: payload.len(),
@@ -197,10 +234,11 @@ impl Session {
             });
         }
         if !call.send.fits(payload.len()) && !ctx.cfg.testing_ignore_credit {
-            call.send.blocked = true;
+            call.send.blocked = Some(payload.len());
             return Err(ApiError::StreamBlocked);
         }
         let seq = call.send.push(ctx.pool.copy_of(payload));
+        ctx.stats.stream_hold(payload.len() as u64);
         if self.stream_may_flow(id) {
             self.push_fresh(Sent::Stream(id, seq));
         }
@@ -222,12 +260,18 @@ impl Session {
     }
 
     /// The caller gives up on a call; no `Response` event follows.
-    pub fn cancel_call(&mut self, id: CallId, status: Status) -> Result<(), ApiError> {
+    pub fn cancel_call(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: CallId,
+        status: Status,
+    ) -> Result<(), ApiError> {
         let call = self.calls.get_mut(&id).ok_or(ApiError::UnknownCall)?;
         if call.role != Role::Caller || call.done {
             return Err(ApiError::UnknownCall);
         }
         call.done = true;
+        stop_receiving(ctx, call);
         call.cancel = Some(status);
         call.cancel_pending = true;
         self.queue.push_front(Sent::Cancel(id));
@@ -250,7 +294,7 @@ impl Session {
             }
             match call.role {
                 Role::Caller => {
-                    let _ = self.cancel_call(id, Status::TIMEOUT);
+                    let _ = self.cancel_call(ctx, id, Status::TIMEOUT);
                     self.emit_response(ctx, id, Status::TIMEOUT, Vec::new());
                 }
                 Role::Callee => {
@@ -277,7 +321,8 @@ impl Session {
     }
 
     /// A call is dropped while the session closes.
-    pub(super) fn abandon_call(&mut self, ctx: &mut Ctx<'_>, id: CallId, call: Call) {
+    pub(super) fn abandon_call(&mut self, ctx: &mut Ctx<'_>, id: CallId, mut call: Call) {
+        release_streams(ctx, &mut call);
         match call.role {
             Role::Caller if !call.done => {
                 self.emit_response(ctx, id, Status::UNAVAILABLE, Vec::new())
@@ -289,17 +334,15 @@ impl Session {
 
     /// Frees a finished call; a peer-opened one returns call credit.
     pub(super) fn remove_call(&mut self, ctx: &mut Ctx<'_>, id: CallId) {
-        let Some(call) = self.calls.remove(&id) else {
+        let Some(mut call) = self.calls.remove(&id) else {
             return;
         };
+        release_streams(ctx, &mut call);
         if let Some(h) = call.head {
             ctx.pool.put(h);
         }
         if let Some((_, _, body)) = call.response {
             ctx.pool.put(body);
-        }
-        for m in call.send.msgs {
-            ctx.pool.put(m.data);
         }
         if id.opener() != self.side {
             self.peer_call_closed(ctx);
@@ -388,14 +431,8 @@ impl Session {
         let deadline =
             (deadline_ms > 0).then(|| ctx.now + std::time::Duration::from_millis(deadline_ms));
         let window = u64::from(ctx.cfg.params.stream_window);
-        let mut call = Call::new(
-            Role::Callee,
-            kind,
-            service,
-            deadline,
-            self.peer_send_window(),
-            window,
-        );
+        let send = self.new_send_stream(ctx.cfg);
+        let mut call = Call::new(Role::Callee, kind, service, deadline, send, window);
         if end || !caller_streams(kind) {
             call.recv.end = Some(0);
             call.recv.end_delivered = true;
@@ -408,11 +445,14 @@ impl Session {
             } else {
                 ctx.stats.calls_backpressure += 1;
             }
-            // Not admitted, so nothing to release: mark done before responding.
+            // Not admitted, so nothing to release: mark done before
+            // responding. Stream data that follows is checked, not kept:
+            // the refusal's ACK may never come.
             if let Some(c) = self.calls.get_mut(&id) {
                 c.done = true;
                 c.response = Some((status, 0, Vec::new()));
                 c.response_pending = true;
+                stop_receiving(ctx, c);
             }
             self.push_fresh(Sent::Response(id));
             return Ok(());
@@ -500,8 +540,15 @@ impl Session {
             return Ok(());
         };
         let pool = &mut *ctx.pool;
-        call.recv
-            .on_data(seq, offset, payload, |p| pool.copy_of(p))?;
+        let len = payload.len() as u64;
+        match call
+            .recv
+            .on_data(seq, offset, payload, |p| pool.copy_of(p))?
+        {
+            Accepted::Kept => ctx.stats.stream_hold(len),
+            Accepted::Discarded => ctx.stats.stream_bytes_discarded += len,
+            Accepted::Duplicate => {}
+        }
         self.deliver_stream(ctx, id)
     }
 
@@ -530,6 +577,7 @@ impl Session {
         let credit_was_pending = call.recv.credit_pending;
         while let Some(payload) = call.recv.pop()? {
             delivered = true;
+            ctx.stats.stream_release(payload.len() as u64);
             if call.done && call.role == Role::Caller {
                 ctx.pool.put(payload);
             } else {
@@ -568,14 +616,79 @@ impl Session {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
-        if limit > call.send.limit {
-            call.send.limit = limit;
-            if std::mem::take(&mut call.send.blocked) {
-                ctx.events.push_back(Event::Writable {
-                    session: self.id,
-                    call: id,
-                });
-            }
+        call.send.on_credit(limit);
+        if call.send.take_writable() {
+            ctx.events.push_back(Event::Writable {
+                session: self.id,
+                call: id,
+            });
         }
     }
+
+    /// Stream payload bytes held by this session's calls (recounted).
+    pub fn stream_bytes_held(&self) -> u64 {
+        self.calls
+            .values()
+            .map(|c| c.recv.held() + c.send.held())
+            .sum()
+    }
+
+    /// Switches the incoming stream of `id` to credit on consumption (see
+    /// [`Endpoint::defer_credit`](crate::Endpoint::defer_credit)).
+    pub fn defer_credit(&mut self, id: CallId) -> Result<(), ApiError> {
+        let call = self.calls.get_mut(&id).ok_or(ApiError::UnknownCall)?;
+        let peer_streams = match call.role {
+            Role::Caller => callee_streams(call.kind),
+            Role::Callee => caller_streams(call.kind),
+        };
+        if !peer_streams {
+            return Err(ApiError::InvalidForCall);
+        }
+        call.recv.defer();
+        Ok(())
+    }
+
+    /// The application consumed `msgs` messages of `bytes` bytes of the
+    /// incoming stream of `id` (see [`Endpoint::consumed`](crate::Endpoint::consumed)).
+    pub fn consume_credit(&mut self, id: CallId, msgs: u64, bytes: u64) -> Result<(), ApiError> {
+        let call = self.calls.get_mut(&id).ok_or(ApiError::UnknownCall)?;
+        if !call.recv.deferred() {
+            return Err(ApiError::InvalidForCall);
+        }
+        let was_pending = call.recv.credit_pending;
+        call.recv.consume(msgs, bytes);
+        if call.recv.credit_pending && !was_pending {
+            self.queue.push_front(Sent::StreamCredit(id));
+        }
+        Ok(())
+    }
+
+    /// Test hook: see [`Endpoint::testing_forge_stream`](crate::Endpoint::testing_forge_stream).
+    pub fn forge_stream(
+        &mut self,
+        id: CallId,
+        offset: Option<u64>,
+        withhold: u64,
+    ) -> Result<(), ApiError> {
+        let call = self.calls.get_mut(&id).ok_or(ApiError::UnknownCall)?;
+        call.send.forgery = Some(Forgery { offset, withhold });
+        Ok(())
+    }
+}
+
+/// The call is answered (callee) or abandoned (caller): nobody will read
+/// its incoming stream, so what is buffered goes and later data is only
+/// checked against credit.
+fn stop_receiving(ctx: &mut Ctx<'_>, call: &mut Call) {
+    let pool = &mut *ctx.pool;
+    let released = call.recv.discard(|b| pool.put(b));
+    ctx.stats.stream_release(released);
+}
+
+/// Returns every stream buffer of a call that is going away.
+fn release_streams(ctx: &mut Ctx<'_>, call: &mut Call) {
+    stop_receiving(ctx, call);
+    let pool = &mut *ctx.pool;
+    let released = call.send.drain(|b| pool.put(b));
+    ctx.stats.stream_release(released);
 }

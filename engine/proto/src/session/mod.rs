@@ -322,6 +322,7 @@ impl Session {
             );
         }
         self.call_limit = u64::from(params.max_calls);
+        self.on_peer_window(ctx, params.stream_window);
         self.phase = Phase::Established(Box::new(t));
         self.last_recv = ctx.now;
         ctx.stats.handshakes_completed += 1;

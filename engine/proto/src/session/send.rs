@@ -244,13 +244,17 @@ impl Session {
                 let Some(c) = self.calls.get_mut(&id) else {
                     return Written::Stale;
                 };
+                let forgery = c.send.forgery;
+                if forgery.is_some_and(|f| seq < f.withhold) {
+                    return Written::Stale;
+                }
                 let Some(m) = c.send.get_mut(seq).filter(|m| m.pending && !m.acked) else {
                     return Written::Stale;
                 };
                 let f = Frame::StreamData {
                     call: id,
                     seq,
-                    offset: m.offset,
+                    offset: forgery.and_then(|f| f.offset).unwrap_or(m.offset),
                     payload: &m.data,
                 };
                 return finish(f.encode(w), &mut m.pending);
@@ -380,7 +384,14 @@ impl Session {
             Sent::Stream(id, seq) => {
                 if let Some(c) = self.calls.get_mut(&id) {
                     let pool = &mut *ctx.pool;
-                    c.send.ack(seq, |b| pool.put(b));
+                    ctx.stats.stream_release(c.send.ack(seq, |b| pool.put(b)));
+                    // Acknowledgements free room under our own cap too.
+                    if c.send.take_writable() {
+                        ctx.events.push_back(crate::event::Event::Writable {
+                            session: self.id,
+                            call: id,
+                        });
+                    }
                 }
                 self.maybe_finish_callee(ctx, id);
             }
@@ -395,11 +406,12 @@ impl Session {
         }
     }
 
-    /// Whether a caller's stream frames may be queued yet (the request is acknowledged).
+    /// Whether a caller's stream frames may be queued yet (the request is
+    /// acknowledged; a forged test stream does not wait).
     pub(super) fn stream_may_flow(&self, id: crate::ids::CallId) -> bool {
         self.calls
             .get(&id)
-            .is_some_and(|c| c.role == Role::Callee || c.head.is_none())
+            .is_some_and(|c| c.role == Role::Callee || c.head.is_none() || c.send.forgery.is_some())
     }
 }
 
