@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use net_crypto::NodeId;
-use net_engine::{CallEvents, CallHandle};
+use net_engine::{CallEvents, CallHandle, SendError};
 use net_proto::{CallKind, ServiceId, Status};
 use tokio::sync::{mpsc, oneshot};
 
@@ -47,18 +47,21 @@ impl CallEvents for Sink {
     fn opened(&mut self, handle: CallHandle) {
         let mut s = lock(&self.shared);
         if s.dropped {
-            let _ = handle.cancel();
+            handle.cancel();
             return;
         }
         s.handle = Some(handle.clone());
         drop(s);
         if let Some(tx) = self.opened.take() {
+            // A receiver gone means the call object was dropped; its guard
+            // cancels the call through `shared`.
             let _ = tx.send(handle);
         }
     }
 
     fn message(&mut self, payload: &[u8]) {
         if let Some(tx) = &self.msgs {
+            // As above: a dropped receiver's guard cancels the call.
             let _ = tx.send(Bytes::copy_from_slice(payload));
         }
     }
@@ -67,6 +70,7 @@ impl CallEvents for Sink {
         lock(&self.shared).done = true;
         self.msgs = None;
         if let Some(tx) = self.done.take() {
+            // Nobody awaits the outcome any more (the future was dropped).
             let _ = tx.send((status, Bytes::copy_from_slice(payload)));
         }
     }
@@ -82,9 +86,7 @@ impl Drop for CancelGuard {
             return;
         }
         match s.handle.take() {
-            Some(h) => {
-                let _ = h.cancel();
-            }
+            Some(h) => h.cancel(),
             None => s.dropped = true,
         }
     }
@@ -261,9 +263,6 @@ pub struct ClientStream {
     _guard: CancelGuard,
 }
 
-/// How long `send` retries a full core inbox before reporting backpressure.
-const SEND_RETRY: Duration = Duration::from_secs(1);
-
 impl ClientStream {
     async fn handle(&mut self) -> Result<CallHandle, RpcError> {
         if let Some(rx) = self.opened.take() {
@@ -272,25 +271,26 @@ impl ClientStream {
         self.handle.clone().ok_or(RpcError::Dropped)
     }
 
-    /// Sends one message. Flow control holds messages on the core until the
-    /// callee grants credit; order is kept.
+    /// Sends one message, waiting while the call's send credit is used up
+    /// (the callee has not consumed earlier messages yet). Order is kept.
+    /// A message larger than one packet carries is refused here
+    /// (`Stream(PayloadTooLarge)`); if the call already ended, its status
+    /// is returned.
     pub async fn send(&mut self, payload: impl Into<Vec<u8>>) -> Result<(), RpcError> {
         let h = self.handle().await?;
-        let mut payload = payload.into();
-        let until = Instant::now() + SEND_RETRY;
-        loop {
-            match h.send(std::mem::take(&mut payload)) {
-                Ok(()) => return Ok(()),
-                Err(_) if Instant::now() < until => tokio::task::yield_now().await,
-                Err(_) => return Err(RpcError::Engine(net_engine::EngineError::Backpressure)),
-            }
-        }
+        h.send(payload.into()).await.map_err(RpcError::from)
     }
 
-    /// Ends the stream and waits for the response.
+    /// Ends the stream and waits for the response. OK means the callee
+    /// answered OK after every message sent was handed over; a message that
+    /// could not be delivered turns it into `Incomplete`.
     pub async fn finish(mut self) -> Result<Bytes, RpcError> {
         let h = self.handle().await?;
-        let _ = h.finish();
+        match h.finish() {
+            // Ended: the outcome is already on its way.
+            Ok(()) | Err(SendError::Ended(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
         outcome((&mut self.done).await)
     }
 }

@@ -1,7 +1,7 @@
 //! Errors the SDK returns.
 
 use bytes::Bytes;
-use net_engine::EngineError;
+use net_engine::{EngineError, SendError};
 use net_proto::Status;
 
 /// Why a call did not return a successful response.
@@ -23,6 +23,22 @@ pub enum RpcError {
     /// The engine dropped the call without an outcome (node shut down).
     #[error("call dropped by the engine")]
     Dropped,
+    /// A stream message was refused (too large for a packet, stream already
+    /// finished, or this side does not stream).
+    #[error("stream message refused: {0}")]
+    Stream(SendError),
+}
+
+impl From<SendError> for RpcError {
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::Ended(status) => RpcError::Status {
+                status,
+                payload: Bytes::new(),
+            },
+            e => RpcError::Stream(e),
+        }
+    }
 }
 
 impl RpcError {

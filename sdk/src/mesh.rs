@@ -273,11 +273,23 @@ impl Mesh {
             let fut = handler(req);
             let responder = call.responder;
             rt.spawn(async move {
-                let (status, body) = match fut.await {
+                // A caller that cancels, times out or loses its session ends
+                // the call: the handler's future is dropped right there, so
+                // `max_in_flight` bounds handlers that actually run. A panic
+                // in the future drops `responder` while unwinding, which
+                // answers the call `Internal` (counted as `handler_panics`).
+                let r = tokio::select! {
+                    r = fut => r,
+                    _ = responder.cancelled() => return,
+                };
+                let (status, body) = match r {
                     Ok(b) => (Status::OK, b.to_vec()),
                     Err(s) => (s, Vec::new()),
                 };
-                let _ = responder.respond(status, body);
+                if let Err(e) = responder.respond(status, body) {
+                    // Only this task answers; kept as a guard.
+                    tracing::debug!(error = %e, "async handler answer not sent");
+                }
             });
             None
         };

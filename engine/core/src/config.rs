@@ -200,9 +200,19 @@ impl MeshNodeConfig {
         self
     }
 
-    /// Default per-service limit of unanswered calls (beyond it: `Backpressure`).
+    /// Default per-service limit, per core, of unanswered calls and of
+    /// async handlers running at once (beyond it: `Backpressure`).
     pub fn with_max_in_flight(mut self, n: u32) -> Self {
         self.max_in_flight = n.max(1);
+        self
+    }
+
+    /// Capacity of each core's queue of new work from other threads (calls,
+    /// registrations; default 4096, at least 16). When it is full, new calls
+    /// are refused with `Backpressure`; answers and stream messages of
+    /// existing calls do not use it and are never refused.
+    pub fn with_inbox(mut self, n: usize) -> Self {
+        self.inbox = n.max(16);
         self
     }
 

@@ -17,6 +17,7 @@ use net_proto::{CallId, Endpoint, FastMap, ServiceId, SessionId};
 
 use crate::config::PeerConfig;
 use crate::dispatch::Pending;
+use crate::flow::Flow;
 use crate::handler::{CallEvents, CoreApp, Handler};
 use crate::inbox::Inbox;
 use crate::stats::CoreStats;
@@ -30,11 +31,29 @@ pub(crate) enum Waiter {
     App { token: u64, gen: u64 },
 }
 
-/// Outgoing stream items held back by flow control, in order.
+/// Outgoing items of one call held back by flow control, in order: a
+/// callee's answer waits behind the stream messages queued before it.
 pub(crate) enum Held {
     Msg(Vec<u8>),
     Finish,
+    Respond(net_proto::Status, Vec<u8>),
 }
+
+/// A service registered on this core.
+#[derive(Clone)]
+pub(crate) struct Service {
+    pub handler: Handler,
+    /// The name it was registered under (for logs).
+    pub name: Arc<str>,
+    /// Handlers of this service that may run at once on this core.
+    pub max_in_flight: u32,
+}
+
+/// Panics in application callbacks a core survives before it stops.
+pub(crate) const MAX_CORE_PANICS: u64 = 1000;
+
+/// Inbox commands one loop pass takes at most.
+const MAX_COMMANDS_PER_PASS: usize = 4096;
 
 /// Everything one core owns.
 pub(crate) struct Core {
@@ -52,7 +71,12 @@ pub(crate) struct Core {
     /// Callee-side sinks of streaming calls.
     pub served: FastMap<(SessionId, CallId), Box<dyn CallEvents>>,
     pub held: FastMap<(SessionId, CallId), VecDeque<Held>>,
-    pub handlers: FastMap<ServiceId, Handler>,
+    /// Shared state of calls addressed from other threads, until they end.
+    pub flows: FastMap<(SessionId, CallId), Arc<Flow>>,
+    /// Async handlers running per service: admitted and not yet released
+    /// (their last `Responder` not yet dropped).
+    pub running: FastMap<ServiceId, u32>,
+    pub handlers: FastMap<ServiceId, Service>,
     pub app: Option<Box<dyn CoreApp>>,
     /// Incremented each time an app is installed.
     pub app_gen: u64,
@@ -67,15 +91,40 @@ pub(crate) struct Core {
 
 impl Core {
     /// Runs until shutdown completes or the driver fails irrecoverably.
+    ///
+    /// Handlers run under their own panic guards (a panicking handler fails
+    /// its call, see `dispatch`); this is the last line for panics in other
+    /// application callbacks (call sinks, on-core apps): the pass is
+    /// abandoned, counted and logged, and the core goes on — up to
+    /// [`MAX_CORE_PANICS`], after which it stops and fails what it holds
+    /// rather than spin on a state that keeps panicking.
     pub fn run(mut self) {
         let mut idle_since: Option<Instant> = None;
         loop {
-            match self.iteration(&mut idle_since) {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(e) => {
+            let pass = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.iteration(&mut idle_since)
+            }));
+            match pass {
+                Ok(Ok(true)) => {}
+                Ok(Ok(false)) => break,
+                Ok(Err(e)) => {
                     tracing::error!(core = self.index, error = %e, "driver failed; core stops");
                     break;
+                }
+                Err(_) => {
+                    self.stats.core_panics += 1;
+                    tracing::error!(
+                        core = self.index,
+                        panics = self.stats.core_panics,
+                        "a callback panicked on the core; the loop pass was abandoned"
+                    );
+                    if self.stats.core_panics >= MAX_CORE_PANICS {
+                        tracing::error!(
+                            core = self.index,
+                            "too many panics; core stops and fails its calls"
+                        );
+                        break;
+                    }
                 }
             }
         }
@@ -92,7 +141,10 @@ impl Core {
             let (src, buf) = self.driver.rx(i);
             self.ep.handle(now, src, buf);
         }
-        while let Some(cmd) = self.inbox.pop() {
+        // Bounded per pass: producers that never stop must not starve the
+        // socket and the timers.
+        for _ in 0..MAX_COMMANDS_PER_PASS {
+            let Some(cmd) = self.inbox.pop() else { break };
             self.stats.commands += 1;
             self.command(now, cmd);
             work = true;
@@ -191,9 +243,12 @@ impl Core {
         Ok(())
     }
 
-    /// Completes everything still waiting with `UNAVAILABLE` (core exiting).
+    /// Completes everything still waiting with `UNAVAILABLE` (core exiting),
+    /// ends every flow (remote senders and handlers learn at once) and
+    /// closes the inbox, failing calls still queued in it.
     fn fail_all(&mut self) {
         let status = net_proto::Status::UNAVAILABLE;
+        self.inbox.close();
         for (_, w) in self.waiting.drain() {
             if let Waiter::Events(mut e) = w {
                 e.complete(status, &[]);
@@ -209,5 +264,9 @@ impl Core {
         for (_, mut s) in self.served.drain() {
             s.complete(net_proto::Status::CANCELLED, &[]);
         }
+        for (_, f) in self.flows.drain() {
+            f.end(status);
+        }
+        self.inbox.fail_queued();
     }
 }

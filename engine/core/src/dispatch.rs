@@ -1,13 +1,14 @@
 //! Commands from the inbox and events from the endpoint, on the core thread.
 
 use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
 use net_crypto::NodeId;
 use net_proto::{ApiError, CallKind, Event, ServiceId, SessionId, Status};
 
-use crate::core_loop::{Core, Held, Waiter};
-use crate::handler::{CallHandle, CallRef, CoreCx, Handler, IncomingCall, RequestInfo, Responder};
+use crate::core_loop::{Core, Held, Service, Waiter};
+use crate::handler::{CallHandle, CallRef, CoreCx, Handler, RequestInfo};
 use crate::inbox::{CallRequest, Command};
 
 /// A call not yet handed to the endpoint (waiting for call credit).
@@ -50,27 +51,25 @@ impl Core {
                 call,
                 status,
                 payload,
-            } => {
-                if let Err(ApiError::PayloadTooLarge { .. }) =
-                    self.ep.respond(now, session, call, status, &payload)
-                {
-                    let _ = self
-                        .ep
-                        .respond(now, session, call, Status::PAYLOAD_TOO_LARGE, &[]);
-                }
-                self.ep.recycle(payload);
-            }
+            } => self.respond_async(now, (session, call), status, payload),
             Command::Send {
                 session,
                 call,
                 payload,
-            } => self.send_held(now, session, call, Held::Msg(payload)),
-            Command::Finish { session, call } => self.send_held(now, session, call, Held::Finish),
-            Command::Cancel { session, call } => {
-                let _ = self.ep.cancel(now, session, call);
-                self.waiting.remove(&(session, call));
-                self.held.remove(&(session, call));
+                flow,
+            } => self.queue_send(now, (session, call), payload, &flow),
+            Command::Finish { session, call } => {
+                if self.flows.contains_key(&(session, call)) {
+                    self.send_held(now, (session, call), Held::Finish);
+                }
             }
+            Command::Cancel { session, call } => self.cancel_own(now, (session, call)),
+            Command::Released {
+                session,
+                call,
+                service,
+                panicked,
+            } => self.released(now, (session, call), service, panicked),
             Command::Register {
                 service,
                 handler,
@@ -78,18 +77,27 @@ impl Core {
                 advert,
                 ack,
             } => {
-                self.handlers.insert(service, handler);
                 self.ep.register_service(service, max_in_flight);
-                self.trust.set_advert(service, Some(advert), now);
+                self.trust.set_advert(service, Some(advert.clone()), now);
+                let svc = Service {
+                    handler,
+                    name: advert.name.as_str().into(),
+                    max_in_flight,
+                };
+                self.handlers.insert(service, svc);
+                // The registering thread waits on the other end; if it gave
+                // up (timeout), nobody is left to tell.
                 let _ = ack.try_send(());
             }
             Command::Unregister { service, ack } => {
                 self.handlers.remove(&service);
                 self.ep.unregister_service(service);
                 self.trust.set_advert(service, None, now);
+                // As for Register: a gone waiter needs no ack.
                 let _ = ack.try_send(());
             }
             Command::Stats(tx) => {
+                // A caller that stopped waiting (timeout) needs no answer.
                 let _ = tx.try_send(self.snapshot());
             }
             Command::App(mut app) => {
@@ -113,7 +121,7 @@ impl Core {
                 payload,
             } => {
                 if let Some(&s) = self.sessions.get(&p) {
-                    let _ = self.ep.announce(now, s, &payload);
+                    self.announce_on(now, s, &payload);
                 }
             }
         }
@@ -176,10 +184,13 @@ impl Core {
                 }
                 let mut waiter = p.waiter;
                 if let Waiter::Events(e) = &mut waiter {
+                    let streams = matches!(p.kind, CallKind::ClientStream | CallKind::Duplex);
+                    let flow = self.new_flow((session, call), streams);
                     e.opened(CallHandle(CallRef {
                         inbox: self.inbox.clone(),
                         session,
                         call,
+                        flow,
                     }));
                 }
                 self.waiting.insert((session, call), waiter);
@@ -206,37 +217,6 @@ impl Core {
                 break;
             }
         }
-    }
-
-    /// Stream items leave in order: once one waits for credit, later ones wait too.
-    fn send_held(&mut self, now: Instant, session: SessionId, call: net_proto::CallId, item: Held) {
-        let key = (session, call);
-        self.held.entry(key).or_default().push_back(item);
-        self.flush_held(now, key);
-    }
-
-    fn flush_held(&mut self, now: Instant, key: (SessionId, net_proto::CallId)) {
-        let Some(q) = self.held.get_mut(&key) else {
-            return;
-        };
-        while let Some(item) = q.pop_front() {
-            let r = match &item {
-                Held::Msg(m) => self.ep.send_message(now, key.0, key.1, m),
-                Held::Finish => self.ep.finish_stream(now, key.0, key.1),
-            };
-            match r {
-                Err(ApiError::StreamBlocked) => {
-                    q.push_front(item);
-                    return;
-                }
-                _ => {
-                    if let Held::Msg(m) = item {
-                        self.ep.recycle(m);
-                    }
-                }
-            }
-        }
-        self.held.remove(&key);
     }
 
     fn complete(&mut self, waiter: Waiter, status: Status, payload: &[u8]) {
@@ -324,10 +304,10 @@ impl Core {
                 status,
                 payload,
             } => {
+                let status = self.end_own((session, call), status);
                 if let Some(w) = self.waiting.remove(&(session, call)) {
                     self.complete(w, status, &payload);
                 }
-                self.held.remove(&(session, call));
                 self.ep.recycle(payload);
             }
             Event::Message {
@@ -353,20 +333,15 @@ impl Core {
                 session,
                 call,
                 status,
-            } => {
-                if let Some(mut s) = self.served.remove(&(session, call)) {
-                    s.complete(status, &[]);
-                }
-                self.held.remove(&(session, call));
-            }
+            } => self.end_served((session, call), status),
             Event::CallsAvailable { session } => self.drain_backlog(now, session),
             Event::Connected { session, peer } => {
                 self.sessions.entry(peer).or_insert(session);
-                if let Some(bytes) = self.trust.current() {
-                    let _ = self.ep.announce(now, session, bytes);
+                if let Some(bytes) = self.trust.current().map(<[u8]>::to_vec) {
+                    self.announce_on(now, session, &bytes);
                 }
-                if let Some(bytes) = self.trust.own_token() {
-                    let _ = self.ep.announce(now, session, bytes);
+                if let Some(bytes) = self.trust.own_token().map(<[u8]>::to_vec) {
+                    self.announce_on(now, session, &bytes);
                 }
                 self.drain_backlog(now, session);
             }
@@ -385,28 +360,20 @@ impl Core {
                 peer,
                 payload,
             } => {
+                // Rejections are typed, counted in the trust stats and
+                // logged there; the peer gets no answer by design.
                 let _ = self.trust.on_announcement(&peer, session, &payload, now);
                 self.ep.recycle(payload);
             }
         }
     }
 
-    /// Sends the sync handler's answer (in `self.out`); one that does not
-    /// fit a packet becomes `PayloadTooLarge` instead of leaving the caller
-    /// waiting.
-    fn respond_or_refuse(
-        &mut self,
-        now: Instant,
-        session: SessionId,
-        call: net_proto::CallId,
-        status: Status,
-    ) {
-        if let Err(ApiError::PayloadTooLarge { .. }) =
-            self.ep.respond(now, session, call, status, &self.out)
-        {
-            let _ = self
-                .ep
-                .respond(now, session, call, Status::PAYLOAD_TOO_LARGE, &[]);
+    /// Queues an ANNOUNCE on one session. It fails only when the session is
+    /// gone (closed meanwhile): its successor gets the announcement on
+    /// `Connected`, so this is counted, not retried.
+    pub(crate) fn announce_on(&mut self, now: Instant, session: SessionId, bytes: &[u8]) {
+        if self.ep.announce(now, session, bytes).is_err() {
+            self.stats.announces_skipped += 1;
         }
     }
 
@@ -420,8 +387,7 @@ impl Core {
                 self.refuse(p, Status::UNAVAILABLE);
             }
         }
-        self.served.retain(|(s, _), _| *s != session);
-        self.held.retain(|(s, _), _| *s != session);
+        self.close_calls_of(session);
     }
 
     fn on_request(
@@ -432,47 +398,38 @@ impl Core {
         info: RequestInfo,
         payload: Vec<u8>,
     ) {
-        if self.draining.is_some() {
-            let _ = self
-                .ep
-                .respond(now, session, call, Status::UNAVAILABLE, &[]);
+        let refusal = if self.draining.is_some() {
+            Some(Status::UNAVAILABLE)
+        } else if !self.trust.allows(info.service, &info.peer, session, now) {
+            Some(Status::CAPABILITY_DENIED)
+        } else if !self.handlers.contains_key(&info.service) {
+            Some(Status::NOT_FOUND)
+        } else {
+            None
+        };
+        if let Some(status) = refusal {
+            self.answer_now(now, (session, call), status);
             self.ep.recycle(payload);
             return;
         }
-        if !self.trust.allows(info.service, &info.peer, session, now) {
-            let _ = self
-                .ep
-                .respond(now, session, call, Status::CAPABILITY_DENIED, &[]);
-            self.ep.recycle(payload);
-            return;
-        }
-        match self.handlers.get(&info.service) {
+        match self.handlers.get(&info.service).map(|s| s.handler.clone()) {
             Some(Handler::Sync(h)) => {
                 self.out.clear();
-                let status = h(&info, &payload, &mut self.out);
+                let out = &mut self.out;
+                let ran = catch_unwind(AssertUnwindSafe(|| h(&info, &payload, out)));
+                let status = ran.unwrap_or_else(|_| {
+                    self.stats.handler_panics += 1;
+                    let name = self.service_name(info.service);
+                    tracing::error!(core = self.index, service = %name, "sync handler panicked; its call is answered Internal");
+                    self.out.clear();
+                    Status::INTERNAL
+                });
                 self.respond_or_refuse(now, session, call, status);
                 self.stats.inline_handled += 1;
                 self.ep.recycle(payload);
             }
-            Some(Handler::Async(h)) => {
-                let responder = Responder(CallRef {
-                    inbox: self.inbox.clone(),
-                    session,
-                    call,
-                });
-                self.stats.async_handled += 1;
-                if let Some(sink) = h(IncomingCall {
-                    info,
-                    payload,
-                    responder,
-                }) {
-                    self.served.insert((session, call), sink);
-                }
-            }
-            None => {
-                let _ = self.ep.respond(now, session, call, Status::NOT_FOUND, &[]);
-                self.ep.recycle(payload);
-            }
+            Some(Handler::Async(h)) => self.start_async(now, session, call, info, payload, &*h),
+            None => unreachable!("checked above"),
         }
     }
 }

@@ -7,6 +7,7 @@ use std::time::Instant;
 use net_crypto::NodeId;
 use net_proto::{CallId, CallKind, ServiceId, SessionId, Status};
 
+use crate::flow::{Flow, SendError};
 use crate::inbox::{Command, Inbox};
 
 /// What a handler learns about a request. `peer` is the node id the session
@@ -60,47 +61,112 @@ pub(crate) struct CallRef {
     pub(crate) inbox: Arc<Inbox>,
     pub(crate) session: SessionId,
     pub(crate) call: CallId,
+    /// Credit and end of the call, for calls that stream or are answered
+    /// off the core.
+    pub(crate) flow: Arc<Flow>,
 }
 
 impl CallRef {
-    fn push(&self, make: impl FnOnce(SessionId, CallId) -> Command) -> Result<(), InboxFull> {
-        self.inbox
-            .push(make(self.session, self.call))
-            .map_err(|_| InboxFull)
+    fn push(&self, make: impl FnOnce(SessionId, CallId) -> Command) {
+        self.inbox.push_call(make(self.session, self.call));
     }
 
-    fn send(&self, payload: Vec<u8>) -> Result<(), InboxFull> {
+    fn queue(&self, payload: Vec<u8>) {
+        let flow = self.flow.clone();
         self.push(|session, call| Command::Send {
             session,
             call,
             payload,
-        })
+            flow,
+        });
+    }
+
+    fn try_send(&self, payload: Vec<u8>) -> Result<(), SendError> {
+        let payload = self.flow.try_reserve(payload)?;
+        self.queue(payload);
+        Ok(())
+    }
+
+    async fn send(&self, payload: Vec<u8>) -> Result<(), SendError> {
+        self.flow.reserve(payload.len()).await?;
+        self.queue(payload);
+        Ok(())
     }
 }
 
-/// Sends a call's answer (and stream messages) back to its core.
+/// Answers a call (and sends its stream messages) from any thread.
+///
+/// Clones share one answer. When the last clone is dropped without
+/// answering — the handler returned early, or panicked — the call is
+/// answered `Internal` and the handler's `max_in_flight` slot is freed:
+/// a caller is never left waiting on a handler that is gone.
 #[derive(Clone)]
-pub struct Responder(pub(crate) CallRef);
+pub struct Responder(pub(crate) Arc<ResponderInner>);
 
-/// The core's inbox is full; the message was not queued.
+pub(crate) struct ResponderInner {
+    pub(crate) call: CallRef,
+    pub(crate) service: ServiceId,
+}
+
+impl Drop for ResponderInner {
+    fn drop(&mut self) {
+        let service = self.service;
+        let panicked = std::thread::panicking();
+        self.call.push(|session, call| Command::Released {
+            session,
+            call,
+            service,
+            panicked,
+        });
+    }
+}
+
+/// The call's final answer was already given; this one was not sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("core inbox full")]
-pub struct InboxFull;
+#[error("the call was already answered")]
+pub struct AlreadyAnswered;
 
 impl Responder {
-    /// Answers the call (for streaming calls: the trailer after the messages).
-    pub fn respond(&self, status: Status, payload: Vec<u8>) -> Result<(), InboxFull> {
-        self.0.push(|session, call| Command::Respond {
+    /// Answers the call (for streaming calls: the trailer, sent after every
+    /// stream message queued before it). Never refused for lack of room;
+    /// a body too large for one packet is answered `PayloadTooLarge`. A call
+    /// that already ended (cancelled, timed out, session closed) ignores it.
+    pub fn respond(&self, status: Status, payload: Vec<u8>) -> Result<(), AlreadyAnswered> {
+        if !self.0.call.flow.mark_answered() {
+            return Err(AlreadyAnswered);
+        }
+        self.0.call.push(|session, call| Command::Respond {
             session,
             call,
             status,
             payload,
-        })
+        });
+        Ok(())
     }
 
-    /// Sends one stream message (server-streaming and duplex calls).
-    pub fn send(&self, payload: Vec<u8>) -> Result<(), InboxFull> {
-        self.0.send(payload)
+    /// Queues one stream message (server-streaming and duplex calls)
+    /// without waiting; `Full` hands it back when the call's credit is used
+    /// up. Use this on a core thread, where waiting would stall the core.
+    pub fn try_send(&self, payload: Vec<u8>) -> Result<(), SendError> {
+        self.0.call.try_send(payload)
+    }
+
+    /// Queues one stream message, waiting while the call's credit is used
+    /// up (the caller has not consumed earlier messages yet).
+    pub async fn send(&self, payload: Vec<u8>) -> Result<(), SendError> {
+        self.0.call.send(payload).await
+    }
+
+    /// Resolves once the call ended — answered, cancelled by the caller,
+    /// past its deadline, or its session closed — with its final status.
+    /// Async handlers select on it to stop work nobody waits for.
+    pub async fn cancelled(&self) -> Status {
+        self.0.call.flow.ended().await
+    }
+
+    /// The final status, if the call already ended.
+    pub fn ended(&self) -> Option<Status> {
+        self.0.call.flow.end_status()
     }
 }
 
@@ -109,22 +175,37 @@ impl Responder {
 pub struct CallHandle(pub(crate) CallRef);
 
 impl CallHandle {
-    /// Sends one stream message (client-streaming and duplex calls). Messages
-    /// beyond the peer's credit wait on the core, in order.
-    pub fn send(&self, payload: Vec<u8>) -> Result<(), InboxFull> {
-        self.0.send(payload)
+    /// Queues one stream message (client-streaming and duplex calls)
+    /// without waiting; `Full` hands it back when the call's credit is used
+    /// up. Messages leave in order as the callee grants credit.
+    pub fn try_send(&self, payload: Vec<u8>) -> Result<(), SendError> {
+        self.0.try_send(payload)
     }
 
-    /// No more stream messages.
-    pub fn finish(&self) -> Result<(), InboxFull> {
-        self.0
-            .push(|session, call| Command::Finish { session, call })
+    /// Queues one stream message, waiting while the call's credit is used up.
+    pub async fn send(&self, payload: Vec<u8>) -> Result<(), SendError> {
+        self.0.send(payload).await
     }
 
-    /// Abandons the call; no completion follows.
-    pub fn cancel(&self) -> Result<(), InboxFull> {
+    /// No more stream messages (sent after every message queued before it).
+    pub fn finish(&self) -> Result<(), SendError> {
+        if let Some(s) = self.0.flow.end_status() {
+            return Err(SendError::Ended(s));
+        }
+        if !self.0.flow.mark_finished() {
+            return Err(SendError::Finished);
+        }
         self.0
-            .push(|session, call| Command::Cancel { session, call })
+            .push(|session, call| Command::Finish { session, call });
+        Ok(())
+    }
+
+    /// Abandons the call; no completion follows. Idempotent.
+    pub fn cancel(&self) {
+        if self.0.flow.end_status().is_none() && self.0.flow.mark_cancelled() {
+            self.0
+                .push(|session, call| Command::Cancel { session, call });
+        }
     }
 }
 

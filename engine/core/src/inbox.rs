@@ -10,15 +10,27 @@
 //! Either the core sees the push, or the producer sees `parked`: a command
 //! can never sit unnoticed while the core sleeps, and a busy (spinning) core
 //! costs producers no syscall at all. At most one wake is sent per park.
+//!
+//! Two queues share that protocol. New work (calls, registrations) goes to a
+//! bounded queue and is refused when it is full: the producer learns
+//! `Backpressure` and can act. Commands about a call that already exists
+//! (its answer, stream messages, half-close, cancel, release) go to the
+//! *call queue*, which never refuses: dropping an answer would leave its
+//! caller waiting, and what it can hold is bounded elsewhere — at most one
+//! answer, finish, cancel and release per open call (open calls are bounded
+//! by call credit and `max_in_flight`), and stream messages by each call's
+//! [`Flow`](crate::flow::Flow) credit.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam_queue::ArrayQueue;
+use crossbeam_queue::{ArrayQueue, SegQueue};
 use net_crypto::NodeId;
 use net_io::Waker;
 use net_proto::{CallId, CallKind, ServiceId, SessionId, Status};
 
+use crate::flow::Flow;
 use crate::handler::{CallEvents, CoreApp, Handler};
 use crate::stats::CoreStats;
 
@@ -47,6 +59,9 @@ pub(crate) enum Command {
         session: SessionId,
         call: CallId,
         payload: Vec<u8>,
+        /// The call's flow, whose credit `payload` holds (it may already be
+        /// gone from the core's map when the message arrives).
+        flow: Arc<Flow>,
     },
     /// Caller half-close.
     Finish {
@@ -57,6 +72,15 @@ pub(crate) enum Command {
     Cancel {
         session: SessionId,
         call: CallId,
+    },
+    /// The last [`Responder`](crate::Responder) of an async call is gone:
+    /// its handler stopped running (answered, failed, or cancelled).
+    Released {
+        session: SessionId,
+        call: CallId,
+        service: ServiceId,
+        /// Dropped while unwinding from a panic.
+        panicked: bool,
     },
     /// Installs a handler; `ack` is signalled once it is live on this core.
     Register {
@@ -89,43 +113,93 @@ pub(crate) enum Command {
 /// A core's inbox. Shared between the core and any number of producers.
 pub(crate) struct Inbox {
     queue: ArrayQueue<Command>,
+    /// Commands about existing calls; never refuses (see the module docs).
+    calls: SegQueue<Command>,
     parked: AtomicBool,
     waker: Waker,
     /// Wakes actually sent (each is a syscall by the producer).
     pub wakes: AtomicU64,
+    /// The core exited: nothing will take commands any more.
+    closed: AtomicBool,
 }
 
 impl Inbox {
     pub fn new(capacity: usize, waker: Waker) -> Self {
         Inbox {
             queue: ArrayQueue::new(capacity.max(16)),
+            calls: SegQueue::new(),
             parked: AtomicBool::new(false),
             waker,
             wakes: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
         }
     }
 
     /// Queues a command; gives it back if the inbox is full (the caller
     /// reports backpressure rather than blocking or growing memory).
     pub fn push(&self, cmd: Command) -> Result<(), Command> {
+        if self.is_closed() {
+            return Err(cmd);
+        }
         self.queue.push(cmd)?;
-        if self.parked.swap(false, Ordering::SeqCst) {
-            self.wakes.fetch_add(1, Ordering::Relaxed);
-            self.waker.wake();
+        self.wake();
+        if self.is_closed() {
+            // The core closed between the check and the push; it may
+            // already have failed what it found, so fail the rest here.
+            self.fail_queued();
         }
         Ok(())
     }
 
-    /// Core side: next command, if any.
+    /// Whether the core exited.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Core side, on exit: refuse further commands.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// Fails every queued command that waits for an answer (calls get
+    /// `Unavailable`, acks are dropped so their waiters stop); the rest
+    /// concern calls that already ended. Safe from any thread.
+    pub fn fail_queued(&self) {
+        while let Some(cmd) = self.pop() {
+            if let Command::Call(mut req) = cmd {
+                req.events.complete(Status::UNAVAILABLE, &[]);
+            }
+        }
+    }
+
+    /// Queues a command about an existing call (or a shutdown); never
+    /// refuses. See the module docs for why its length is bounded.
+    pub fn push_call(&self, cmd: Command) {
+        self.calls.push(cmd);
+        self.wake();
+        if self.is_closed() {
+            self.fail_queued();
+        }
+    }
+
+    fn wake(&self) {
+        if self.parked.swap(false, Ordering::SeqCst) {
+            self.wakes.fetch_add(1, Ordering::Relaxed);
+            self.waker.wake();
+        }
+    }
+
+    /// Core side: next command, if any; call commands first (they finish
+    /// work already admitted).
     pub fn pop(&self) -> Option<Command> {
-        self.queue.pop()
+        self.calls.pop().or_else(|| self.queue.pop())
     }
 
     /// Core side: announce the intent to park. Returns false (and withdraws)
     /// if work arrived meanwhile, in which case the core must not block.
     pub fn prepare_park(&self) -> bool {
         self.parked.store(true, Ordering::SeqCst);
-        if self.queue.is_empty() {
+        if self.queue.is_empty() && self.calls.is_empty() {
             return true;
         }
         self.parked.store(false, Ordering::SeqCst);

@@ -10,9 +10,11 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod calls;
 mod config;
 mod core_loop;
 mod dispatch;
+mod flow;
 mod handler;
 mod inbox;
 pub mod loadgen;
@@ -21,8 +23,9 @@ mod stats;
 mod trust;
 
 pub use config::{MeshNodeConfig, PeerConfig};
+pub use flow::{SendError, MSG_OVERHEAD};
 pub use handler::{
-    AsyncHandler, CallEvents, CallHandle, CoreApp, CoreCx, Handler, InboxFull, IncomingCall,
+    AlreadyAnswered, AsyncHandler, CallEvents, CallHandle, CoreApp, CoreCx, Handler, IncomingCall,
     RequestInfo, Responder, SyncHandler,
 };
 pub use net_io::{DriverChoice, DriverKind};

@@ -38,11 +38,25 @@ pub enum EngineError {
     /// A core thread could not be spawned.
     #[error("spawning core thread: {0}")]
     Spawn(std::io::Error),
+    /// `shutdown` gave up waiting: this many core threads had not exited
+    /// by its deadline (they are detached and exit on their own).
+    #[error("{0} core thread(s) did not stop within the shutdown timeout")]
+    ShutdownTimeout(usize),
 }
 
 struct CoreHandle {
     inbox: Arc<Inbox>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// Tells `shutdown` that a core thread is gone, however it ended.
+struct ExitSignal(std::sync::mpsc::Sender<usize>, usize);
+
+impl Drop for ExitSignal {
+    fn drop(&mut self) {
+        // `shutdown` stopped listening only if it gave up; then nobody waits.
+        let _ = self.0.send(self.1);
+    }
 }
 
 /// How a service is served.
@@ -64,6 +78,8 @@ struct Running {
     cores: Vec<CoreHandle>,
     local_addr: SocketAddr,
     driver: DriverKind,
+    /// One message per core thread that exited.
+    exited: std::sync::mpsc::Receiver<usize>,
 }
 
 /// A mesh node: one pinned event loop per configured core.
@@ -173,13 +189,16 @@ impl MeshNode {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let mut cores = Vec::with_capacity(n);
+        let (exit_tx, exited) = std::sync::mpsc::channel();
         for (i, drv) in drivers.into_iter().enumerate() {
             let inbox = Arc::new(Inbox::new(self.cfg.inbox, drv.waker()));
             let core = self.new_core(i, drv, inbox.clone(), wall, &services);
             let cpu = pin_to(i);
+            let signal = ExitSignal(exit_tx.clone(), i);
             let thread = std::thread::Builder::new()
                 .name(format!("net-core-{i}"))
                 .spawn(move || {
+                    let _signal = signal;
                     if let Some(cpu) = cpu {
                         core_affinity::set_for_current(cpu);
                     }
@@ -196,6 +215,7 @@ impl MeshNode {
             cores,
             local_addr,
             driver,
+            exited,
         });
         Ok(())
     }
@@ -229,7 +249,12 @@ impl MeshNode {
         let mut handlers = net_proto::FastMap::default();
         for (id, (h, max, advert)) in services {
             ep.register_service(*id, *max);
-            handlers.insert(*id, h.clone());
+            let svc = crate::core_loop::Service {
+                handler: h.clone(),
+                name: advert.name.as_str().into(),
+                max_in_flight: *max,
+            };
+            handlers.insert(*id, svc);
             trust.set_advert(*id, Some(advert.clone()), now);
         }
         Core {
@@ -249,6 +274,8 @@ impl MeshNode {
             waiting: Default::default(),
             served: Default::default(),
             held: Default::default(),
+            flows: Default::default(),
+            running: Default::default(),
             handlers,
             app: None,
             app_gen: 0,
@@ -345,10 +372,14 @@ impl MeshNode {
             payload,
             events,
         });
-        r.cores[i]
-            .inbox
-            .push(cmd)
-            .map_err(|_| EngineError::Backpressure)
+        let inbox = &r.cores[i].inbox;
+        inbox.push(cmd).map_err(|_| {
+            if inbox.is_closed() {
+                EngineError::NotRunning
+            } else {
+                EngineError::Backpressure
+            }
+        })
     }
 
     /// Nodes whose current (verified, unexpired) announcements advertise
@@ -528,20 +559,35 @@ impl MeshNode {
     /// Graceful shutdown: cores stop accepting calls, finish what is in
     /// flight (or give up at `timeout`), send CLOSE on every session and exit.
     /// Calls still waiting then complete with `Unavailable`.
+    ///
+    /// Returns within `timeout` (plus scheduling slack) whatever state the
+    /// cores are in; a core that has not exited by then is left to finish on
+    /// its own and reported as [`EngineError::ShutdownTimeout`].
     pub fn shutdown(&self, timeout: Duration) -> Result<(), EngineError> {
         let Some(mut r) = self.lock().take() else {
             return Err(EngineError::NotRunning);
         };
         let deadline = Instant::now() + timeout;
         for c in &r.cores {
-            // A full inbox still drains: retry until the core takes it.
-            while c.inbox.push(Command::Shutdown { deadline }).is_err() {
-                std::thread::yield_now();
-            }
+            // The call queue never refuses, so a full inbox cannot block this.
+            c.inbox.push_call(Command::Shutdown { deadline });
         }
-        for c in &mut r.cores {
-            if let Some(t) = c.thread.take() {
-                let _ = t.join();
+        let mut left = r.cores.len();
+        while left > 0 {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match r.exited.recv_timeout(wait) {
+                Ok(i) => {
+                    left -= 1;
+                    if let Some(t) = r.cores.get_mut(i).and_then(|c| c.thread.take()) {
+                        // The thread has signalled its exit; a panic in it
+                        // was already logged by the panic hook.
+                        let _ = t.join();
+                    }
+                }
+                Err(_) => {
+                    tracing::warn!(node = %self.node_id().short(), cores = left, "shutdown timed out; cores left running detached");
+                    return Err(EngineError::ShutdownTimeout(left));
+                }
             }
         }
         tracing::info!(node = %self.node_id().short(), "node stopped");
@@ -558,6 +604,8 @@ fn wall_ms() -> u64 {
 
 impl Drop for MeshNode {
     fn drop(&mut self) {
+        // Nobody is left to act on an error here: not running is the normal
+        // case, and a timeout was already logged by `shutdown`.
         let _ = self.shutdown(Duration::from_millis(500));
     }
 }

@@ -30,6 +30,25 @@ pub struct CoreStats {
     pub calls_completed: u64,
     /// Calls refused because the peer is unknown or the core is shutting down.
     pub calls_refused: u64,
+    /// Handlers that panicked (sync or async); each call was answered `Internal`.
+    pub handler_panics: u64,
+    /// Async handlers that dropped their call without answering (answered `Internal`).
+    pub handlers_unanswered: u64,
+    /// Requests answered `Backpressure` because `max_in_flight` handlers
+    /// of their service were still running on this core.
+    pub handlers_busy: u64,
+    /// Stream messages accepted from a sender but dropped because their call
+    /// ended first; the sender's side of the call reports it (`Incomplete`).
+    pub stream_msgs_dropped: u64,
+    /// Caller calls whose OK outcome became `Incomplete` (a stream message
+    /// they sent was not delivered).
+    pub streams_incomplete: u64,
+    /// Answers the core could not send because the call was already gone.
+    pub answers_skipped: u64,
+    /// Announcements not queued because their session had closed.
+    pub announces_skipped: u64,
+    /// Panics caught on the core loop outside handlers (a pass abandoned).
+    pub core_panics: u64,
     /// Calls whose state this core holds right now (either role): a gauge,
     /// bounded by call credit.
     pub open_calls: u64,

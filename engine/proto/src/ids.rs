@@ -218,10 +218,14 @@ impl Status {
     /// The session carrying the call closed (idle timeout, handshake failure,
     /// peer gone) before an answer arrived.
     pub const UNAVAILABLE: Status = Status(9);
+    /// The call ended before every stream message the caller sent was
+    /// delivered (for example the callee answered early). Set locally by
+    /// the caller's side instead of an OK that would claim too much.
+    pub const INCOMPLETE: Status = Status(10);
     /// First application-defined code.
     pub const APP_BASE: u16 = 0x1000;
 
-    const NAMES: [&'static str; 10] = [
+    const NAMES: [&'static str; 11] = [
         "Ok",
         "NotFound",
         "CapabilityDenied",
@@ -232,6 +236,7 @@ impl Status {
         "PayloadTooLarge",
         "ProtocolError",
         "Unavailable",
+        "Incomplete",
     ];
 
     /// Application code `code`, carried as `0x1000 + code`; `None` if that

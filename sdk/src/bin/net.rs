@@ -401,43 +401,44 @@ fn serve_stats(mesh: &Mesh) -> Result<ServeHandle, MeshError> {
         let r = call.responder;
         if call.info.kind != CallKind::ServerStream {
             let msg = b"stats is served as a stream of JSON pieces: use `net stats`";
-            let _ = r.respond(Status::OK, msg.to_vec());
+            answer(&r, Status::OK, msg.to_vec());
             return None;
         }
         let node = node.clone();
-        rt.spawn_blocking(move || {
-            let Some(node) = node.upgrade() else {
-                let _ = r.respond(Status::UNAVAILABLE, Vec::new());
-                return;
-            };
-            let doc = serde_json::json!({
-                "node_id": node.node_id().to_string(),
-                "driver": node.driver().map(|d| d.to_string()),
-                "aead": node.aead(),
-                "cores": node.stats().iter().map(core_json).collect::<Vec<_>>(),
+        rt.spawn(async move {
+            let doc = tokio::task::spawn_blocking(move || {
+                let node = node.upgrade()?;
+                Some(
+                    serde_json::json!({
+                        "node_id": node.node_id().to_string(),
+                        "driver": node.driver().map(|d| d.to_string()),
+                        "aead": node.aead(),
+                        "cores": node.stats().iter().map(core_json).collect::<Vec<_>>(),
+                    })
+                    .to_string(),
+                )
             })
-            .to_string();
+            .await;
+            let Ok(Some(doc)) = doc else {
+                return answer(&r, Status::UNAVAILABLE, Vec::new());
+            };
             for chunk in doc.as_bytes().chunks(STATS_CHUNK) {
-                if !retry(|| r.send(chunk.to_vec()).is_ok()) {
+                // Waits for stream credit; fails only if the caller left.
+                if r.send(chunk.to_vec()).await.is_err() {
                     return;
                 }
             }
-            retry(|| r.respond(Status::OK, Vec::new()).is_ok());
+            answer(&r, Status::OK, Vec::new());
         });
         None
     })
 }
 
-/// Retries `f` while the core's inbox is full, for up to a second.
-fn retry(mut f: impl FnMut() -> bool) -> bool {
-    let until = Instant::now() + Duration::from_secs(1);
-    while !f() {
-        if Instant::now() > until {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(1));
+/// Answers a stats call; only this service answers it, once.
+fn answer(r: &net::Responder, status: Status, body: Vec<u8>) {
+    if let Err(e) = r.respond(status, body) {
+        tracing::debug!(error = %e, "stats answer not sent");
     }
-    true
 }
 
 macro_rules! fields {
