@@ -234,6 +234,17 @@ pub struct LimitsSection {
     /// Default per-service limit of unanswered calls (beyond: `Backpressure`).
     #[serde(default, deserialize_with = "ranged::<_, 1, 1_000_000>")]
     pub max_in_flight: Option<u64>,
+    /// Sessions per core (default 4 096); when full, a session of a peer not
+    /// in `[[peers]]` is evicted.
+    #[serde(default, deserialize_with = "ranged::<_, 1, 1_048_576>")]
+    pub max_sessions: Option<u64>,
+    /// Sessions one peer identity may open to a core (default 64).
+    #[serde(default, deserialize_with = "ranged::<_, 1, 65_536>")]
+    pub max_sessions_per_peer: Option<u64>,
+    /// Sessions per core only `[[peers]]` may use (default 1 024; capped at
+    /// `max_sessions`).
+    #[serde(default, deserialize_with = "ranged::<_, 0, 1_048_576>")]
+    pub reserved_sessions: Option<u64>,
 }
 
 /// A config file as written: every key optional except `identity`.
@@ -588,6 +599,19 @@ impl NodeConfig {
         if let Some(n) = f.limits.max_in_flight {
             c = c.with_max_in_flight(n as u32);
         }
+        let l = &f.limits;
+        if l.max_sessions.is_some()
+            || l.max_sessions_per_peer.is_some()
+            || l.reserved_sessions.is_some()
+        {
+            use net_proto::config as d;
+            let or = |v: Option<u64>, default: usize| v.map_or(default, |n| n as usize);
+            c = c.with_session_limits(
+                or(l.max_sessions, d::DEFAULT_MAX_SESSIONS),
+                or(l.max_sessions_per_peer, d::DEFAULT_MAX_SESSIONS_PER_PEER),
+                or(l.reserved_sessions, d::DEFAULT_RESERVED_SESSIONS),
+            );
+        }
         if !f.token_roots.is_empty() {
             c = c.with_token_roots(f.token_roots.clone());
         }
@@ -627,6 +651,9 @@ mod tests {
         assert!(f.psk_file.is_some() && f.listen.is_some() && f.cores.is_some());
         assert!(f.driver.is_some() && f.aead.is_some() && f.spin_us.is_some());
         assert!(f.log.is_some() && f.limits.max_in_flight.is_some());
+        let l = &f.limits;
+        assert!(l.max_sessions.is_some() && l.max_sessions_per_peer.is_some());
+        assert!(l.reserved_sessions.is_some());
         let s = &f.session;
         assert!(s.idle_timeout_ms.is_some() && s.keepalive_ms.is_some());
         assert!(s.handshake_retry_ms.is_some() && s.handshake_attempts.is_some());

@@ -43,9 +43,12 @@
 //! initiation budget ([`crate::HandshakeLimits`]); peers that must never be
 //! evicted belong in the configuration.
 //!
-//! Choosing a victim scans the table (O(sessions), a few tens of µs at
-//! 4 096); it runs only when the table is full and at most once per
-//! admitted handshake, which already cost a Diffie-Hellman.
+//! Choosing a victim is one pass over the table (O(sessions)); it runs only
+//! when there is no room, at most once per admitted handshake, which already
+//! cost a Diffie-Hellman, so the initiation budget bounds it too. Measured
+//! (release, 4 096-session table of which 3 072 unreserved, 2-core machine
+//! at load average ~6): median `handle` of an initiation 351 µs without an
+//! eviction, 492 µs with one.
 
 use std::cmp::Reverse;
 use std::net::IpAddr;
