@@ -38,12 +38,18 @@ fn lock(s: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
 /// Forwards one call's events from the core to the awaiting task.
 struct Sink {
     shared: Arc<Mutex<Shared>>,
+    /// The callee streams: its credit follows what the application reads.
+    defer: bool,
     opened: Option<oneshot::Sender<CallHandle>>,
     msgs: Option<mpsc::UnboundedSender<Bytes>>,
     done: Option<oneshot::Sender<(Status, Bytes)>>,
 }
 
 impl CallEvents for Sink {
+    fn credit_on_consume(&self) -> bool {
+        self.defer
+    }
+
     fn opened(&mut self, handle: CallHandle) {
         let mut s = lock(&self.shared);
         if s.dropped {
@@ -123,6 +129,7 @@ impl Mesh {
         let (done_tx, done) = oneshot::channel();
         let sink = Sink {
             shared: shared.clone(),
+            defer: matches!(kind, CallKind::ServerStream | CallKind::Duplex),
             opened: Some(open_tx),
             msgs: Some(msg_tx),
             done: Some(done_tx),
@@ -196,7 +203,9 @@ impl Mesh {
     ) -> Result<ServerStream, RpcError> {
         let p = self.open(peer, service, CallKind::ServerStream, payload.into(), opts)?;
         Ok(ServerStream {
-            msgs: p.msgs,
+            reader: Reader::new(p.msgs),
+            opened: Some(p.opened),
+            handle: None,
             done: p.done,
             _guard: p.guard,
         })
@@ -232,21 +241,80 @@ impl Mesh {
             done: p.done,
             _guard: p.guard,
         };
-        Ok(DuplexCall { tx, msgs: p.msgs })
+        Ok(DuplexCall {
+            tx,
+            reader: Reader::new(p.msgs),
+        })
+    }
+}
+
+/// Reads the callee's stream messages and reports what was read, in
+/// batches, so the callee gets credit as the application consumes: a reader
+/// that stops reading holds at most one stream window.
+struct Reader {
+    msgs: mpsc::UnboundedReceiver<Bytes>,
+    /// Read and not yet reported: messages, bytes.
+    unreported: (u64, u64),
+}
+
+/// Read bytes (at `MSG_OVERHEAD` per message on top) after which a report
+/// goes to the core: a small fraction of the default 1 MiB window.
+const REPORT_EVERY: u64 = 32 * 1024;
+
+impl Reader {
+    fn new(msgs: mpsc::UnboundedReceiver<Bytes>) -> Self {
+        Reader {
+            msgs,
+            unreported: (0, 0),
+        }
+    }
+
+    async fn next(&mut self, handle: Option<&CallHandle>) -> Option<Bytes> {
+        let m = self.msgs.recv().await?;
+        let (n, bytes) = &mut self.unreported;
+        *n += 1;
+        *bytes += m.len() as u64;
+        let charge = *bytes + *n * net_engine::MSG_OVERHEAD as u64;
+        if let Some(h) = handle.filter(|_| charge >= REPORT_EVERY) {
+            h.consumed(*n, *bytes);
+            self.unreported = (0, 0);
+        }
+        Some(m)
+    }
+}
+
+/// The handle of a call once its `opened` event arrived (without waiting).
+fn poll_handle(
+    opened: &mut Option<oneshot::Receiver<CallHandle>>,
+    handle: &mut Option<CallHandle>,
+) {
+    if let Some(rx) = opened {
+        match rx.try_recv() {
+            Ok(h) => {
+                *handle = Some(h);
+                *opened = None;
+            }
+            Err(oneshot::error::TryRecvError::Empty) => {}
+            Err(oneshot::error::TryRecvError::Closed) => *opened = None,
+        }
     }
 }
 
 /// Responses of a server-streaming call.
 pub struct ServerStream {
-    msgs: mpsc::UnboundedReceiver<Bytes>,
+    reader: Reader,
+    opened: Option<oneshot::Receiver<CallHandle>>,
+    handle: Option<CallHandle>,
     done: oneshot::Receiver<(Status, Bytes)>,
     _guard: CancelGuard,
 }
 
 impl ServerStream {
     /// Next message; `None` once the stream ended (then call `finish`).
+    /// The callee gets more credit as messages are read here.
     pub async fn next(&mut self) -> Option<Bytes> {
-        self.msgs.recv().await
+        poll_handle(&mut self.opened, &mut self.handle);
+        self.reader.next(self.handle.as_ref()).await
     }
 
     /// The trailer: the call's status and final payload.
@@ -298,7 +366,7 @@ impl ClientStream {
 /// A duplex call: send like a [`ClientStream`], receive like a [`ServerStream`].
 pub struct DuplexCall {
     tx: ClientStream,
-    msgs: mpsc::UnboundedReceiver<Bytes>,
+    reader: Reader,
 }
 
 impl DuplexCall {
@@ -307,9 +375,11 @@ impl DuplexCall {
         self.tx.send(payload).await
     }
 
-    /// Next message from the callee; `None` once its stream ended.
+    /// Next message from the callee; `None` once its stream ended. The
+    /// callee gets more credit as messages are read here.
     pub async fn recv(&mut self) -> Option<Bytes> {
-        self.msgs.recv().await
+        poll_handle(&mut self.tx.opened, &mut self.tx.handle);
+        self.reader.next(self.tx.handle.as_ref()).await
     }
 
     /// Ends our stream and waits for the callee's final status.

@@ -323,3 +323,64 @@ async fn abandoned_async_handlers_stop_and_stay_within_max_in_flight() {
         "slots were reused"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_holds_at_most_one_window() {
+    const LEN: usize = 16_000;
+    const N: u32 = 1_000; // 16 MB offered
+    let server = server(4096);
+    let client = client_of(&server, 6);
+    let accepted = Arc::new(AtomicU64::new(0));
+    let a = accepted.clone();
+    let rt = tokio::runtime::Handle::current();
+    let _push = server
+        .serve_stream("push", move |call: IncomingCall| {
+            let (r, a) = (call.responder, a.clone());
+            rt.spawn(async move {
+                for i in 0..N {
+                    r.send(message(i, LEN)).await.expect("send accepted");
+                    a.fetch_add(LEN as u64, Ordering::SeqCst);
+                }
+                r.respond(Status::OK, Vec::new()).unwrap();
+            });
+            None
+        })
+        .unwrap();
+    let mut s = client
+        .call_server_stream(server.node_id(), "push", Vec::new(), CallOptions::default())
+        .unwrap();
+    // The server's sends stall: wait until they stop advancing.
+    let mut last = (u64::MAX, 0);
+    let until = std::time::Instant::now() + BOUND;
+    while last.1 < 50 {
+        assert!(std::time::Instant::now() < until, "sender never stalled");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let now = accepted.load(Ordering::SeqCst);
+        last = if now == last.0 {
+            (now, last.1 + 1)
+        } else {
+            (now, 0)
+        };
+    }
+    let window = 1u64 << 20;
+    let held = accepted.load(Ordering::SeqCst);
+    let client_buffered = stat(&client, |s| s.proto.stream_bytes_buffered);
+    eprintln!(
+        "non-reading client: server accepted {held} of {} B; client protocol buffer {client_buffered} B (window {window})",
+        u64::from(N) * LEN as u64
+    );
+    // At most one window in flight to the client (protocol buffer plus the
+    // unread channel) and one window queued on the server's core.
+    assert!(held <= 2 * window + LEN as u64, "{held}");
+    assert!(client_buffered <= window, "{client_buffered}");
+    // Reading resumes the stream: every message arrives, in order, then OK.
+    for i in 0..N {
+        let m = tokio::time::timeout(BOUND, s.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(m[..], message(i, LEN)[..], "message {i}");
+    }
+    assert_eq!(s.next().await, None);
+    s.finish().await.unwrap();
+}

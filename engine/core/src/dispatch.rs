@@ -63,6 +63,17 @@ impl Core {
                     self.send_held(now, (session, call), Held::Finish);
                 }
             }
+            Command::Consumed {
+                session,
+                call,
+                msgs,
+                bytes,
+            } => {
+                if self.ep.consumed(now, session, call, msgs, bytes).is_err() {
+                    // The call ended meanwhile: no credit is owed any more.
+                    self.stats.credit_reports_late += 1;
+                }
+            }
             Command::Cancel { session, call } => self.cancel_own(now, (session, call)),
             Command::Released {
                 session,
@@ -184,6 +195,12 @@ impl Core {
                 }
                 let mut waiter = p.waiter;
                 if let Waiter::Events(e) = &mut waiter {
+                    let replies = matches!(p.kind, CallKind::ServerStream | CallKind::Duplex);
+                    if replies && e.credit_on_consume() {
+                        // Just opened, and the callee streams: cannot fail.
+                        let deferred = self.ep.defer_credit(session, call);
+                        debug_assert!(deferred.is_ok(), "{deferred:?}");
+                    }
                     let streams = matches!(p.kind, CallKind::ClientStream | CallKind::Duplex);
                     let flow = self.new_flow((session, call), streams);
                     e.opened(CallHandle(CallRef {

@@ -200,6 +200,19 @@ impl CallHandle {
         Ok(())
     }
 
+    /// Reports that the application read `msgs` more messages, `bytes` in
+    /// total, of the callee's stream; only for sinks whose
+    /// [`CallEvents::credit_on_consume`] is true (their credit follows these
+    /// reports). Report in batches: each report is one command to the core.
+    pub fn consumed(&self, msgs: u64, bytes: u64) {
+        self.0.push(|session, call| Command::Consumed {
+            session,
+            call,
+            msgs,
+            bytes,
+        });
+    }
+
     /// Abandons the call; no completion follows. Idempotent.
     pub fn cancel(&self) {
         if self.0.flow.end_status().is_none() && self.0.flow.mark_cancelled() {
@@ -214,6 +227,14 @@ impl CallHandle {
 pub trait CallEvents: Send + 'static {
     /// The call is open (caller side; streaming callers need the handle).
     fn opened(&mut self, _handle: CallHandle) {}
+    /// Caller side: the callee's stream gets credit only as the application
+    /// reports what it read ([`CallHandle::consumed`]) rather than as
+    /// messages reach this sink. Sinks that pass messages to a reader on
+    /// another thread say true, so a reader that stops reading bounds what
+    /// it holds to one stream window. Default false.
+    fn credit_on_consume(&self) -> bool {
+        false
+    }
     /// Next stream message, in order.
     fn message(&mut self, _payload: &[u8]) {}
     /// The peer finished its stream (callee side: the caller half-closed).

@@ -68,6 +68,14 @@ pub(crate) enum Command {
         session: SessionId,
         call: CallId,
     },
+    /// The application read `msgs` more messages (`bytes` in total) of a
+    /// call's incoming stream: the peer may get more credit.
+    Consumed {
+        session: SessionId,
+        call: CallId,
+        msgs: u64,
+        bytes: u64,
+    },
     /// Caller gives up.
     Cancel {
         session: SessionId,

@@ -47,6 +47,8 @@ pub struct CoreStats {
     pub answers_skipped: u64,
     /// Announcements not queued because their session had closed.
     pub announces_skipped: u64,
+    /// Consumption reports that arrived after their call ended (harmless).
+    pub credit_reports_late: u64,
     /// Panics caught on the core loop outside handlers (a pass abandoned).
     pub core_panics: u64,
     /// Calls whose state this core holds right now (either role): a gauge,
