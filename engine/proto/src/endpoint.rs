@@ -103,6 +103,9 @@ const MAX_COOKIE_REPLIES: usize = 256;
 /// Most eviction CLOSEs queued between two transmit passes; beyond it an
 /// evicted peer learns of the eviction by its idle timeout.
 const MAX_FAREWELLS: usize = 256;
+/// Buffer for an eviction CLOSE: a data header, an ACK frame (the session
+/// writes at most 17 ranges, under 300 bytes), the CLOSE frame and the tag.
+const FAREWELL_LEN: usize = 512;
 
 macro_rules! ctx {
     ($self:ident, $now:expr) => {
@@ -443,7 +446,7 @@ impl Endpoint {
         let mut ctx = ctx!(self, now);
         if s.is_established() && self.farewells.len() < MAX_FAREWELLS {
             s.close_pending = Some(CLOSE_EVICTED);
-            let mut buf = vec![0u8; s.datagram_budget(ctx.cfg)];
+            let mut buf = vec![0u8; FAREWELL_LEN.min(s.datagram_budget(ctx.cfg))];
             if let Some(len) = s.write_datagram(&mut ctx, &mut buf) {
                 buf.truncate(len);
                 self.farewells.push_back((s.addr, buf));
