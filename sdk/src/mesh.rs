@@ -136,7 +136,11 @@ pub struct ServeHandle {
 
 impl Drop for ServeHandle {
     fn drop(&mut self) {
-        let _ = self.node.unserve(&self.service);
+        // Fails only if the node is not running (then nothing serves) or a
+        // core did not acknowledge in time; a drop cannot report either.
+        if let Err(e) = self.node.unserve(&self.service) {
+            tracing::debug!(service = %self.service, error = %e, "unserve on drop");
+        }
     }
 }
 

@@ -367,8 +367,14 @@ impl Core {
                 peer,
                 reason,
             } => {
-                if matches!(reason, net_proto::CloseReason::Protocol(_)) {
-                    tracing::warn!(core = self.index, peer = %peer.short(), %reason, "session closed: peer broke the protocol");
+                match reason {
+                    net_proto::CloseReason::Protocol(_) => {
+                        tracing::warn!(core = self.index, peer = %peer.short(), %reason, "session closed: peer broke the protocol");
+                    }
+                    net_proto::CloseReason::Evicted => {
+                        tracing::info!(core = self.index, peer = %peer.short(), "session evicted to make room (session table full)");
+                    }
+                    _ => {}
                 }
                 self.on_closed(session, peer);
             }

@@ -476,7 +476,11 @@ impl MeshNode {
             .apply(verified, now_ms)?;
         let mut payload = vec![crate::trust::KIND_RESERVATION];
         payload.extend_from_slice(&signed.encode());
-        let _ = self.broadcast_announce(None, payload);
+        if let Err(e) = self.broadcast_announce(None, payload) {
+            // Applied here; peers learn it on their next session open or
+            // from the holder's renewal. The caller keeps its outcome.
+            tracing::warn!(node = %self.node_id().short(), resource, error = %e, "reservation not announced now");
+        }
         Ok(outcome)
     }
 

@@ -456,16 +456,21 @@ fn core_json(s: &CoreStats) -> serde_json::Value {
         data_packets_tx, ack_only_tx, handshake_init_tx, handshake_resp_tx, handshakes_completed,
         drop_malformed, drop_unknown_index, drop_replay, drop_decrypt, drop_not_ready,
         handshake_mac1, handshake_invalid_identity, handshake_decrypt,
-        handshake_identity_mismatch, handshake_replay, handshake_overloaded, handshake_malformed,
-        handshake_unknown_index, protocol_violations, packets_lost, ptos, frames_retransmitted,
-        key_updates, duplicate_requests, calls_not_found, calls_backpressure, calls_cancelled,
-        requests_delivered, calls_completed, sessions_closed);
+        handshake_identity_mismatch, handshake_replay, handshake_overloaded, handshake_peer_limit,
+        handshake_table_full, handshake_rate_limited, cookie_replies_tx, cookie_replies_dropped,
+        cookie_replies_rx, handshake_malformed, handshake_unknown_index, protocol_violations,
+        stream_bytes_buffered, stream_bytes_buffered_peak, stream_bytes_discarded, packets_lost,
+        ptos, frames_retransmitted, key_updates, duplicate_requests, calls_not_found,
+        calls_backpressure, calls_cancelled, requests_delivered, calls_completed,
+        sessions_closed, sessions_evicted);
     let t = fields!(s.trust; verified, malformed, oversize, unknown_version, node_id_mismatch,
         bad_signature, expired, future, ttl_too_long, stale, batch_verifies, gate_denied,
         gate_allowed, reservation_rejected, token_rejected, wrong_class, own_entry, fold_full,
-        batch_fallbacks);
+        batch_fallbacks, over_quota, fold_evicted);
     let mut c = fields!(s; core, loops, parks, inbox_wakes, commands, inline_handled,
-        async_handled, calls_completed, calls_refused, open_calls);
+        async_handled, calls_completed, calls_refused, open_calls, handler_panics,
+        handlers_unanswered, handlers_busy, stream_msgs_dropped, streams_incomplete,
+        answers_skipped, announces_skipped, credit_reports_late, core_panics);
     if let serde_json::Value::Object(m) = &mut c {
         m.insert("driver".into(), s.driver.clone().into());
         m.insert("io".into(), io);
