@@ -561,8 +561,8 @@ impl MeshNode {
     }
 
     /// Graceful shutdown: cores stop accepting calls, finish what is in
-    /// flight (or give up at `timeout`), send CLOSE on every session and exit.
-    /// Calls still waiting then complete with `Unavailable`.
+    /// flight (or give up at half of `timeout`), send CLOSE on every session
+    /// and exit. Calls still waiting then complete with `Unavailable`.
     ///
     /// Returns within `timeout` (plus scheduling slack) whatever state the
     /// cores are in; a core that has not exited by then is left to finish on
@@ -571,10 +571,16 @@ impl MeshNode {
         let Some(mut r) = self.lock().take() else {
             return Err(EngineError::NotRunning);
         };
-        let deadline = Instant::now() + timeout;
+        let start = Instant::now();
+        let deadline = start + timeout;
+        // Calls in flight get the first half; the rest is for closing the
+        // sessions and the threads' exit, so an orderly stop is `Ok`.
+        let drain_until = start + timeout / 2;
         for c in &r.cores {
             // The call queue never refuses, so a full inbox cannot block this.
-            c.inbox.push_call(Command::Shutdown { deadline });
+            c.inbox.push_call(Command::Shutdown {
+                deadline: drain_until,
+            });
         }
         let mut left = r.cores.len();
         while left > 0 {
