@@ -23,10 +23,10 @@ fn server(max_in_flight: u32) -> Mesh {
     m
 }
 
-fn client_of(server: &Mesh, seed: u8) -> Mesh {
+/// A client of `server` with this configuration (identity and PSK in it).
+fn client_with(server: &Mesh, cfg: MeshNodeConfig) -> Mesh {
     let m = Mesh::builder()
-        .identity(Identity::from_seed(&[seed; 32]))
-        .psk(PSK)
+        .node_config(cfg)
         .pin(false)
         .peer(
             server.local_addr().unwrap(),
@@ -36,6 +36,13 @@ fn client_of(server: &Mesh, seed: u8) -> Mesh {
         .unwrap();
     m.start().unwrap();
     m
+}
+
+fn client_of(server: &Mesh, seed: u8) -> Mesh {
+    client_with(
+        server,
+        MeshNodeConfig::new(Identity::from_seed(&[seed; 32]), PSK),
+    )
 }
 
 fn stat(m: &Mesh, f: impl Fn(&net::CoreStats) -> u64) -> u64 {
@@ -119,16 +126,7 @@ async fn client_stream_of_50_mib_arrives_whole() {
     let server = server(4096);
     // A tiny inbox: the engine must not lose stream messages when it is full.
     let cfg = MeshNodeConfig::new(Identity::from_seed(&[3; 32]), PSK).with_inbox(16);
-    let client = Mesh::builder()
-        .node_config(cfg)
-        .pin(false)
-        .peer(
-            server.local_addr().unwrap(),
-            Identity::from_seed(&[1; 32]).public(),
-        )
-        .build()
-        .unwrap();
-    client.start().unwrap();
+    let client = client_with(&server, cfg);
     let _sink = server
         .serve_stream("hash", |call: IncomingCall| {
             Some(Box::new(Hash {
