@@ -5,8 +5,9 @@ use std::str::FromStr;
 
 /// Which UDP driver implementation serves a socket.
 ///
-/// All three implement the same [`crate::Driver`] contract; they differ only in
-/// how they cross into the kernel (and so in syscalls per datagram).
+/// All implement the same [`crate::Driver`] contract; the socket kinds differ
+/// only in how they cross into the kernel (and so in syscalls per datagram).
+/// [`DriverKind::Memory`] does not cross at all (tests).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DriverKind {
     /// io_uring: multishot `recvmsg` into a provided-buffer ring, `sendmsg`
@@ -18,11 +19,25 @@ pub enum DriverKind {
     Mmsg,
     /// `std::net::UdpSocket`, one syscall per datagram. Works anywhere.
     Portable,
+    /// An in-process [`crate::MemNet`] port: no socket, no syscall. Bound
+    /// with [`crate::MemNet::bind`]; [`crate::open_group`] refuses it
+    /// (it needs the network handle), and [`DriverChoice::Auto`] never
+    /// picks it.
+    Memory,
 }
 
 impl DriverKind {
-    /// Every kind, in the order [`DriverChoice::Auto`] tries them.
+    /// Every socket kind, in the order [`DriverChoice::Auto`] tries them
+    /// ([`DriverKind::Memory`] is not one: see [`DriverKind::NAMED`]).
     pub const ALL: [DriverKind; 3] = [DriverKind::Uring, DriverKind::Mmsg, DriverKind::Portable];
+
+    /// Every kind a name parses to: [`DriverKind::ALL`] and `Memory`.
+    pub const NAMED: [DriverKind; 4] = [
+        DriverKind::Uring,
+        DriverKind::Mmsg,
+        DriverKind::Portable,
+        DriverKind::Memory,
+    ];
 
     /// The lowercase name used by `Display`, `FromStr` and `NET_DRIVER`.
     pub const fn name(self) -> &'static str {
@@ -30,6 +45,7 @@ impl DriverKind {
             DriverKind::Uring => "uring",
             DriverKind::Mmsg => "mmsg",
             DriverKind::Portable => "portable",
+            DriverKind::Memory => "memory",
         }
     }
 }
@@ -40,10 +56,10 @@ impl fmt::Display for DriverKind {
     }
 }
 
-/// A driver name that is not `uring`, `mmsg`, `portable` (or `auto` where a
-/// [`DriverChoice`] is parsed). Carries the rejected text.
+/// A driver name that is not `uring`, `mmsg`, `portable`, `memory` (or
+/// `auto` where a [`DriverChoice`] is parsed). Carries the rejected text.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unknown UDP driver {0:?} (expected auto, uring, mmsg or portable)")]
+#[error("unknown UDP driver {0:?} (expected auto, uring, mmsg, portable or memory)")]
 pub struct ParseDriverError(pub String);
 
 impl FromStr for DriverKind {
@@ -52,7 +68,7 @@ impl FromStr for DriverKind {
     /// Accepts the names case-insensitively, surrounding whitespace ignored.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let t = s.trim();
-        DriverKind::ALL
+        DriverKind::NAMED
             .into_iter()
             .find(|k| t.eq_ignore_ascii_case(k.name()))
             .ok_or_else(|| ParseDriverError(s.to_owned()))
@@ -103,6 +119,7 @@ impl DriverChoice {
             DriverChoice::Force(DriverKind::Uring) => &DriverKind::ALL[0..1],
             DriverChoice::Force(DriverKind::Mmsg) => &DriverKind::ALL[1..2],
             DriverChoice::Force(DriverKind::Portable) => &DriverKind::ALL[2..3],
+            DriverChoice::Force(DriverKind::Memory) => &[],
         }
     }
 }

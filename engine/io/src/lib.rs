@@ -8,7 +8,10 @@
 //!   provided-buffer ring, sends queued as SQEs and submitted with the next
 //!   wait: one `io_uring_enter` per loop iteration, none while spinning idle;
 //! * [`DriverKind::Mmsg`]: `recvmmsg`/`sendmmsg`, `ppoll` to park;
-//! * [`DriverKind::Portable`]: `std::net::UdpSocket`, one syscall per datagram.
+//! * [`DriverKind::Portable`]: `std::net::UdpSocket`, one syscall per datagram;
+//! * [`DriverKind::Memory`]: no socket at all: ports of an in-process
+//!   [`MemNet`], for tests (bound with [`MemNet::bind`], never by
+//!   [`open_group`]).
 //!
 //! [`open_group`] binds the sockets, attaches the steering program
 //! ([`Steering`], documented in its module: which payload bytes pick the
@@ -37,6 +40,7 @@
 pub mod alloc_counter;
 mod config;
 mod error;
+mod mem;
 mod mmsg;
 mod portable;
 mod sock;
@@ -56,6 +60,7 @@ pub use config::{
     MAX_UDP_PAYLOAD,
 };
 pub use error::IoError;
+pub use mem::MemNet;
 pub use sock::SOCKET_BUFFER_BYTES;
 pub use steering::{core_bits_for, Steering, MAX_GROUP};
 pub use waker::Waker;
@@ -106,7 +111,9 @@ pub trait Driver: Send {
 /// portable, downgrading when the kernel refuses a kind (EINVAL, ENOSYS,
 /// EPERM, EOPNOTSUPP, ENOMEM), with a `tracing::warn` and a count in
 /// `stats().downgrades`; [`DriverChoice::Force`] fails with
-/// [`IoError::Unavailable`] instead.
+/// [`IoError::Unavailable`] instead. `Force(DriverKind::Memory)` always
+/// fails with `Unavailable`: memory drivers live on a network handle and are
+/// bound with [`MemNet::bind_group`].
 pub fn open_group(
     addr: SocketAddr,
     sockets: usize,
@@ -115,6 +122,14 @@ pub fn open_group(
     cfg: &DriverConfig,
 ) -> Result<Vec<Box<dyn Driver>>, IoError> {
     cfg.validate().map_err(|m| IoError::Io(error::invalid(m)))?;
+    if choice == DriverChoice::Force(DriverKind::Memory) {
+        return Err(IoError::Unavailable {
+            kind: DriverKind::Memory,
+            reason: "the in-memory driver needs a network handle: bind it with net_io::MemNet \
+                     (MeshNodeConfig::with_memory_network for a node)"
+                .into(),
+        });
+    }
     if sockets == 0 || sockets > MAX_GROUP {
         return Err(IoError::Io(error::invalid(format!(
             "group of {sockets} sockets not in 1..={MAX_GROUP}"
@@ -207,6 +222,12 @@ fn open_kind(
             let mut d = portable::PortableDriver::new(sock.try_clone()?, index, steering, cfg)?;
             d.stats_mut().downgrades = downgrades;
             Box::new(d)
+        }
+        DriverKind::Memory => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "the in-memory driver is bound with net_io::MemNet",
+            ))
         }
     })
 }

@@ -14,9 +14,11 @@
 //! never lost, and a wake while the driver is not parked costs one store and
 //! one swap: no syscall. At most one notification is sent per park.
 //!
-//! The notification is an eventfd write (uring, mmsg) or, for the portable
+//! The notification is an eventfd write (uring, mmsg); for the portable
 //! driver, which can only block on its socket, a datagram sent to the
-//! driver's own socket from a private loopback socket.
+//! driver's own socket from a private loopback socket; for the in-memory
+//! driver ([`crate::MemNet`]), a flag set under its port's lock and a
+//! `Condvar` notify.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -35,6 +37,8 @@ pub(crate) enum Notify {
         /// Shaped so the steering program routes it to the right socket.
         payload: Box<[u8]>,
     },
+    /// Set the in-memory port's wake flag and notify its `Condvar`.
+    Memory(Arc<crate::mem::Port>),
 }
 
 /// State shared between a driver and its [`Waker`]s.
@@ -58,7 +62,7 @@ impl WakeShared {
     pub(crate) fn eventfd(&self) -> Option<std::os::fd::RawFd> {
         match &self.notify {
             Notify::EventFd(fd) => Some(fd.as_raw_fd()),
-            Notify::Datagram { .. } => None,
+            Notify::Datagram { .. } | Notify::Memory(_) => None,
         }
     }
 
@@ -95,6 +99,7 @@ impl WakeShared {
                     // and the driver is not blocked anyway.
                     let _ = sock.send(payload);
                 }
+                Notify::Memory(port) => port.notify_wake(),
             }
         }
     }
