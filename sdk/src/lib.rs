@@ -38,7 +38,7 @@ pub use error::{MeshError, RpcError};
 pub use mesh::{Mesh, MeshBuilder, Request, ServeHandle};
 pub use net_crypto::{Identity, NodeId, PublicIdentity};
 pub use net_engine::{
-    AlreadyAnswered, CallEvents, CoreStats, DriverChoice, DriverKind, IncomingCall, RequestInfo,
-    Responder, SendError,
+    AlreadyAnswered, CallEvents, CoreStats, DriverChoice, DriverKind, IncomingCall, MemNet,
+    RequestInfo, Responder, SendError,
 };
 pub use net_proto::Status;

@@ -45,6 +45,9 @@ pub struct MeshNodeConfig {
     pub(crate) max_sessions: usize,
     pub(crate) max_sessions_per_peer: usize,
     pub(crate) reserved_sessions: usize,
+    /// When set, `start` binds the cores' drivers on this in-process network
+    /// instead of UDP sockets (tests); `driver` is then ignored.
+    pub(crate) memory_net: Option<net_io::MemNet>,
 }
 
 impl MeshNodeConfig {
@@ -81,6 +84,7 @@ impl MeshNodeConfig {
             max_sessions: net_proto::config::DEFAULT_MAX_SESSIONS,
             max_sessions_per_peer: net_proto::config::DEFAULT_MAX_SESSIONS_PER_PEER,
             reserved_sessions: net_proto::config::DEFAULT_RESERVED_SESSIONS,
+            memory_net: None,
         }
     }
 
@@ -246,6 +250,18 @@ impl MeshNodeConfig {
     /// Driver batch size and datagram slot size.
     pub fn with_driver_config(mut self, cfg: DriverConfig) -> Self {
         self.driver_cfg = cfg;
+        self
+    }
+
+    /// Runs the node on an in-process network instead of UDP sockets: `start`
+    /// binds the listen address (port 0 picks one) with
+    /// [`MemNet::bind_group`](net_io::MemNet::bind_group), one
+    /// [`DriverKind::Memory`](net_io::DriverKind::Memory) driver per core,
+    /// steered like the kernel's reuseport group, and ignores the driver
+    /// choice. Nodes sharing one `MemNet` (clones) reach each other; no
+    /// socket is opened, so tests need no free port.
+    pub fn with_memory_network(mut self, net: net_io::MemNet) -> Self {
+        self.memory_net = Some(net);
         self
     }
 

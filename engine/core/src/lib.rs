@@ -28,6 +28,6 @@ pub use handler::{
     AlreadyAnswered, AsyncHandler, CallEvents, CallHandle, CoreApp, CoreCx, Handler, IncomingCall,
     RequestInfo, Responder, SyncHandler,
 };
-pub use net_io::{DriverChoice, DriverKind};
+pub use net_io::{DriverChoice, DriverKind, MemNet};
 pub use node::{EngineError, MeshNode, ServeOptions};
 pub use stats::CoreStats;

@@ -163,13 +163,16 @@ impl MeshNode {
             core_bits: self.cfg.core_bits(),
             init_type: 1,
         };
-        let drivers = net_io::open_group(
-            self.cfg.listen,
-            n,
-            steering,
-            self.cfg.driver,
-            &self.cfg.driver_cfg,
-        )?;
+        let drivers = match &self.cfg.memory_net {
+            Some(net) => net.bind_group(self.cfg.listen, n, steering, &self.cfg.driver_cfg)?,
+            None => net_io::open_group(
+                self.cfg.listen,
+                n,
+                steering,
+                self.cfg.driver,
+                &self.cfg.driver_cfg,
+            )?,
+        };
         let local_addr = drivers[0].local_addr();
         let driver = drivers[0].kind();
         let wall = SystemTime::now()
