@@ -8,10 +8,33 @@
 //! see nearly the same machine; the ratio of each pair cancels the slow
 //! drift, and the median over the pairs discards the pairs a burst of
 //! foreign load hit on one side only.
+//!
+//! Each slice also records the CPU time the bench's processes ran in it
+//! ([`cpu_time`]), so a pair compares the CPU cost per call of the two
+//! systems: time a loaded machine keeps a process off the CPU is not in it,
+//! which makes it the steadiest of the ratios (docs/BENCHMARKS.md).
+
+use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::PointResult;
+
+/// CPU time that this process and the processes `pids` have run so far
+/// (every thread; user and kernel), from `/proc/<pid>/task/*/schedstat`.
+/// `None` if any of them cannot be read (not Linux, or no schedstat).
+pub fn cpu_time(pids: &[u32]) -> Option<Duration> {
+    let mut total = 0u64;
+    let procs = pids.iter().map(|p| p.to_string());
+    for p in procs.chain(std::iter::once("self".to_string())) {
+        for task in std::fs::read_dir(format!("/proc/{p}/task")).ok()? {
+            let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+            let ns: u64 = stat.split_whitespace().next()?.parse().ok()?;
+            total += ns;
+        }
+    }
+    Some(Duration::from_nanos(total))
+}
 
 /// One system's figures in one slice.
 #[derive(Clone, Debug, Serialize)]
@@ -30,12 +53,22 @@ pub struct SliceFigures {
     pub calls: u64,
     /// Calls failed, wrong or lost.
     pub errors: u64,
+    /// CPU time of all the bench's processes over the whole slice (its
+    /// unmeasured start included) per call completed in it, ns; `None` if
+    /// CPU time could not be read.
+    pub cpu_ns_per_call: Option<f64>,
 }
 
 impl SliceFigures {
-    /// The figures of one slice's result.
-    pub fn of(r: &PointResult) -> Self {
+    /// The figures of one slice's result; `cpu` is the CPU time spent over
+    /// `span`, the slice's whole length. Calls over `span` are estimated
+    /// from the rate of the measured part.
+    pub fn of(r: &PointResult, cpu: Option<Duration>, span: Duration) -> Self {
+        let calls_in_span = r.qps() * span.as_secs_f64();
         SliceFigures {
+            cpu_ns_per_call: cpu
+                .filter(|_| calls_in_span > 0.0)
+                .map(|c| c.as_nanos() as f64 / calls_in_span),
             qps: r.qps(),
             mean_us: r.hist.mean() / 1000.0,
             p50_us: r.quantile_us(0.5),
@@ -55,9 +88,12 @@ pub struct SlicePair {
     pub raw: SliceFigures,
     /// The nRPC slice.
     pub nrpc: SliceFigures,
-    /// nRPC mean latency / raw mean latency (the gate's regression figure).
+    /// nRPC CPU time per call / raw CPU time per round trip (the gate's
+    /// regression detector).
+    pub cpu_ratio: f64,
+    /// nRPC mean latency / raw mean latency (a gate guard).
     pub mean_ratio: f64,
-    /// nRPC p99 / raw p99 (the gate's tail guard).
+    /// nRPC p99 / raw p99 (a gate guard).
     pub p99_ratio: f64,
     /// nRPC p50 / raw p50.
     pub p50_ratio: f64,
@@ -66,9 +102,8 @@ pub struct SlicePair {
 }
 
 impl SlicePair {
-    /// Pairs two slices' results.
-    pub fn new(raw: &PointResult, nrpc: &PointResult) -> Self {
-        let (raw, nrpc) = (SliceFigures::of(raw), SliceFigures::of(nrpc));
+    /// Pairs two slices' figures.
+    pub fn new(raw: SliceFigures, nrpc: SliceFigures) -> Self {
         let ratio = |a: f64, b: f64| {
             if raw.calls == 0 || nrpc.calls == 0 {
                 f64::NAN
@@ -76,7 +111,12 @@ impl SlicePair {
                 ratio(a, b)
             }
         };
+        let cpu = match (nrpc.cpu_ns_per_call, raw.cpu_ns_per_call) {
+            (Some(n), Some(r)) => ratio(n, r),
+            _ => f64::NAN,
+        };
         SlicePair {
+            cpu_ratio: cpu,
             mean_ratio: ratio(nrpc.mean_us, raw.mean_us),
             p99_ratio: ratio(nrpc.p99_us, raw.p99_us),
             p50_ratio: ratio(nrpc.p50_us, raw.p50_us),
@@ -156,6 +196,12 @@ pub struct SliceSeries {
     pub pairs: Vec<SlicePair>,
     /// Pairs left out of the spreads (a slice with no completed call).
     pub skipped: usize,
+    /// Spread of the pairs' CPU-per-call ratios (gate: its median).
+    pub cpu_ratio: Option<Spread>,
+    /// Spread of raw's CPU time per round trip, ns.
+    pub raw_cpu_ns_per_call: Option<Spread>,
+    /// Spread of nRPC's CPU time per call, ns.
+    pub nrpc_cpu_ns_per_call: Option<Spread>,
     /// Spread of the pairs' mean-latency ratios (gate: its median).
     pub mean_ratio: Option<Spread>,
     /// Spread of the pairs' p99 ratios (gate: its median).
@@ -181,6 +227,17 @@ impl SliceSeries {
             slice_ms,
             slice_warmup_ms,
             skipped: pairs.iter().filter(|p| p.p99_ratio.is_nan()).count(),
+            cpu_ratio: Spread::of(pairs.iter().map(|p| p.cpu_ratio)),
+            raw_cpu_ns_per_call: Spread::of(
+                pairs
+                    .iter()
+                    .filter_map(|p| p.raw.cpu_ns_per_call.filter(|_| !p.cpu_ratio.is_nan())),
+            ),
+            nrpc_cpu_ns_per_call: Spread::of(
+                pairs
+                    .iter()
+                    .filter_map(|p| p.nrpc.cpu_ns_per_call.filter(|_| !p.cpu_ratio.is_nan())),
+            ),
             mean_ratio: Spread::of(pairs.iter().map(|p| p.mean_ratio)),
             p99_ratio: Spread::of(pairs.iter().map(|p| p.p99_ratio)),
             p50_ratio: Spread::of(pairs.iter().map(|p| p.p50_ratio)),
@@ -243,34 +300,71 @@ mod tests {
         let mut raw = PointResult::new();
         let mut nrpc = PointResult::new();
         for _ in 0..100 {
-            raw.record(std::time::Duration::from_micros(100), true);
-            nrpc.record(std::time::Duration::from_micros(50), true);
+            raw.record(Duration::from_micros(100), true);
+            nrpc.record(Duration::from_micros(50), true);
         }
-        raw.elapsed = std::time::Duration::from_secs(1);
-        nrpc.elapsed = std::time::Duration::from_millis(500);
-        let p = SlicePair::new(&raw, &nrpc);
+        raw.elapsed = Duration::from_secs(1);
+        nrpc.elapsed = Duration::from_millis(500);
+        let span = Duration::from_secs(2);
+        // raw: 100 calls/s over 2 s, 1 ms CPU -> 5 µs per call; nRPC: 200
+        // calls/s, 1 ms CPU -> 2.5 µs per call.
+        let cpu = Some(Duration::from_millis(1));
+        let p = SlicePair::new(
+            SliceFigures::of(&raw, cpu, span),
+            SliceFigures::of(&nrpc, cpu, span),
+        );
         assert!((p.p99_ratio - 0.5).abs() < 0.01, "{}", p.p99_ratio);
         assert!((p.qps_ratio - 2.0).abs() < 1e-9, "{}", p.qps_ratio);
         assert!((p.mean_ratio - 0.5).abs() < 0.01, "{}", p.mean_ratio);
+        assert_eq!(p.raw.cpu_ns_per_call, Some(5000.0));
+        assert!((p.cpu_ratio - 0.5).abs() < 1e-9, "{}", p.cpu_ratio);
+        let unknown = SlicePair::new(
+            SliceFigures::of(&raw, None, span),
+            SliceFigures::of(&nrpc, cpu, span),
+        );
+        assert!(unknown.cpu_ratio.is_nan() && !unknown.p99_ratio.is_nan());
     }
 
     #[test]
     fn a_starved_slice_on_either_side_is_left_out() {
         let mut full = PointResult::new();
-        full.record(std::time::Duration::from_micros(100), true);
-        full.elapsed = std::time::Duration::from_millis(250);
+        full.record(Duration::from_micros(100), true);
+        full.elapsed = Duration::from_millis(250);
         let mut empty = PointResult::new();
-        empty.elapsed = std::time::Duration::from_millis(250);
+        empty.elapsed = Duration::from_millis(250);
+        let fig = |r: &PointResult| {
+            SliceFigures::of(
+                r,
+                Some(Duration::from_millis(1)),
+                Duration::from_millis(275),
+            )
+        };
+        assert_eq!(fig(&empty).cpu_ns_per_call, None);
         let pairs = vec![
-            SlicePair::new(&full, &full),
-            SlicePair::new(&empty, &full),
-            SlicePair::new(&full, &empty),
+            SlicePair::new(fig(&full), fig(&full)),
+            SlicePair::new(fig(&empty), fig(&full)),
+            SlicePair::new(fig(&full), fig(&empty)),
         ];
         for p in &pairs[1..] {
             assert!(p.p99_ratio.is_nan() && p.mean_ratio.is_nan() && p.qps_ratio.is_nan());
+            assert!(p.cpu_ratio.is_nan());
         }
         let s = SliceSeries::new(128, 32, 250, 25, pairs);
         assert_eq!(s.skipped, 2);
         assert_eq!(s.p99_ratio.map(|s| s.median), Some(1.0));
+        assert_eq!(s.cpu_ratio.map(|s| s.median), Some(1.0));
+    }
+
+    #[test]
+    fn cpu_time_reads_this_process_and_grows() {
+        let before = cpu_time(&[]).expect("schedstat readable on Linux");
+        // Fixed work (tens of ms, several scheduler ticks), not a clock.
+        let mut x = 0u64;
+        for i in 0..50_000_000u64 {
+            x = std::hint::black_box(x.wrapping_add(i));
+        }
+        let after = cpu_time(&[]).expect("schedstat readable on Linux");
+        assert!(after > before, "{before:?} -> {after:?}");
+        assert_eq!(cpu_time(&[u32::MAX]), None, "an unknown pid is an error");
     }
 }

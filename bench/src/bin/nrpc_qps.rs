@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use net_bench::slices::{merge, SlicePair, SliceSeries, Spread};
+use net_bench::slices::{cpu_time, merge, SliceFigures, SlicePair, SliceSeries, Spread};
 use net_bench::{nrpc, pin, raw, Host, Point, PointResult, Record, Report};
 use net_engine::DriverChoice;
 
@@ -124,6 +124,17 @@ enum Server {
         Option<std::thread::JoinHandle<()>>,
         Option<Box<net_engine::MeshNode>>,
     ),
+}
+
+impl Server {
+    /// The child process's id (a thread server has none: its CPU time is
+    /// this process's).
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Server::Child(c) => Some(c.id()),
+            Server::Thread(..) => None,
+        }
+    }
 }
 
 impl Drop for Server {
@@ -382,10 +393,15 @@ struct Sliced {
 /// `--slices N`: both servers up at once (each parks while the other is
 /// measured), one raw socket and one nRPC session for the whole run; per
 /// point one unmeasured warm-up stretch per system, then N pairs of a raw
-/// slice followed at once by an nRPC slice.
+/// slice followed at once by an nRPC slice. The CPU time of all the bench's
+/// processes is read around every slice.
 fn run_sliced(args: &Args, pts: &[Point]) -> Sliced {
-    let (_raw_server, raw_addr) = start_server(args, Role::RawServer);
-    let (_nrpc_server, nrpc_addr) = start_server(args, Role::NrpcServer);
+    let (raw_server, raw_addr) = start_server(args, Role::RawServer);
+    let (nrpc_server, nrpc_addr) = start_server(args, Role::NrpcServer);
+    let pids: Vec<u32> = [raw_server.pid(), nrpc_server.pid()]
+        .into_iter()
+        .flatten()
+        .collect();
     pin(Some(args.client_cpu));
     let mut raw_client = raw::Client::open(driver(args)).unwrap_or_else(|e| fail(&e.to_string()));
     let nrpc_client = NrpcClient::start(args, nrpc_addr);
@@ -419,12 +435,20 @@ fn run_sliced(args: &Args, pts: &[Point]) -> Sliced {
         nrpc_client.run_unchecked(&warm);
         let (mut raw_total, mut nrpc_total) = (PointResult::new(), PointResult::new());
         let mut pairs = Vec::with_capacity(args.slices);
+        let span = slice.warmup + slice.duration;
+        let spent = |a: Option<Duration>, b: Option<Duration>| Some(b? - a?);
         for _ in 0..args.slices {
+            let t0 = cpu_time(&pids);
             let r = raw_slice(&slice);
+            let t1 = cpu_time(&pids);
             let n = nrpc_client.run_unchecked(&slice);
+            let t2 = cpu_time(&pids);
             merge(&mut raw_total, &r).unwrap_or_else(|e| fail(&e));
             merge(&mut nrpc_total, &n).unwrap_or_else(|e| fail(&e));
-            pairs.push(SlicePair::new(&r, &n));
+            pairs.push(SlicePair::new(
+                SliceFigures::of(&r, spent(t0, t1), span),
+                SliceFigures::of(&n, spent(t1, t2), span),
+            ));
         }
         check(p, "raw", &raw_total);
         check(p, "nrpc", &nrpc_total);
@@ -443,14 +467,15 @@ fn run_sliced(args: &Args, pts: &[Point]) -> Sliced {
 
 /// Prints each point's slice-ratio spreads and the pairs' gate ratios.
 fn print_slices(series: &[SliceSeries]) {
-    let show = |s: &Option<Spread>| {
+    let show_p = |s: &Option<Spread>, p: usize| {
         s.as_ref().map_or("-".to_string(), |s| {
             format!(
-                "median {:.3} (min {:.3}, q1 {:.3}, q3 {:.3}, max {:.3}, IQR {:.3})",
+                "median {:.p$} (min {:.p$}, q1 {:.p$}, q3 {:.p$}, max {:.p$}, IQR {:.p$})",
                 s.median, s.min, s.q1, s.q3, s.max, s.iqr
             )
         })
     };
+    let show = |s: &Option<Spread>| show_p(s, 3);
     for s in series {
         println!(
             "slices c{}/{}B: {} pairs of {} ms (+{} ms warm-up each), {} left out (a starved slice)",
@@ -461,6 +486,12 @@ fn print_slices(series: &[SliceSeries]) {
             s.slice_warmup_ms,
             s.skipped
         );
+        println!("  CPU per call ratio {}", show(&s.cpu_ratio));
+        println!(
+            "  raw CPU ns per round trip {}",
+            show(&s.raw_cpu_ns_per_call)
+        );
+        println!("  nRPC CPU ns per call {}", show(&s.nrpc_cpu_ns_per_call));
         println!("  mean latency ratio {}", show(&s.mean_ratio));
         println!("  p99 ratio {}", show(&s.p99_ratio));
         println!("  p50 ratio {}", show(&s.p50_ratio));
@@ -469,6 +500,7 @@ fn print_slices(series: &[SliceSeries]) {
             let v: Vec<String> = s.pairs.iter().map(|p| format!("{:.2}", f(p))).collect();
             v.join(" ")
         };
+        println!("  CPU per call ratio per pair: {}", each(|p| p.cpu_ratio));
         println!("  mean latency ratio per pair: {}", each(|p| p.mean_ratio));
         println!("  p99 ratio per pair: {}", each(|p| p.p99_ratio));
     }
