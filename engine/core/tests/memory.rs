@@ -242,5 +242,8 @@ fn a_lossy_network_still_delivers_every_message_in_order() {
     );
     assert!(net.lost() > 0, "the knob dropped something");
     client.shutdown(PATIENCE).unwrap();
-    server.shutdown(PATIENCE).unwrap();
+    // Not `server.shutdown(PATIENCE)`: when the client's CLOSE was among the
+    // lost datagrams, the server drains toward the vanished peer until half
+    // its timeout (30 s here). Dropping bounds that at 500 ms.
+    drop(server);
 }
