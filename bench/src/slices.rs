@@ -20,20 +20,34 @@ use serde::Serialize;
 
 use crate::PointResult;
 
-/// CPU time that this process and the processes `pids` have run so far
-/// (every thread; user and kernel), from `/proc/<pid>/task/*/schedstat`.
-/// `None` if any of them cannot be read (not Linux, or no schedstat).
+/// CPU time that the live threads of this process and of the processes
+/// `pids` have run so far (user and kernel), from
+/// `/proc/<pid>/task/*/schedstat`. `None` if a process's thread list cannot
+/// be read (not Linux, no such process). A thread that exits between the
+/// listing and the read is skipped; its time then leaves the sum, so a
+/// difference of two readings can be negative (see [`cpu_spent`]).
 pub fn cpu_time(pids: &[u32]) -> Option<Duration> {
     let mut total = 0u64;
     let procs = pids.iter().map(|p| p.to_string());
     for p in procs.chain(std::iter::once("self".to_string())) {
         for task in std::fs::read_dir(format!("/proc/{p}/task")).ok()? {
-            let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
-            let ns: u64 = stat.split_whitespace().next()?.parse().ok()?;
-            total += ns;
+            let Ok(task) = task else { continue };
+            total += task_cpu_ns(&task.path().join("schedstat")).unwrap_or(0);
         }
     }
     Some(Duration::from_nanos(total))
+}
+
+/// CPU time between two [`cpu_time`] readings; `None` if either is missing
+/// or a thread's exit made the second smaller.
+pub fn cpu_spent(before: Option<Duration>, after: Option<Duration>) -> Option<Duration> {
+    after?.checked_sub(before?)
+}
+
+/// The first field of a `schedstat` file: nanoseconds on a CPU.
+fn task_cpu_ns(path: &std::path::Path) -> Option<u64> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    stat.split_whitespace().next()?.parse().ok()
 }
 
 /// One system's figures in one slice.
@@ -356,15 +370,26 @@ mod tests {
     }
 
     #[test]
-    fn cpu_time_reads_this_process_and_grows() {
-        let before = cpu_time(&[]).expect("schedstat readable on Linux");
+    fn a_thread_s_cpu_time_grows_with_work() {
+        // This thread's own counter: other test threads may come and go.
+        let me = std::path::Path::new("/proc/thread-self/schedstat");
+        let before = task_cpu_ns(me).expect("schedstat readable on Linux");
         // Fixed work (tens of ms, several scheduler ticks), not a clock.
         let mut x = 0u64;
         for i in 0..50_000_000u64 {
             x = std::hint::black_box(x.wrapping_add(i));
         }
-        let after = cpu_time(&[]).expect("schedstat readable on Linux");
-        assert!(after > before, "{before:?} -> {after:?}");
+        let after = task_cpu_ns(me).expect("schedstat readable on Linux");
+        assert!(after > before, "{before} -> {after}");
+    }
+
+    #[test]
+    fn cpu_time_needs_every_process_and_spent_needs_both_readings() {
+        assert!(cpu_time(&[]).is_some());
         assert_eq!(cpu_time(&[u32::MAX]), None, "an unknown pid is an error");
+        let (a, b) = (Duration::from_millis(5), Duration::from_millis(7));
+        assert_eq!(cpu_spent(Some(a), Some(b)), Some(Duration::from_millis(2)));
+        assert_eq!(cpu_spent(Some(b), Some(a)), None, "a thread exited");
+        assert_eq!(cpu_spent(None, Some(b)), None);
     }
 }

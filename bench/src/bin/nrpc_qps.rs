@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use net_bench::slices::{cpu_time, merge, SliceFigures, SlicePair, SliceSeries, Spread};
+use net_bench::slices::{cpu_spent, cpu_time, merge, SliceFigures, SlicePair, SliceSeries, Spread};
 use net_bench::{nrpc, pin, raw, Host, Point, PointResult, Record, Report};
 use net_engine::DriverChoice;
 
@@ -436,7 +436,6 @@ fn run_sliced(args: &Args, pts: &[Point]) -> Sliced {
         let (mut raw_total, mut nrpc_total) = (PointResult::new(), PointResult::new());
         let mut pairs = Vec::with_capacity(args.slices);
         let span = slice.warmup + slice.duration;
-        let spent = |a: Option<Duration>, b: Option<Duration>| Some(b? - a?);
         for _ in 0..args.slices {
             let t0 = cpu_time(&pids);
             let r = raw_slice(&slice);
@@ -446,8 +445,8 @@ fn run_sliced(args: &Args, pts: &[Point]) -> Sliced {
             merge(&mut raw_total, &r).unwrap_or_else(|e| fail(&e));
             merge(&mut nrpc_total, &n).unwrap_or_else(|e| fail(&e));
             pairs.push(SlicePair::new(
-                SliceFigures::of(&r, spent(t0, t1), span),
-                SliceFigures::of(&n, spent(t1, t2), span),
+                SliceFigures::of(&r, cpu_spent(t0, t1), span),
+                SliceFigures::of(&n, cpu_spent(t1, t2), span),
             ));
         }
         check(p, "raw", &raw_total);
