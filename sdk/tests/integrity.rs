@@ -121,20 +121,25 @@ impl CallEvents for Hash {
     fn complete(&mut self, _: Status, _: &[u8]) {}
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_stream_of_50_mib_arrives_whole() {
-    let server = server(4096);
-    // A tiny inbox: the engine must not lose stream messages when it is full.
-    let cfg = MeshNodeConfig::new(Identity::from_seed(&[3; 32]), PSK).with_inbox(16);
-    let client = client_with(&server, cfg);
-    let _sink = server
+/// Serves "hash": a client stream whose answer is the hash of its bytes.
+fn hash_service(server: &Mesh) -> net::ServeHandle {
+    server
         .serve_stream("hash", |call: IncomingCall| {
             Some(Box::new(Hash {
                 h: Default::default(),
                 responder: call.responder,
             }) as _)
         })
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_stream_of_50_mib_arrives_whole() {
+    let server = server(4096);
+    // A tiny inbox: the engine must not lose stream messages when it is full.
+    let cfg = MeshNodeConfig::new(Identity::from_seed(&[3; 32]), PSK).with_inbox(16);
+    let client = client_with(&server, cfg);
+    let _sink = hash_service(&server);
     const LEN: usize = 1284;
     let n = (50 << 20) / LEN + 1;
     let t = std::time::Instant::now();
@@ -161,14 +166,7 @@ async fn client_stream_of_50_mib_arrives_whole() {
 async fn oversized_stream_message_is_refused_at_send() {
     let server = server(4096);
     let client = client_of(&server, 4);
-    let _sink = server
-        .serve_stream("hash", |call: IncomingCall| {
-            Some(Box::new(Hash {
-                h: Default::default(),
-                responder: call.responder,
-            }) as _)
-        })
-        .unwrap();
+    let _sink = hash_service(&server);
     let mut c = client
         .call_client_stream(server.node_id(), "hash", CallOptions::default())
         .unwrap();
