@@ -19,8 +19,8 @@
 #         waits and stalls (on a loaded 2-core machine both move with the
 #         load by up to 2x, so they cannot be tight).
 #     Bounds and the runs they come from: docs/BENCHMARKS.md, "CI gate".
-#     A run over a bound is measured once more; the gate fails only if the
-#     repeat is over as well.
+#     A run over a bound is measured up to twice more; the gate fails only
+#     if every measurement is over.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -97,14 +97,21 @@ PY
 
 result=$(sliced)
 read -r verdict cpu mean p99 <<<"$result"
-if ! $update && [ "$verdict" = over ]; then
-    echo "bench-gate: c128 median ratios cpu $cpu / mean $mean / p99 $p99 over a bound ($cpu_bound / $mean_bound / $p99_bound); measuring again" >&2
+# A regression is persistent, a burst of machine noise is not: a run over a
+# bound is measured up to twice more, and the gate fails only if every
+# measurement is over. (One CI run on unchanged code, right after the test
+# stage, read 0.967 then 0.725; seven later runs read 0.60-0.62.)
+for attempt in 2 3; do
+    if $update || [ "$verdict" != over ]; then
+        break
+    fi
+    echo "bench-gate: c128 median ratios cpu $cpu / mean $mean / p99 $p99 over a bound ($cpu_bound / $mean_bound / $p99_bound); measuring again ($attempt of 3)" >&2
     result=$(sliced)
     read -r verdict cpu mean p99 <<<"$result"
-fi
+done
 echo "bench-gate (b): c128/32B median slice ratios nrpc/raw: CPU per call $cpu (bound $cpu_bound), mean latency $mean (bound $mean_bound), p99 $p99 (bound $p99_bound)"
 if ! $update && [ "$verdict" = over ]; then
-    echo "bench-gate: FAIL — c128 median slice ratio over its bound in both runs (CPU per call $cpu vs $cpu_bound, mean latency $mean vs $mean_bound, p99 $p99 vs $p99_bound)" >&2
+    echo "bench-gate: FAIL — c128 median slice ratio over its bound in all three runs (CPU per call $cpu vs $cpu_bound, mean latency $mean vs $mean_bound, p99 $p99 vs $p99_bound)" >&2
     exit 1
 fi
 echo "bench-gate: ok"
