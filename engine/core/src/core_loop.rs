@@ -49,6 +49,17 @@ pub(crate) struct Service {
     pub max_in_flight: u32,
 }
 
+/// What one [`Core::turn`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pass {
+    /// It did something; the next pass should poll again at once.
+    Busy,
+    /// Nothing to do: the loop may park after its spin.
+    Idle,
+    /// Shutdown finished: the loop exits.
+    Exit,
+}
+
 /// Panics in application callbacks a core survives before it stops.
 pub(crate) const MAX_CORE_PANICS: u64 = 1000;
 
@@ -131,11 +142,28 @@ impl Core {
         self.fail_all();
     }
 
-    /// One pass of the loop. Returns Ok(false) when the core should exit.
+    /// One pass of the loop: harvest (parking when idle), then [`Self::turn`]
+    /// at the time the harvest returned. Returns Ok(false) when the core
+    /// should exit. The clock is read here and only here: everything below
+    /// runs on the `now` it is given.
     fn iteration(&mut self, idle_since: &mut Option<Instant>) -> std::io::Result<bool> {
-        self.stats.loops += 1;
         let n = self.receive(*idle_since)?;
         let now = Instant::now();
+        let pass = self.turn(now, n)?;
+        *idle_since = match pass {
+            Pass::Exit => return Ok(false),
+            Pass::Busy => None,
+            Pass::Idle => Some(idle_since.unwrap_or(now)),
+        };
+        Ok(true)
+    }
+
+    /// Everything one pass does after the harvest, at `now`: feeds the `n`
+    /// harvested datagrams to the endpoint, takes commands, runs due timers,
+    /// dispatches events and transmits. Never reads the clock and never
+    /// blocks, so a test can drive a core on virtual time.
+    pub(crate) fn turn(&mut self, now: Instant, n: usize) -> std::io::Result<Pass> {
+        self.stats.loops += 1;
         let mut work = n > 0;
         for i in 0..n {
             let (src, buf) = self.driver.rx(i);
@@ -162,15 +190,10 @@ impl Core {
         if let Some(deadline) = self.draining {
             if self.drained() || now >= deadline {
                 self.close_all(now)?;
-                return Ok(false);
+                return Ok(Pass::Exit);
             }
         }
-        *idle_since = if work {
-            None
-        } else {
-            Some(idle_since.unwrap_or(now))
-        };
-        Ok(true)
+        Ok(if work { Pass::Busy } else { Pass::Idle })
     }
 
     /// Receives a batch: polls while busy or spinning, parks after `spin` idle.
@@ -180,20 +203,26 @@ impl Core {
         if spinning || !self.inbox.prepare_park() {
             return self.driver.recv(Some(Duration::ZERO));
         }
-        let mut wake_at = self.ep.poll_timeout();
+        let timeout = self.next_wake().map(|t| t.saturating_duration_since(now));
+        self.stats.parks += 1;
+        let n = self.driver.recv(timeout);
+        self.inbox.unpark();
+        n
+    }
+
+    /// The earliest time a pass has work without any input: a protocol
+    /// timer, the shutdown deadline, the on-core app, the trust layer.
+    pub(crate) fn next_wake(&mut self) -> Option<Instant> {
         let extras = [
             self.draining,
             self.app.as_ref().and_then(|a| a.next_wake()),
             self.trust.next_wake(),
         ];
+        let mut wake_at = self.ep.poll_timeout();
         for extra in extras.into_iter().flatten() {
             wake_at = Some(wake_at.map_or(extra, |t| t.min(extra)));
         }
-        let timeout = wake_at.map(|t| t.saturating_duration_since(now));
-        self.stats.parks += 1;
-        let n = self.driver.recv(timeout);
-        self.inbox.unpark();
-        n
+        wake_at
     }
 
     /// Writes every datagram the endpoint has into the driver's batch.

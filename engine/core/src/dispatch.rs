@@ -166,10 +166,10 @@ impl Core {
 
     pub(crate) fn open_call(&mut self, now: Instant, p: Pending) {
         if self.draining.is_some() {
-            return self.refuse(p, Status::UNAVAILABLE);
+            return self.refuse(now, p, Status::UNAVAILABLE);
         }
         let Some(session) = self.session_for(now, p.peer) else {
-            return self.refuse(p, Status::UNAVAILABLE);
+            return self.refuse(now, p, Status::UNAVAILABLE);
         };
         let queue = self.backlog.entry(session).or_default();
         if !queue.is_empty() {
@@ -216,14 +216,14 @@ impl Core {
                 self.backlog.entry(session).or_default().push_front(p);
                 return false;
             }
-            Err(e) => self.refuse(p, status_of(e)),
+            Err(e) => self.refuse(now, p, status_of(e)),
         }
         true
     }
 
-    fn refuse(&mut self, p: Pending, status: Status) {
+    fn refuse(&mut self, now: Instant, p: Pending, status: Status) {
         self.stats.calls_refused += 1;
-        self.complete(p.waiter, status, &[]);
+        self.complete(now, p.waiter, status, &[]);
         self.ep.recycle(p.payload);
     }
 
@@ -236,14 +236,14 @@ impl Core {
         }
     }
 
-    fn complete(&mut self, waiter: Waiter, status: Status, payload: &[u8]) {
+    fn complete(&mut self, now: Instant, waiter: Waiter, status: Status, payload: &[u8]) {
         self.stats.calls_completed += 1;
         match waiter {
             Waiter::Events(mut e) => e.complete(status, payload),
             Waiter::App { token, gen } => {
                 if let Some(app) = self.app.as_mut().filter(|_| gen == self.app_gen) {
                     let mut cx = CoreCx {
-                        now: Instant::now(),
+                        now,
                         calls: &mut self.app_calls,
                         spare: &mut self.spare,
                     };
@@ -323,7 +323,7 @@ impl Core {
             } => {
                 let status = self.end_own((session, call), status);
                 if let Some(w) = self.waiting.remove(&(session, call)) {
-                    self.complete(w, status, &payload);
+                    self.complete(now, w, status, &payload);
                 }
                 self.ep.recycle(payload);
             }
@@ -376,7 +376,7 @@ impl Core {
                     }
                     _ => {}
                 }
-                self.on_closed(session, peer);
+                self.on_closed(now, session, peer);
             }
             Event::Announce {
                 session,
@@ -400,14 +400,14 @@ impl Core {
         }
     }
 
-    fn on_closed(&mut self, session: SessionId, peer: NodeId) {
+    fn on_closed(&mut self, now: Instant, session: SessionId, peer: NodeId) {
         self.trust.session_closed(session);
         if self.sessions.get(&peer) == Some(&session) {
             self.sessions.remove(&peer);
         }
         if let Some(q) = self.backlog.remove(&session) {
             for p in q {
-                self.refuse(p, Status::UNAVAILABLE);
+                self.refuse(now, p, Status::UNAVAILABLE);
             }
         }
         self.close_calls_of(session);

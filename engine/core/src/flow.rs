@@ -206,6 +206,12 @@ impl Flow {
         self.credit.add_permits(cost(len));
     }
 
+    /// Whether a message of `len` bytes would get credit now (tests).
+    #[cfg(test)]
+    pub fn has_room(&self, len: usize) -> bool {
+        self.credit.available_permits() >= cost(len)
+    }
+
     /// Core side: whether a message this side handed over is lost or still
     /// on its way (so an OK outcome would claim more than happened).
     pub fn incomplete(&self) -> bool {

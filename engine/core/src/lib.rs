@@ -19,6 +19,8 @@ mod handler;
 mod inbox;
 pub mod loadgen;
 mod node;
+#[cfg(test)]
+mod pair;
 mod stats;
 mod trust;
 

@@ -157,27 +157,9 @@ impl MeshNode {
         if running.is_some() {
             return Err(EngineError::AlreadyStarted);
         }
-        let n = self.cfg.cores;
-        let steering = Steering {
-            index_offset: 4,
-            core_bits: self.cfg.core_bits(),
-            init_type: 1,
-        };
-        let drivers = match &self.cfg.memory_net {
-            Some(net) => net.bind_group(self.cfg.listen, n, steering, &self.cfg.driver_cfg)?,
-            None => net_io::open_group(
-                self.cfg.listen,
-                n,
-                steering,
-                self.cfg.driver,
-                &self.cfg.driver_cfg,
-            )?,
-        };
-        let local_addr = drivers[0].local_addr();
-        let driver = drivers[0].kind();
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
+        let cores_built = self.build_cores(Instant::now())?;
+        let local_addr = cores_built[0].driver.local_addr();
+        let driver = cores_built[0].driver.kind();
         // CPUs are set directly rather than looked up in the current mask: a
         // thread (or process) already pinned elsewhere must still be movable.
         let pin_to = |i: usize| {
@@ -186,16 +168,10 @@ impl MeshNode {
                 id: want[i % want.len()],
             })
         };
-        let services = self
-            .services
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let mut cores = Vec::with_capacity(n);
+        let mut cores = Vec::with_capacity(cores_built.len());
         let (exit_tx, exited) = std::sync::mpsc::channel();
-        for (i, drv) in drivers.into_iter().enumerate() {
-            let inbox = Arc::new(Inbox::new(self.cfg.inbox, drv.waker()));
-            let core = self.new_core(i, drv, inbox.clone(), wall, &services);
+        for (i, core) in cores_built.into_iter().enumerate() {
+            let inbox = core.inbox.clone();
             let cpu = pin_to(i);
             let signal = ExitSignal(exit_tx.clone(), i);
             let thread = std::thread::Builder::new()
@@ -213,7 +189,7 @@ impl MeshNode {
                 thread: Some(thread),
             });
         }
-        tracing::info!(node = %self.node_id().short(), %local_addr, %driver, aead = self.aead(), cores = n, spin_us = self.cfg.spin.as_micros() as u64, "node started");
+        tracing::info!(node = %self.node_id().short(), %local_addr, %driver, aead = self.aead(), cores = cores.len(), spin_us = self.cfg.spin.as_micros() as u64, "node started");
         *running = Some(Running {
             cores,
             local_addr,
@@ -230,15 +206,49 @@ impl MeshNode {
         self.start()
     }
 
+    /// Binds the drivers and builds every core's state at `now`, without
+    /// starting a thread ([`Self::start`] runs each on its own; tests drive
+    /// them by hand on virtual time).
+    pub(crate) fn build_cores(&self, now: Instant) -> Result<Vec<Core>, EngineError> {
+        let n = self.cfg.cores;
+        let steering = Steering {
+            index_offset: 4,
+            core_bits: self.cfg.core_bits(),
+            init_type: 1,
+        };
+        let drivers = match &self.cfg.memory_net {
+            Some(net) => net.bind_group(self.cfg.listen, n, steering, &self.cfg.driver_cfg)?,
+            None => net_io::open_group(
+                self.cfg.listen,
+                n,
+                steering,
+                self.cfg.driver,
+                &self.cfg.driver_cfg,
+            )?,
+        };
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let services = self
+            .services
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let cores = drivers.into_iter().enumerate().map(|(i, drv)| {
+            let inbox = Arc::new(Inbox::new(self.cfg.inbox, drv.waker()));
+            self.new_core(i, drv, inbox, (now, wall), &services)
+        });
+        Ok(cores.collect())
+    }
+
     fn new_core(
         &self,
         i: usize,
         driver: Box<dyn net_io::Driver>,
         inbox: Arc<Inbox>,
-        wall: u64,
+        (now, wall): (Instant, u64),
         services: &HashMap<ServiceId, (Handler, u32, crate::trust::Advert)>,
     ) -> Core {
-        let now = Instant::now();
         let mut ep = Endpoint::new(self.cfg.endpoint_config(i, self.aead), now, wall);
         let wall_ms = wall / 1_000_000;
         let mut trust = crate::trust::CoreTrust::new(
