@@ -216,3 +216,72 @@ fn lost_datagrams_are_recovered_on_virtual_time() {
     }
     assert!(net.lost() > 10, "the seed drops datagrams: {}", net.lost());
 }
+
+#[test]
+fn a_caller_that_never_consumes_holds_at_most_one_window() {
+    const LEN: usize = 16_000;
+    const N: usize = 1_000; // 16 MB offered
+    let window = 1u64 << 20;
+    let calls = Calls::default();
+    let mut p = pair_serving("push", parking_handler(&calls));
+    let log = p.call_with("push", CallKind::ServerStream, None, Vec::new(), true);
+    p.run_until(LIMIT, |_| !calls.0.lock().unwrap().is_empty());
+    let responder = calls.take().pop().unwrap().responder;
+    // Send until the stream stays full through 5 s of virtual time: every
+    // retransmission and ACK timer has fired, so it is stalled for good.
+    let mut sent = 0;
+    let mut idle = Duration::ZERO;
+    while idle < Duration::from_secs(5) && sent < N {
+        match responder.try_send(vec![sent as u8; LEN]) {
+            Ok(()) => (sent, idle) = (sent + 1, Duration::ZERO),
+            Err(SendError::Full(_)) => {
+                p.advance(Duration::from_millis(100));
+                idle += Duration::from_millis(100);
+            }
+            Err(e) => panic!("send {sent}: {e}"),
+        }
+    }
+    let held = (sent * LEN) as u64;
+    let client = p.client.core.ep.stats().stream_bytes_buffered_peak;
+    let server = p.server.core.ep.stats().stream_bytes_buffered_peak;
+    eprintln!("never-consuming caller: callee accepted {held} of {} B, caller buffered at most {client} B, callee {server} B (window {window})", N * LEN);
+    // One window towards the caller plus one window of flow credit queued
+    // on the server's core, whatever the caller does.
+    assert!(held <= 2 * window + LEN as u64, "accepted {held}");
+    assert!(client <= window, "caller buffered {client}");
+    assert!(server <= window, "callee buffered {server}");
+    assert!(sent < N, "the sender must stall");
+    // Consuming resumes the stream: everything arrives, in order, then OK.
+    let handle = log.handle();
+    let deadline = p.now() + LIMIT;
+    let mut read = 0;
+    while sent < N || read < sent {
+        let arrived = log.lock().messages.len();
+        if arrived > read {
+            handle.consumed((arrived - read) as u64, ((arrived - read) * LEN) as u64);
+            read = arrived;
+        }
+        if sent < N {
+            match responder.try_send(vec![sent as u8; LEN]) {
+                Ok(()) => {
+                    sent += 1;
+                    continue;
+                }
+                Err(SendError::Full(_)) => {}
+                Err(e) => panic!("send {sent}: {e}"),
+            }
+        }
+        assert!(p.now() < deadline, "stream never resumed");
+        p.advance(Duration::from_millis(1));
+    }
+    responder.respond(Status::OK, Vec::new()).unwrap();
+    p.run_until(LIMIT, |_| log.status().is_some());
+    let seen = log.lock();
+    assert_eq!(seen.end.as_ref().unwrap().0, Status::OK);
+    assert_eq!(seen.messages.len(), N);
+    assert!(seen
+        .messages
+        .iter()
+        .enumerate()
+        .all(|(i, m)| m[0] == i as u8));
+}
