@@ -5,7 +5,9 @@
 #![allow(dead_code)]
 
 use net_crypto::{Identity, NodeId};
-use net_trust::{AnnouncementBody, Capability, ClassHash};
+use net_trust::{
+    AnnouncementBody, Capability, CapabilityFold, ClassHash, SignedAnnouncement, Verified,
+};
 use serde::Serialize;
 
 /// A fixed "now" (Unix ms).
@@ -59,4 +61,17 @@ pub fn forge_in<B: Serialize>(
     let body_bytes = postcard::to_allocvec(body).unwrap();
     let sig = signer.sign(&transcript(domain, class, &body_bytes));
     envelope(signer.public().to_bytes(), &body_bytes, sig)
+}
+
+/// `b` signed by `id` and verified at `now`.
+pub fn verified(id: &Identity, b: &AnnouncementBody, now: u64) -> Verified {
+    SignedAnnouncement::sign(id, b)
+        .unwrap()
+        .verify(now)
+        .unwrap()
+}
+
+/// The sequence number of `node`'s current capabilities entry at `NOW`.
+pub fn seq_of(fold: &CapabilityFold, node: &NodeId) -> Option<u64> {
+    fold.get(ClassHash::CAPABILITIES, node, NOW).map(|b| b.seq)
 }
