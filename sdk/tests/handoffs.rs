@@ -4,6 +4,8 @@
 //! regression guard (the engine-only path is pinned at zero allocations in
 //! engine/core/tests/handoffs.rs).
 
+mod common;
+
 use std::time::Duration;
 
 use net::{Identity, Mesh, Status};
@@ -44,17 +46,13 @@ async fn sdk_hand_offs_per_call_c128() {
             Status::OK
         })
         .unwrap();
-    let client = Mesh::builder()
-        .identity(Identity::from_seed(&[2; 32]))
-        .psk([7; 32])
-        .pin(false)
-        .peer(
-            server.local_addr().unwrap(),
-            Identity::from_seed(&[1; 32]).public(),
-        )
-        .build()
-        .unwrap();
-    client.start().unwrap();
+    let client = common::start_client_of(
+        Mesh::builder()
+            .identity(Identity::from_seed(&[2; 32]))
+            .psk([7; 32])
+            .pin(false),
+        &server,
+    );
     let id = server.node_id();
     burst(&client, id, 12_800).await;
     const N: u64 = 25_600;

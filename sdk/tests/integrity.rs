@@ -3,6 +3,8 @@
 //! OK, oversized messages are refused at `send`, panicking handlers fail
 //! only their call, and cancelled callers stop their async handlers.
 
+mod common;
+
 use std::hash::Hasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -25,17 +27,7 @@ fn server(max_in_flight: u32) -> Mesh {
 
 /// A client of `server` with this configuration (identity and PSK in it).
 fn client_with(server: &Mesh, cfg: MeshNodeConfig) -> Mesh {
-    let m = Mesh::builder()
-        .node_config(cfg)
-        .pin(false)
-        .peer(
-            server.local_addr().unwrap(),
-            Identity::from_seed(&[1; 32]).public(),
-        )
-        .build()
-        .unwrap();
-    m.start().unwrap();
-    m
+    common::start_client_of(Mesh::builder().node_config(cfg).pin(false), server)
 }
 
 fn client_of(server: &Mesh, seed: u8) -> Mesh {

@@ -2,6 +2,8 @@
 //! ways, duplex, cancel, deadline, 10 000 calls at c128, shutdown with calls
 //! in flight. A driver the kernel refuses is skipped with a printed reason.
 
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,19 +33,15 @@ fn pair(kind: DriverKind, cores: usize) -> Option<(Mesh, Mesh)> {
         }
         Err(e) => panic!("start: {e}"),
     }
-    let client = Mesh::builder()
-        .identity(Identity::from_seed(&[2; 32]))
-        .psk(PSK)
-        .driver(DriverChoice::Force(kind))
-        .cores(cores)
-        .pin(false)
-        .peer(
-            server.local_addr().unwrap(),
-            Identity::from_seed(&[1; 32]).public(),
-        )
-        .build()
-        .unwrap();
-    client.start().unwrap();
+    let client = common::start_client_of(
+        Mesh::builder()
+            .identity(Identity::from_seed(&[2; 32]))
+            .psk(PSK)
+            .driver(DriverChoice::Force(kind))
+            .cores(cores)
+            .pin(false),
+        &server,
+    );
     assert_eq!(
         client.describe().0,
         kind.to_string(),
