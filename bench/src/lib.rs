@@ -1,5 +1,6 @@
 //! Net benchmarks: `nrpc_qps` (engine vs a same-run raw-UDP baseline) and
 //! its building blocks. Criterion micro-benches live in `benches/`.
+#![forbid(unsafe_code)]
 
 pub mod handshake;
 pub mod nrpc;

@@ -44,6 +44,7 @@ const DEFAULT_MIN_ANNOUNCE_S: u64 = 10;
 
 /// Why a config, seed or PSK file could not be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// Opening, reading or writing failed.
     #[error("{}: {source}", .path.display())]

@@ -6,6 +6,7 @@ use net_proto::Status;
 
 /// Why a call did not return a successful response.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RpcError {
     /// The call completed with a non-OK status (NotFound, CapabilityDenied,
     /// Timeout, Backpressure, Cancelled, Internal, Unavailable or an
@@ -54,6 +55,7 @@ impl RpcError {
 
 /// Why a mesh could not be built or started.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum MeshError {
     /// `build()` without an identity.
     #[error("no identity configured")]

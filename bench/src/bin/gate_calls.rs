@@ -3,6 +3,7 @@
 //! virtual time and no IO — so `valgrind --tool=callgrind` counts the same
 //! instructions on every run. `scripts/bench-gate.sh` runs it for two values
 //! of N and divides the difference, which cancels start-up and handshake.
+#![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -8,6 +8,7 @@
 //! `--slices N` measures each point as N alternating pairs of short raw and
 //! nRPC stretches on sockets and sessions kept open, and reports the spread
 //! of the per-pair ratios (the CI gate's figure: `scripts/bench-gate.sh`).
+#![forbid(unsafe_code)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;

@@ -32,6 +32,7 @@ const OPEN: u16 = u16::MAX;
 
 /// Why a stream message was not queued.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SendError {
     /// The message exceeds what one packet of this session carries.
     #[error("stream message of {len} bytes exceeds the limit of {max}")]

@@ -19,6 +19,7 @@ use crate::stats::CoreStats;
 
 /// Why the engine refused an operation.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum EngineError {
     /// Sockets could not be opened or a driver could not start.
     #[error("io: {0}")]

@@ -5,6 +5,7 @@
 //! Nothing here compiles in a CPU floor: every SIMD path is chosen at run
 //! time by the backend, and [`Backend::describe`] reports which one runs.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod aead;
 mod cpu;

@@ -5,6 +5,7 @@ use crate::DriverKind;
 /// Why [`crate::open_group`] / [`crate::open`] failed. Runtime send/receive
 /// problems are not errors: they are counted in [`crate::DriverStats`].
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum IoError {
     /// Creating, configuring or binding a socket of the group failed
     /// (address in use, permission, bad address family...).

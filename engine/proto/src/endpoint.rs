@@ -570,6 +570,7 @@ impl Endpoint {
     }
 
     /// Writes the next datagram to send into `buf` (65 536 bytes suffice).
+    #[must_use = "a datagram not taken is not sent"]
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         if let (Some(out), Some((dst, reply))) =
             (buf.get_mut(..COOKIE_REPLY_LEN), self.cookie_out.pop_front())
@@ -612,6 +613,7 @@ impl Endpoint {
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) next has work.
+    #[must_use]
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         while let Some(&Reverse((t, idx))) = self.timers.peek() {
             if self.sessions.get(&idx).is_some_and(|s| s.timer == Some(t)) {
@@ -647,6 +649,7 @@ impl Endpoint {
     }
 
     /// Next event for the application.
+    #[must_use = "an event not taken is lost"]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }

@@ -23,6 +23,7 @@ impl fmt::Display for SessionId {
 
 /// Why a session ended.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CloseReason {
     /// Nothing was received for the idle timeout.
     #[error("idle timeout")]
@@ -53,6 +54,7 @@ pub enum CloseReason {
 
 /// An authenticated peer broke a rule; the session is closed with this.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ProtocolViolation {
     /// A frame did not decode.
     #[error("malformed frame: {0}")]
@@ -168,6 +170,7 @@ pub enum Event {
 
 /// Why the endpoint refused an application request.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ApiError {
     /// No such session (closed, or never existed).
     #[error("unknown session")]

@@ -48,6 +48,7 @@ pub const RESP_LEN: usize = RESP_HEADER_LEN + RESP_NOISE_LEN + 2 * MAC_LEN;
 /// Why a handshake message was refused. Each has a counter in
 /// [`EndpointStats`](crate::EndpointStats).
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HandshakeError {
     /// The message is not a well-formed handshake message of the expected size.
     #[error("malformed handshake message: {0}")]

@@ -25,6 +25,7 @@ const RING_WORDS: usize = (WINDOW / WORD_BITS) as usize + 1;
 
 /// Why a packet counter is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Error)]
+#[non_exhaustive]
 pub enum ReplayError {
     /// The counter is `WINDOW` or more below the highest committed counter;
     /// whether it was seen is no longer known, so it is refused.

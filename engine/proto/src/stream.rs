@@ -33,6 +33,7 @@ pub const MESSAGE_CHARGE: u64 = 64;
 
 /// A peer broke a flow-control or framing rule on a stream. Closes the session.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StreamViolation {
     /// Data beyond the credit we granted.
     #[error("stream data beyond granted credit")]

@@ -102,6 +102,7 @@ impl<T: SimNode + ?Sized> SimNode for Box<T> {
 
 /// Why a run stopped without reaching its goal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SimError {
     /// Virtual time reached the run's limit first.
     TimeLimit,

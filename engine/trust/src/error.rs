@@ -8,6 +8,7 @@ use net_crypto::NodeId;
 /// Every variant maps to one [`crate::TrustStats`] counter
 /// ([`crate::TrustStats::count`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
 pub enum AnnounceError {
     /// The bytes do not decode: truncated, trailing bytes, a non-canonical
     /// envelope, an invalid signer key, bad UTF-8, or a vector or string on
@@ -64,6 +65,7 @@ pub enum AnnounceError {
 
 /// Why a reservation message was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReservationError {
     /// The envelope was refused (decode or verify); a reservation forged for
     /// another node id is `Envelope(AnnounceError::NodeIdMismatch)`.
@@ -89,6 +91,7 @@ pub enum ReservationError {
 
 /// Why a token chain was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
 pub enum TokenError {
     /// The bytes do not decode, a key is invalid, the chain is empty, or a
     /// scope is longer than its limit.
@@ -128,6 +131,7 @@ pub enum TokenError {
 
 /// Why [`crate::CapabilityFold::restore`] refused a snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
 pub enum SnapshotError {
     /// Shorter than a header and a MAC.
     #[error("snapshot truncated")]
