@@ -8,6 +8,7 @@ use std::fmt;
 
 use blake2::{Blake2s256, Digest};
 
+use crate::wire::registry::wire_registry;
 use crate::wire::WireError;
 
 /// Session index chosen by the receiving end of a session.
@@ -292,32 +293,19 @@ impl fmt::Display for Status {
     }
 }
 
-/// Shape of an nRPC call: which directions carry a stream of messages
-/// rather than exactly one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum CallKind {
-    /// One request, one response.
-    Unary = 0,
-    /// One request, a stream of responses.
-    ServerStream = 1,
-    /// A stream of requests, one response.
-    ClientStream = 2,
-    /// Streams in both directions.
-    Duplex = 3,
-}
-
-impl TryFrom<u8> for CallKind {
-    type Error = WireError;
-
-    fn try_from(v: u8) -> Result<Self, WireError> {
-        Ok(match v {
-            0 => CallKind::Unary,
-            1 => CallKind::ServerStream,
-            2 => CallKind::ClientStream,
-            3 => CallKind::Duplex,
-            other => return Err(WireError::InvalidCallKind(other)),
-        })
+wire_registry! {
+    /// Shape of an nRPC call: which directions carry a stream of messages
+    /// rather than exactly one (`docs/PROTOCOL.md` §1.3). An undefined byte in
+    /// an RPC_REQUEST is [`WireError::InvalidCallKind`].
+    pub enum CallKind: u8, unknown = WireError::InvalidCallKind {
+        /// One request, one response.
+        Unary = 0 => "Unary",
+        /// One request, a stream of responses.
+        ServerStream = 1 => "ServerStream",
+        /// A stream of requests, one response.
+        ClientStream = 2 => "ClientStream",
+        /// Streams in both directions.
+        Duplex = 3 => "Duplex",
     }
 }
 

@@ -4,6 +4,7 @@ use std::iter::FusedIterator;
 
 use super::ack::AckFrame;
 use super::cursor::{varint_len, Reader, Writer};
+use super::registry::wire_registry;
 use super::WireError;
 use crate::ids::{CallId, CallKind, ServiceId, Status};
 
@@ -11,32 +12,33 @@ use crate::ids::{CallId, CallKind, ServiceId, Status};
 /// and stops a peer from using it to ship data.
 pub const MAX_CLOSE_REASON: usize = 128;
 
-/// Frame type byte.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum FrameType {
-    /// One byte of padding; never yielded by the decoder.
-    Padding = 0x00,
-    /// Acknowledged packet-number ranges.
-    Ack = 0x01,
-    /// Opens a call.
-    RpcRequest = 0x02,
-    /// Completes a call from the callee side.
-    RpcResponse = 0x03,
-    /// Abandons a call.
-    Cancel = 0x04,
-    /// One stream message of a call.
-    StreamData = 0x05,
-    /// Ends one direction's stream of a call.
-    StreamEnd = 0x06,
-    /// Grants flow-control credit.
-    Credit = 0x07,
-    /// Capability announcement (opaque at this layer).
-    Announce = 0x08,
-    /// Elicits an ACK; carries nothing.
-    Ping = 0x09,
-    /// Closes the session.
-    Close = 0x0a,
+wire_registry! {
+    /// Frame type byte (`docs/PROTOCOL.md` §3). An undefined byte is
+    /// [`WireError::UnknownFrame`].
+    pub enum FrameType: u8, unknown = WireError::UnknownFrame {
+        /// One byte of padding; never yielded by the decoder.
+        Padding = 0x00 => "PADDING",
+        /// Acknowledged packet-number ranges.
+        Ack = 0x01 => "ACK",
+        /// Opens a call.
+        RpcRequest = 0x02 => "RPC_REQUEST",
+        /// Completes a call from the callee side.
+        RpcResponse = 0x03 => "RPC_RESPONSE",
+        /// Abandons a call.
+        Cancel = 0x04 => "CANCEL",
+        /// One stream message of a call.
+        StreamData = 0x05 => "STREAM_DATA",
+        /// Ends one direction's stream of a call.
+        StreamEnd = 0x06 => "STREAM_END",
+        /// Grants flow-control credit.
+        Credit = 0x07 => "CREDIT",
+        /// Capability announcement (opaque at this layer).
+        Announce = 0x08 => "ANNOUNCE",
+        /// Elicits an ACK; carries nothing.
+        Ping = 0x09 => "PING",
+        /// Closes the session.
+        Close = 0x0a => "CLOSE",
+    }
 }
 
 /// Flow-control credit granted to the peer (frame type CREDIT).
@@ -335,11 +337,17 @@ pub fn encode_padding(w: &mut Writer<'_>, n: usize) -> Result<(), WireError> {
 }
 
 /// Decodes the frame body that follows type byte `ty`.
+///
+/// Dispatches on [`FrameType`], exhaustively: a type added to the registry
+/// does not compile until it has a decoder here.
 fn decode_body<'a>(ty: u8, r: &mut Reader<'a>) -> Result<Frame<'a>, WireError> {
     let call = |r: &mut Reader<'a>| r.get_varint().map(CallId::from_raw);
-    Ok(match ty {
-        0x01 => Frame::Ack(AckFrame::decode(r)?),
-        0x02 => {
+    Ok(match FrameType::try_from(ty)? {
+        // The iterator skips padding before it reads a type byte, so a 0x00
+        // here cannot happen; if it did, it would not be a frame.
+        FrameType::Padding => return Err(WireError::UnknownFrame(ty)),
+        FrameType::Ack => Frame::Ack(AckFrame::decode(r)?),
+        FrameType::RpcRequest => {
             let call = call(r)?;
             let service = ServiceId::from_raw(r.get_u64()?);
             let kind = CallKind::try_from(r.get_u8()?)?;
@@ -356,27 +364,27 @@ fn decode_body<'a>(ty: u8, r: &mut Reader<'a>) -> Result<Frame<'a>, WireError> {
                 payload: r.get_len_prefixed()?,
             }
         }
-        0x03 => Frame::RpcResponse {
+        FrameType::RpcResponse => Frame::RpcResponse {
             call: call(r)?,
             status: Status::from_raw(r.get_u16()?),
             stream_count: r.get_varint()?,
             payload: r.get_len_prefixed()?,
         },
-        0x04 => Frame::Cancel {
+        FrameType::Cancel => Frame::Cancel {
             call: call(r)?,
             status: Status::from_raw(r.get_u16()?),
         },
-        0x05 => Frame::StreamData {
+        FrameType::StreamData => Frame::StreamData {
             call: call(r)?,
             seq: r.get_varint()?,
             offset: r.get_varint()?,
             payload: r.get_len_prefixed()?,
         },
-        0x06 => Frame::StreamEnd {
+        FrameType::StreamEnd => Frame::StreamEnd {
             call: call(r)?,
             count: r.get_varint()?,
         },
-        0x07 => Frame::Credit(match r.get_u8()? {
+        FrameType::Credit => Frame::Credit(match r.get_u8()? {
             0 => Credit::Calls {
                 limit: r.get_varint()?,
             },
@@ -386,11 +394,11 @@ fn decode_body<'a>(ty: u8, r: &mut Reader<'a>) -> Result<Frame<'a>, WireError> {
             },
             other => return Err(WireError::InvalidCreditKind(other)),
         }),
-        0x08 => Frame::Announce {
+        FrameType::Announce => Frame::Announce {
             payload: r.get_len_prefixed()?,
         },
-        0x09 => Frame::Ping,
-        0x0a => {
+        FrameType::Ping => Frame::Ping,
+        FrameType::Close => {
             let code = r.get_u16()?;
             let len = r.get_varint()?;
             if len > MAX_CLOSE_REASON as u64 {
@@ -403,7 +411,6 @@ fn decode_body<'a>(ty: u8, r: &mut Reader<'a>) -> Result<Frame<'a>, WireError> {
                 reason: r.get_bytes(len)?,
             }
         }
-        other => return Err(WireError::UnknownFrame(other)),
     })
 }
 

@@ -1,5 +1,6 @@
 //! Packet types and the data-packet header (`docs/PROTOCOL.md` §2).
 
+use super::registry::wire_registry;
 use super::WireError;
 use crate::ids::ReceiverIndex;
 
@@ -23,18 +24,19 @@ pub const MIN_DATA_PACKET: usize = DATA_HEADER_LEN + TAG_LEN;
 /// index yet, so steering falls back to spreading by the sender's).
 pub const STEERING_INDEX_OFFSET: usize = 4;
 
-/// Kind of datagram, from byte 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum PacketType {
-    /// First Noise IKpsk2 message (initiator → responder).
-    HandshakeInit = 1,
-    /// Second Noise IKpsk2 message (responder → initiator).
-    HandshakeResponse = 2,
-    /// Stateless reply to a handshake-init under load (cookie challenge).
-    CookieReply = 3,
-    /// Encrypted transport packet carrying frames.
-    Data = 4,
+wire_registry! {
+    /// Kind of datagram, from byte 0 (`docs/PROTOCOL.md` §2). An undefined
+    /// byte is [`WireError::UnknownPacketType`].
+    pub enum PacketType: u8, unknown = WireError::UnknownPacketType {
+        /// First Noise IKpsk2 message (initiator → responder).
+        HandshakeInit = 1 => "HandshakeInit",
+        /// Second Noise IKpsk2 message (responder → initiator).
+        HandshakeResponse = 2 => "HandshakeResponse",
+        /// Stateless reply to a handshake-init under load (cookie challenge).
+        CookieReply = 3 => "CookieReply",
+        /// Encrypted transport packet carrying frames.
+        Data = 4 => "Data",
+    }
 }
 
 impl PacketType {
@@ -46,22 +48,11 @@ impl PacketType {
     /// type-specific decoder's business.
     pub fn parse(datagram: &[u8]) -> Result<PacketType, WireError> {
         let [ty, version] = *datagram.first_chunk::<2>().ok_or(WireError::Truncated)?;
-        let ty = Self::from_u8(ty).ok_or(WireError::UnknownPacketType(ty))?;
+        let ty = PacketType::try_from(ty)?;
         if version != PROTOCOL_VERSION {
             return Err(WireError::UnsupportedVersion(version));
         }
         Ok(ty)
-    }
-
-    /// The type with wire value `v`, if defined.
-    pub const fn from_u8(v: u8) -> Option<PacketType> {
-        Some(match v {
-            1 => PacketType::HandshakeInit,
-            2 => PacketType::HandshakeResponse,
-            3 => PacketType::CookieReply,
-            4 => PacketType::Data,
-            _ => return None,
-        })
     }
 }
 

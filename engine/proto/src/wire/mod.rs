@@ -14,6 +14,7 @@ mod ack;
 mod cursor;
 mod frame;
 mod header;
+pub(crate) mod registry;
 
 pub use ack::{encode_ack, AckFrame, AckRanges, MAX_ACK_RANGES};
 pub use cursor::{varint_len, Reader, Writer, MAX_VARINT};
