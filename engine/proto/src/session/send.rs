@@ -19,8 +19,16 @@ use crate::wire::{encode_ack, Credit, DataHeader, Frame, Writer, DATA_HEADER_LEN
 /// epoch, so it is not sent just as the responder stops accepting it.
 const COOKIE_LIFETIME: Duration = Duration::from_secs(EPOCH_SECS - 5);
 
-/// Most ACK ranges put in one frame.
-const MAX_ACK_RANGES: usize = 16;
+/// Most ACK ranges, the first included, this session puts in one ACK frame
+/// (the `max_ranges` of [`encode_ack`]).
+///
+/// Not the wire limit [`crate::wire::MAX_ACK_RANGES`], which counts
+/// *additional* ranges (64, so 65 in all) and bounds what a decoder accepts
+/// from a peer. This one bounds what we send, and is smaller on purpose: an
+/// ACK rides in front of every packet we send, and the ranges it leaves out
+/// are the oldest, which the peer has most likely learned of from earlier
+/// ACKs. Changing either does not change the other.
+const MAX_ACK_RANGES_SENT: usize = 16;
 
 struct QueueOutcome {
     /// A CLOSE frame was written: the session ends once this packet is out.
@@ -433,7 +441,7 @@ fn write_ack(t: &mut Transport, now: Instant, w: &mut Writer<'_>) -> bool {
     let delay = now
         .saturating_duration_since(t.largest_recv_time)
         .as_micros() as u64;
-    if let Ok(true) = encode_ack(w, delay, &t.received, MAX_ACK_RANGES) {
+    if let Ok(true) = encode_ack(w, delay, &t.received, MAX_ACK_RANGES_SENT) {
         t.ack_dirty = false;
         t.unacked_eliciting = 0;
         t.ack_deadline = None;
