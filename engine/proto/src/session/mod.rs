@@ -10,6 +10,7 @@
 mod calls;
 mod recv;
 mod send;
+mod sent;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -34,6 +35,7 @@ use crate::stream::SeenWindow;
 use crate::FastMap;
 
 pub(crate) use calls::Call;
+pub(crate) use sent::Sent;
 
 /// Ranges of received packet numbers remembered for ACKs.
 const ACK_RANGES: usize = 32;
@@ -62,20 +64,6 @@ pub(crate) struct Ctx<'a> {
     /// (instant, wall-clock nanoseconds at that instant): the base for
     /// handshake timestamps.
     pub wall_base: (Instant, u64),
-}
-
-/// Reference to the state a sent frame was built from; see [`crate::recovery`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Sent {
-    Request(CallId),
-    Response(CallId),
-    Cancel(CallId),
-    Stream(CallId, u64),
-    StreamEnd(CallId),
-    CallCredit,
-    StreamCredit(CallId),
-    Announce(u64),
-    Ping,
 }
 
 /// Initiator waiting for the handshake response.

@@ -1,0 +1,312 @@
+//! Retransmission bookkeeping: what each frame that must reach the peer
+//! refers to, how a queued reference becomes a frame, and what the
+//! acknowledgement or the loss of a packet carrying it does.
+//!
+//! A data packet records one [`Sent`] per frame it carries (in the
+//! [`Ledger`](crate::recovery::Ledger)); the session's queue holds the same
+//! references for frames still to go out. A reference names state, not
+//! bytes: the frame is rebuilt from the call (or announcement) each time it
+//! is written, and a reference whose state no longer needs sending is
+//! [`Written::Stale`] and dropped. The per-item rules are the three `match`
+//! arms below, [`write_item`](Session::write_item),
+//! [`on_acked`](Session::on_acked) and [`on_lost`](Session::on_lost); each
+//! variant's doc line summarises them. A new retransmittable frame adds a
+//! variant and its arms here; `send.rs` only assembles packets from the
+//! queue, and the ACK handler (`recv.rs`) and loss timers (`mod.rs`) only
+//! feed acknowledged and lost items in.
+
+use std::time::Instant;
+
+use super::calls::Role;
+use super::{Ctx, Session};
+use crate::ids::CallId;
+use crate::wire::{Credit, Frame, Writer};
+
+/// Reference to the state a sent frame was built from; see [`crate::recovery`].
+///
+/// For each: what is written; what its acknowledgement does; what its loss
+/// does. "Re-queued" means set the state's pending flag and push the
+/// reference to the front of the queue, once (not if already pending).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sent {
+    /// RPC_REQUEST of our call, from its held request body while
+    /// `head_pending`. Acked: the body is freed and the call's stream
+    /// messages and STREAM_END, held back until the callee knows the call,
+    /// are queued. Lost: re-queued while the body is held and the call is
+    /// not done.
+    Request(CallId),
+    /// RPC_RESPONSE of a peer's call, while `response_pending`. Acked: the
+    /// call is freed once its stream is acknowledged too. Lost: re-queued
+    /// unless already acknowledged.
+    Response(CallId),
+    /// CANCEL of our call, while `cancel_pending`. Acked: the call is freed.
+    /// Lost: re-queued.
+    Cancel(CallId),
+    /// STREAM_DATA message `seq` of a call, while pending and unacknowledged.
+    /// Acked: its buffer is released (which may make the call `Writable`)
+    /// and a callee's call may finish. Lost: re-queued unless acknowledged.
+    Stream(CallId, u64),
+    /// STREAM_END of a call's outgoing stream, while `end_pending`. Acked:
+    /// a callee's call may finish. Lost: re-queued unless acknowledged.
+    StreamEnd(CallId),
+    /// CREDIT for calls. Never queued: the packet builder writes it from
+    /// `call_credit_pending` with the limit current at that time. Acked:
+    /// nothing. Lost: `call_credit_pending` is set again.
+    CallCredit,
+    /// CREDIT for a call's stream, with the limit current when written,
+    /// while `credit_pending`. Acked: nothing. Lost: re-queued while the
+    /// call exists.
+    StreamCredit(CallId),
+    /// ANNOUNCE number `n`, while it is held. Acked: it is dropped. Lost:
+    /// queued again at the front (no pending flag) while held.
+    Announce(u64),
+    /// PING. Never queued: written only when nothing else is. Acked or
+    /// lost: nothing, since any later packet elicits an ACK just as well.
+    Ping,
+}
+
+/// What writing one queued reference did.
+pub(super) enum Written {
+    /// The frame is in the packet; record the reference with it.
+    Yes,
+    /// The referenced state no longer needs sending; drop the entry.
+    Stale,
+    /// The frame does not fit what is left of the packet; it stays queued.
+    NoRoom,
+}
+
+impl Session {
+    /// Writes the frame `item` refers to, if its state still needs sending.
+    pub(super) fn write_item(&mut self, item: Sent, w: &mut Writer<'_>, now: Instant) -> Written {
+        let frame = match item {
+            Sent::Request(id) => {
+                let Some(c) = self.calls.get_mut(&id).filter(|c| c.head_pending) else {
+                    return Written::Stale;
+                };
+                let Some(head) = c.head.as_deref() else {
+                    return Written::Stale;
+                };
+                let deadline_ms = c.deadline.map_or(0, |d| {
+                    d.saturating_duration_since(now).as_millis().max(1) as u64
+                });
+                let f = Frame::RpcRequest {
+                    call: id,
+                    service: c.service,
+                    kind: c.kind,
+                    end: c.req_end,
+                    deadline_ms,
+                    payload: head,
+                };
+                return finish(f.encode(w), &mut c.head_pending);
+            }
+            Sent::Response(id) => {
+                let Some(c) = self.calls.get_mut(&id).filter(|c| c.response_pending) else {
+                    return Written::Stale;
+                };
+                let Some((status, count, body)) = &c.response else {
+                    return Written::Stale;
+                };
+                let f = Frame::RpcResponse {
+                    call: id,
+                    status: *status,
+                    stream_count: *count,
+                    payload: body,
+                };
+                return finish(f.encode(w), &mut c.response_pending);
+            }
+            Sent::Cancel(id) => {
+                let Some(c) = self.calls.get_mut(&id).filter(|c| c.cancel_pending) else {
+                    return Written::Stale;
+                };
+                let Some(status) = c.cancel else {
+                    return Written::Stale;
+                };
+                return finish(
+                    Frame::Cancel { call: id, status }.encode(w),
+                    &mut c.cancel_pending,
+                );
+            }
+            Sent::Stream(id, seq) => {
+                let Some(c) = self.calls.get_mut(&id) else {
+                    return Written::Stale;
+                };
+                let forgery = c.send.forgery;
+                if forgery.is_some_and(|f| seq < f.withhold) {
+                    return Written::Stale;
+                }
+                let Some(m) = c.send.get_mut(seq).filter(|m| m.pending && !m.acked) else {
+                    return Written::Stale;
+                };
+                let f = Frame::StreamData {
+                    call: id,
+                    seq,
+                    offset: forgery.and_then(|f| f.offset).unwrap_or(m.offset),
+                    payload: &m.data,
+                };
+                return finish(f.encode(w), &mut m.pending);
+            }
+            Sent::StreamEnd(id) => {
+                let Some(c) = self.calls.get_mut(&id).filter(|c| c.send.end_pending) else {
+                    return Written::Stale;
+                };
+                let Some(count) = c.send.end else {
+                    return Written::Stale;
+                };
+                return finish(
+                    Frame::StreamEnd { call: id, count }.encode(w),
+                    &mut c.send.end_pending,
+                );
+            }
+            Sent::StreamCredit(id) => {
+                let Some(c) = self.calls.get_mut(&id).filter(|c| c.recv.credit_pending) else {
+                    return Written::Stale;
+                };
+                let f = Frame::Credit(Credit::Stream {
+                    call: id,
+                    limit: c.recv.granted,
+                });
+                return finish(f.encode(w), &mut c.recv.credit_pending);
+            }
+            Sent::Announce(n) => {
+                let Some((_, body)) = self.announces.iter().find(|(k, _)| *k == n) else {
+                    return Written::Stale;
+                };
+                Frame::Announce { payload: body }
+            }
+            Sent::CallCredit | Sent::Ping => return Written::Stale,
+        };
+        match frame.encode(w) {
+            Ok(()) => Written::Yes,
+            Err(_) => Written::NoRoom,
+        }
+    }
+
+    /// A packet carrying `item` was lost: queue whatever still needs delivering.
+    pub(super) fn on_lost(&mut self, ctx: &mut Ctx<'_>, item: Sent) {
+        let requeue = match item {
+            Sent::Request(id) => self
+                .calls
+                .get_mut(&id)
+                .filter(|c| c.head.is_some() && !c.done)
+                .map(|c| &mut c.head_pending),
+            Sent::Response(id) => self
+                .calls
+                .get_mut(&id)
+                .filter(|c| !c.response_acked)
+                .map(|c| &mut c.response_pending),
+            Sent::Cancel(id) => self
+                .calls
+                .get_mut(&id)
+                .filter(|c| c.cancel.is_some())
+                .map(|c| &mut c.cancel_pending),
+            Sent::Stream(id, seq) => self
+                .calls
+                .get_mut(&id)
+                .and_then(|c| c.send.get_mut(seq))
+                .filter(|m| !m.acked)
+                .map(|m| &mut m.pending),
+            Sent::StreamEnd(id) => self
+                .calls
+                .get_mut(&id)
+                .filter(|c| !c.send.end_acked)
+                .map(|c| &mut c.send.end_pending),
+            Sent::StreamCredit(id) => self.calls.get_mut(&id).map(|c| &mut c.recv.credit_pending),
+            Sent::CallCredit => Some(&mut self.call_credit_pending),
+            Sent::Announce(n) => {
+                if self.announces.iter().any(|(k, _)| *k == n) {
+                    self.queue.push_front(item);
+                    ctx.stats.frames_retransmitted += 1;
+                }
+                None
+            }
+            Sent::Ping => None,
+        };
+        if let Some(flag) = requeue {
+            if !*flag {
+                *flag = true;
+                ctx.stats.frames_retransmitted += 1;
+                if item != Sent::CallCredit {
+                    self.queue.push_front(item);
+                }
+            }
+        }
+    }
+
+    /// A packet carrying `item` was acknowledged.
+    pub(super) fn on_acked(&mut self, ctx: &mut Ctx<'_>, item: Sent) {
+        match item {
+            Sent::Request(id) => {
+                let Some(c) = self.calls.get_mut(&id) else {
+                    return;
+                };
+                if let Some(h) = c.head.take() {
+                    ctx.pool.put(h);
+                }
+                c.head_pending = false;
+                // Stream data waits for the request: the callee must know the
+                // call before its messages arrive, or they would be lost.
+                for (i, m) in c.send.msgs.iter().enumerate() {
+                    if m.pending && !m.acked {
+                        self.queue
+                            .push_back(Sent::Stream(id, c.send.base_seq + i as u64));
+                    }
+                }
+                if c.send.end_pending {
+                    self.queue.push_back(Sent::StreamEnd(id));
+                }
+            }
+            Sent::Response(id) => {
+                if let Some(c) = self.calls.get_mut(&id) {
+                    c.response_acked = true;
+                    c.response_pending = false;
+                }
+                self.maybe_finish_callee(ctx, id);
+            }
+            Sent::Cancel(id) => {
+                if self.calls.get(&id).is_some_and(|c| c.role == Role::Caller) {
+                    self.remove_call(ctx, id);
+                }
+            }
+            Sent::Stream(id, seq) => {
+                if let Some(c) = self.calls.get_mut(&id) {
+                    let pool = &mut *ctx.pool;
+                    ctx.stats.stream_release(c.send.ack(seq, |b| pool.put(b)));
+                    // Acknowledgements free room under our own cap too.
+                    if c.send.take_writable() {
+                        ctx.events.push_back(crate::event::Event::Writable {
+                            session: self.id,
+                            call: id,
+                        });
+                    }
+                }
+                self.maybe_finish_callee(ctx, id);
+            }
+            Sent::StreamEnd(id) => {
+                if let Some(c) = self.calls.get_mut(&id) {
+                    c.send.end_acked = true;
+                }
+                self.maybe_finish_callee(ctx, id);
+            }
+            Sent::Announce(n) => self.announces.retain(|(k, _)| *k != n),
+            Sent::CallCredit | Sent::StreamCredit(_) | Sent::Ping => {}
+        }
+    }
+
+    /// Whether a caller's stream frames may be queued yet (the request is
+    /// acknowledged; a forged test stream does not wait).
+    pub(super) fn stream_may_flow(&self, id: CallId) -> bool {
+        self.calls
+            .get(&id)
+            .is_some_and(|c| c.role == Role::Callee || c.head.is_none() || c.send.forgery.is_some())
+    }
+}
+
+fn finish(r: Result<(), crate::wire::WireError>, pending: &mut bool) -> Written {
+    match r {
+        Ok(()) => {
+            *pending = false;
+            Written::Yes
+        }
+        Err(_) => Written::NoRoom,
+    }
+}
