@@ -3,6 +3,7 @@
 //! callee gate using the session's authenticated peer, and re-announce
 //! keeping a node callable and discoverable past its TTL.
 
+use net_testkit::eventually;
 use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -52,15 +53,6 @@ fn call(from: &MeshNode, to: NodeId, service: &str) -> Status {
 fn ok_handler() -> Handler {
     let h: Arc<net_engine::SyncHandler> = Arc::new(|_, _: &[u8], _: &mut Vec<u8>| Status::OK);
     Handler::Sync(h)
-}
-
-/// Polls `cond` for up to 10 s.
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let until = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < until, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 fn mismatches(n: &MeshNode) -> u64 {
