@@ -294,9 +294,10 @@ async fn abandoned_async_handlers_stop_and_stay_within_max_in_flight() {
                 .unwrap()
                 .unwrap();
         }
-        while live.now.load(Ordering::SeqCst) > 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        net_testkit::eventually_async("abandoned handlers stopped", || {
+            live.now.load(Ordering::SeqCst) == 0
+        })
+        .await;
     })
     .await
     .expect("abandoned handlers stopped");

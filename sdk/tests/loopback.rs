@@ -11,6 +11,7 @@ use std::time::Duration;
 use net::{CallOptions, DriverChoice, DriverKind, Identity, Mesh, MeshError, RpcError, Status};
 use net_engine::{CallEvents, EngineError, IncomingCall, Responder};
 use net_io::IoError;
+use net_testkit::eventually_async;
 
 const PSK: [u8; 32] = [7; 32];
 /// Every scenario must finish well within this; a hang fails the test.
@@ -178,11 +179,7 @@ async fn unary_and_streams(server: &Mesh, client: &Mesh) {
     let err = client.call(id, "nope", b"x".to_vec()).await.unwrap_err();
     assert_eq!(err.status(), Some(Status::NOT_FOUND));
     // Discovery: the server announced its services on session open.
-    let until = tokio::time::Instant::now() + Duration::from_secs(5);
-    while client.discover("echo") != vec![id] {
-        assert!(tokio::time::Instant::now() < until, "echo never discovered");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually_async("echo discovered", || client.discover("echo") == vec![id]).await;
     assert_eq!(
         &client
             .call_service("echo", b"found".to_vec())
@@ -222,14 +219,10 @@ async fn cancel_and_deadline(server: &Mesh, client: &Mesh) {
     )
     .await;
     assert!(r.is_err(), "the slow call was still running");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while cancelled(server) < before + 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "callee never saw the cancel"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually_async("both cancels at the callee", || {
+        cancelled(server) >= before + 2
+    })
+    .await;
 }
 
 fn cancelled(m: &Mesh) -> u64 {
@@ -267,10 +260,17 @@ async fn c128(server: &Mesh, client: &Mesh) {
 /// drains), and calls in flight when the client shuts down complete — none
 /// is lost, none hangs.
 async fn shutdown_with_calls_in_flight(server: Mesh, client: Mesh) {
+    // Each call takes 200 ms of handler work: the shutdown below starts
+    // while they run, and must drain them.
+    let started = Arc::new(AtomicU64::new(0));
+    let s = started.clone();
     let _slow = server
-        .serve_rpc_async("slow", |req| async move {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            Ok(req.payload)
+        .serve_rpc_async("slow", move |req| {
+            s.fetch_add(1, Ordering::SeqCst);
+            async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Ok(req.payload)
+            }
         })
         .unwrap();
     let id = server.node_id();
@@ -281,7 +281,10 @@ async fn shutdown_with_calls_in_flight(server: Mesh, client: Mesh) {
             c.call(id, "slow", i.to_be_bytes().to_vec()).await
         }));
     }
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    eventually_async("64 handlers running", || {
+        started.load(Ordering::SeqCst) == 64
+    })
+    .await;
     let s = server.clone();
     let stop = tokio::task::spawn_blocking(move || s.shutdown(Duration::from_secs(5)));
     for (i, c) in calls.into_iter().enumerate() {
@@ -291,6 +294,9 @@ async fn shutdown_with_calls_in_flight(server: Mesh, client: Mesh) {
     stop.await.unwrap().unwrap();
     // Now the server is gone: a client call in flight during the client's
     // own shutdown completes (Unavailable) instead of hanging.
+    let inits = |m: &Mesh| -> u64 { m.stats().iter().map(|s| s.proto.handshake_init_tx).sum() };
+    let opened = |m: &Mesh| -> u64 { m.stats().iter().map(|s| s.open_calls).sum() };
+    let h0 = inits(&client);
     let c2 = client.clone();
     let pending = tokio::spawn(async move {
         c2.call_with(
@@ -303,7 +309,12 @@ async fn shutdown_with_calls_in_flight(server: Mesh, client: Mesh) {
         )
         .await
     });
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The call reached the client's core: it reconnects (the server's CLOSE
+    // ended the session) or, had the CLOSE been lost, the call is open.
+    eventually_async("the late call on the client's core", || {
+        inits(&client) > h0 || opened(&client) > 0
+    })
+    .await;
     tokio::task::spawn_blocking(move || client.shutdown(Duration::from_millis(200)))
         .await
         .unwrap()
@@ -366,7 +377,12 @@ async fn steering_two_cores() {
     // A handshake initiation retransmitted under load supersedes the
     // session its first copy made; packets already in flight to that index
     // are then unknown on the right core. Beyond those, an unknown index
-    // would be a packet steered to the wrong core.
+    // would be a packet steered to the wrong core — but a stray datagram
+    // can land here too: another suite of this process ran on a port the
+    // kernel has since reused (seen once in ~40 runs under load: 1 unknown,
+    // 0 superseded). Steering that failed would misroute a session's every
+    // packet (thousands here) and fail the calls above, so two strays are
+    // tolerated.
     let inits: u64 = client
         .stats()
         .iter()
@@ -375,7 +391,7 @@ async fn steering_two_cores() {
     let superseded = inits.saturating_sub(2);
     for s in stats.iter().chain(client.stats().iter()) {
         assert!(
-            s.proto.drop_unknown_index <= 4 * superseded,
+            s.proto.drop_unknown_index <= 4 * superseded + 2,
             "core {} got another core's packet ({} unknown, {superseded} superseded handshakes)",
             s.core,
             s.proto.drop_unknown_index
