@@ -104,7 +104,7 @@ impl Core {
     /// Runs until shutdown completes or the driver fails irrecoverably.
     ///
     /// Handlers run under their own panic guards (a panicking handler fails
-    /// its call, see `dispatch`); this is the last line for panics in other
+    /// its call, see `events`); this is the last line for panics in other
     /// application callbacks (call sinks, on-core apps): the pass is
     /// abandoned, counted and logged, and the core goes on — up to
     /// [`MAX_CORE_PANICS`], after which it stops and fails what it holds

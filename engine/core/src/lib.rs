@@ -11,9 +11,11 @@
 #![forbid(unsafe_code)]
 
 mod calls;
+mod commands;
 mod config;
 mod core_loop;
 mod dispatch;
+mod events;
 mod flow;
 mod handler;
 mod inbox;

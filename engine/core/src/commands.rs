@@ -1,0 +1,138 @@
+//! Commands from other threads (the inbox), on the core thread.
+//!
+//! Each command is applied once, in the order the inbox yields it; the
+//! ones that carry an `ack` are acknowledged after they took effect, so
+//! `serve`/`unserve` return only once the service is live (or gone) here.
+
+use std::time::Instant;
+
+use net_proto::ServiceId;
+
+use crate::core_loop::{Core, Held, Service};
+use crate::handler::{CoreApp, CoreCx, Handler};
+use crate::inbox::Command;
+use crate::trust::Advert;
+
+impl Core {
+    pub(crate) fn command(&mut self, now: Instant, cmd: Command) {
+        match cmd {
+            Command::Call(req) => self.open_call(now, req.into()),
+            Command::Respond {
+                session,
+                call,
+                status,
+                payload,
+            } => self.respond_async(now, (session, call), status, payload),
+            Command::Send {
+                session,
+                call,
+                payload,
+                flow,
+            } => self.queue_send(now, (session, call), payload, &flow),
+            Command::Finish { session, call } => {
+                if self.flows.contains_key(&(session, call)) {
+                    self.send_held(now, (session, call), Held::Finish);
+                }
+            }
+            Command::Consumed {
+                session,
+                call,
+                msgs,
+                bytes,
+            } => {
+                if self.ep.consumed(now, session, call, msgs, bytes).is_err() {
+                    // The call ended meanwhile: no credit is owed any more.
+                    self.stats.credit_reports_late += 1;
+                }
+            }
+            Command::Cancel { session, call } => self.cancel_own(now, (session, call)),
+            Command::Released {
+                session,
+                call,
+                service,
+                panicked,
+            } => self.released(now, (session, call), service, panicked),
+            Command::Register {
+                service,
+                handler,
+                max_in_flight,
+                advert,
+                ack,
+            } => {
+                self.register(now, service, handler, max_in_flight, advert);
+                // The registering thread waits on the other end; if it gave
+                // up (timeout), nobody is left to tell.
+                let _ = ack.try_send(());
+            }
+            Command::Unregister { service, ack } => {
+                self.handlers.remove(&service);
+                self.ep.unregister_service(service);
+                self.trust.set_advert(service, None, now);
+                // As for Register: a gone waiter needs no ack.
+                let _ = ack.try_send(());
+            }
+            Command::Stats(tx) => {
+                // A caller that stopped waiting (timeout) needs no answer.
+                let _ = tx.try_send(self.snapshot());
+            }
+            Command::App(app) => self.install_app(now, app),
+            Command::Shutdown { deadline } => self.draining = Some(deadline),
+            Command::Announce {
+                peer: None,
+                payload,
+            } => self.announce_all(now, &payload),
+            Command::Announce {
+                peer: Some(p),
+                payload,
+            } => {
+                if let Some(&s) = self.sessions.get(&p) {
+                    self.announce_on(now, s, &payload);
+                }
+            }
+        }
+    }
+
+    fn register(
+        &mut self,
+        now: Instant,
+        service: ServiceId,
+        handler: Handler,
+        max_in_flight: u32,
+        advert: Advert,
+    ) {
+        self.ep.register_service(service, max_in_flight);
+        self.trust.set_advert(service, Some(advert.clone()), now);
+        let svc = Service {
+            handler,
+            name: advert.name.as_str().into(),
+            max_in_flight,
+        };
+        self.handlers.insert(service, svc);
+    }
+
+    /// Starts an on-core app (replacing any other: responses to the old
+    /// app's calls are dropped by generation).
+    fn install_app(&mut self, now: Instant, mut app: Box<dyn CoreApp>) {
+        let mut cx = CoreCx {
+            now,
+            calls: &mut self.app_calls,
+            spare: &mut self.spare,
+        };
+        app.start(&mut cx);
+        self.app = Some(app);
+        self.app_gen += 1;
+        self.issue_app_calls(now);
+    }
+
+    fn snapshot(&self) -> crate::CoreStats {
+        let mut s = self.stats.clone();
+        s.core = self.index;
+        s.driver = self.driver.kind().to_string();
+        s.io = self.driver.stats();
+        s.proto = self.ep.stats().clone();
+        s.inbox_wakes = self.inbox.wakes.load(std::sync::atomic::Ordering::Relaxed);
+        s.trust = self.trust.stats.clone();
+        s.open_calls = self.ep.call_count() as u64;
+        s
+    }
+}

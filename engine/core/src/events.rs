@@ -1,0 +1,214 @@
+//! Events from the protocol endpoint, on the core thread: requests to run,
+//! responses and stream messages to deliver, sessions opening and closing.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Instant;
+
+use net_crypto::NodeId;
+use net_proto::{CallId, CloseReason, Event, SessionId, Status};
+
+use crate::core_loop::{Core, Waiter};
+use crate::handler::{CoreCx, Handler, RequestInfo};
+
+type Key = (SessionId, CallId);
+
+impl Core {
+    /// Handles every pending endpoint event. Returns whether there were any.
+    pub(crate) fn dispatch_events(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        while let Some(ev) = self.ep.poll_event() {
+            any = true;
+            self.event(now, ev);
+        }
+        if let Some(app) = self.app.as_mut() {
+            let mut cx = CoreCx {
+                now,
+                calls: &mut self.app_calls,
+                spare: &mut self.spare,
+            };
+            app.poll(&mut cx);
+        }
+        if !self.app_calls.is_empty() {
+            any = true;
+            self.issue_app_calls(now);
+        }
+        any
+    }
+
+    fn event(&mut self, now: Instant, ev: Event) {
+        match ev {
+            Event::Request {
+                session,
+                call,
+                service,
+                kind,
+                deadline,
+                payload,
+            } => {
+                let peer = self.ep.session_peer(session).unwrap_or(NodeId([0; 32]));
+                let info = RequestInfo {
+                    peer,
+                    service,
+                    kind,
+                    deadline,
+                    core: self.index,
+                };
+                self.on_request(now, session, call, info, payload);
+            }
+            Event::Response {
+                session,
+                call,
+                status,
+                payload,
+            } => self.on_response(now, (session, call), status, payload),
+            Event::Message {
+                session,
+                call,
+                payload,
+            } => self.on_message((session, call), payload),
+            Event::StreamFinished { session, call } => {
+                if let Some(s) = self.served.get_mut(&(session, call)) {
+                    s.finished();
+                }
+            }
+            Event::Writable { session, call } => self.flush_held(now, (session, call)),
+            Event::Cancelled {
+                session,
+                call,
+                status,
+            } => self.end_served((session, call), status),
+            Event::CallsAvailable { session } => self.drain_backlog(now, session),
+            Event::Connected { session, peer } => self.on_connected(now, session, peer),
+            Event::Closed {
+                session,
+                peer,
+                reason,
+            } => self.on_closed(now, session, peer, reason),
+            Event::Announce {
+                session,
+                peer,
+                payload,
+            } => {
+                // Rejections are typed, counted in the trust stats and
+                // logged there; the peer gets no answer by design.
+                let _ = self.trust.on_announcement(&peer, session, &payload, now);
+                self.ep.recycle(payload);
+            }
+        }
+    }
+
+    /// Queues an ANNOUNCE on one session. It fails only when the session is
+    /// gone (closed meanwhile): its successor gets the announcement on
+    /// `Connected`, so this is counted, not retried.
+    pub(crate) fn announce_on(&mut self, now: Instant, session: SessionId, bytes: &[u8]) {
+        if self.ep.announce(now, session, bytes).is_err() {
+            self.stats.announces_skipped += 1;
+        }
+    }
+
+    /// A caller's call ended: its waiter completes, exactly once (the
+    /// waiter leaves `waiting` here, and nowhere else for a live call).
+    fn on_response(&mut self, now: Instant, key: Key, status: Status, payload: Vec<u8>) {
+        let status = self.end_own(key, status);
+        if let Some(w) = self.waiting.remove(&key) {
+            self.complete(now, w, status, &payload);
+        }
+        self.ep.recycle(payload);
+    }
+
+    /// A stream message, to whichever side of the call this core holds.
+    fn on_message(&mut self, key: Key, payload: Vec<u8>) {
+        if let Some(Waiter::Events(e)) = self.waiting.get_mut(&key) {
+            e.message(&payload);
+        } else if let Some(s) = self.served.get_mut(&key) {
+            s.message(&payload);
+        }
+        self.ep.recycle(payload);
+    }
+
+    /// A session is up: announce ourselves on it, then issue the calls
+    /// that waited for it, in order.
+    fn on_connected(&mut self, now: Instant, session: SessionId, peer: NodeId) {
+        self.sessions.entry(peer).or_insert(session);
+        if let Some(bytes) = self.trust.current().map(<[u8]>::to_vec) {
+            self.announce_on(now, session, &bytes);
+        }
+        if let Some(bytes) = self.trust.own_token().map(<[u8]>::to_vec) {
+            self.announce_on(now, session, &bytes);
+        }
+        self.drain_backlog(now, session);
+    }
+
+    /// A session ended: every call on it ends now (backlogged calls are
+    /// refused `Unavailable`, open ones end with the session).
+    fn on_closed(&mut self, now: Instant, session: SessionId, peer: NodeId, reason: CloseReason) {
+        match reason {
+            CloseReason::Protocol(_) => {
+                tracing::warn!(core = self.index, peer = %peer.short(), %reason, "session closed: peer broke the protocol");
+            }
+            CloseReason::Evicted => {
+                tracing::info!(core = self.index, peer = %peer.short(), "session evicted to make room (session table full)");
+            }
+            _ => {}
+        }
+        self.trust.session_closed(session);
+        if self.sessions.get(&peer) == Some(&session) {
+            self.sessions.remove(&peer);
+        }
+        if let Some(q) = self.backlog.remove(&session) {
+            for p in q {
+                self.refuse(now, p, Status::UNAVAILABLE);
+            }
+        }
+        self.close_calls_of(session);
+    }
+
+    fn on_request(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        call: net_proto::CallId,
+        info: RequestInfo,
+        payload: Vec<u8>,
+    ) {
+        let refusal = if self.draining.is_some() {
+            Some(Status::UNAVAILABLE)
+        } else if !self.trust.allows(info.service, &info.peer, session, now) {
+            Some(Status::CAPABILITY_DENIED)
+        } else {
+            None
+        };
+        if let Some(status) = refusal {
+            self.answer_now(now, (session, call), status);
+            self.ep.recycle(payload);
+            return;
+        }
+        // One lookup, and no handler clone on the inline (QPS) path.
+        let ran = match self.handlers.get(&info.service).map(|s| &s.handler) {
+            Some(Handler::Sync(h)) => {
+                self.out.clear();
+                let out = &mut self.out;
+                catch_unwind(AssertUnwindSafe(|| h(&info, &payload, out)))
+            }
+            Some(Handler::Async(h)) => {
+                let h = h.clone();
+                return self.start_async(now, session, call, info, payload, &*h);
+            }
+            None => {
+                self.answer_now(now, (session, call), Status::NOT_FOUND);
+                self.ep.recycle(payload);
+                return;
+            }
+        };
+        let status = ran.unwrap_or_else(|_| {
+            self.stats.handler_panics += 1;
+            let name = self.service_name(info.service);
+            tracing::error!(core = self.index, service = %name, "sync handler panicked; its call is answered Internal");
+            self.out.clear();
+            Status::INTERNAL
+        });
+        self.respond_or_refuse(now, session, call, status);
+        self.stats.inline_handled += 1;
+        self.ep.recycle(payload);
+    }
+}
