@@ -28,6 +28,9 @@
 mod call;
 pub mod config;
 mod error;
+// Fuzz target bodies: compiled for tests and for the fuzz crate (feature
+// `fuzzing`), never into a normal build.
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 mod mesh;

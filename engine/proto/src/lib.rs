@@ -11,6 +11,9 @@ pub mod config;
 mod cookie;
 mod endpoint;
 mod event;
+// Fuzz target bodies: compiled for tests and for the fuzz crate (feature
+// `fuzzing`), never into a normal build.
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 mod handshake;
 pub mod ids;

@@ -36,6 +36,9 @@ mod capability;
 mod envelope;
 mod error;
 mod fold;
+// Fuzz target bodies: compiled for tests and for the fuzz crate (feature
+// `fuzzing`), never into a normal build.
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 mod gate;
