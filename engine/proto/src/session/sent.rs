@@ -79,26 +79,7 @@ impl Session {
     /// Writes the frame `item` refers to, if its state still needs sending.
     pub(super) fn write_item(&mut self, item: Sent, w: &mut Writer<'_>, now: Instant) -> Written {
         let frame = match item {
-            Sent::Request(id) => {
-                let Some(c) = self.calls.get_mut(&id).filter(|c| c.head_pending) else {
-                    return Written::Stale;
-                };
-                let Some(head) = c.head.as_deref() else {
-                    return Written::Stale;
-                };
-                let deadline_ms = c.deadline.map_or(0, |d| {
-                    d.saturating_duration_since(now).as_millis().max(1) as u64
-                });
-                let f = Frame::RpcRequest {
-                    call: id,
-                    service: c.service,
-                    kind: c.kind,
-                    end: c.req_end,
-                    deadline_ms,
-                    payload: head,
-                };
-                return finish(f.encode(w), &mut c.head_pending);
-            }
+            Sent::Request(id) => return self.write_request(id, w, now),
             Sent::Response(id) => {
                 let Some(c) = self.calls.get_mut(&id).filter(|c| c.response_pending) else {
                     return Written::Stale;
@@ -126,25 +107,7 @@ impl Session {
                     &mut c.cancel_pending,
                 );
             }
-            Sent::Stream(id, seq) => {
-                let Some(c) = self.calls.get_mut(&id) else {
-                    return Written::Stale;
-                };
-                let forgery = c.send.forgery;
-                if forgery.is_some_and(|f| seq < f.withhold) {
-                    return Written::Stale;
-                }
-                let Some(m) = c.send.get_mut(seq).filter(|m| m.pending && !m.acked) else {
-                    return Written::Stale;
-                };
-                let f = Frame::StreamData {
-                    call: id,
-                    seq,
-                    offset: forgery.and_then(|f| f.offset).unwrap_or(m.offset),
-                    payload: &m.data,
-                };
-                return finish(f.encode(w), &mut m.pending);
-            }
+            Sent::Stream(id, seq) => return self.write_stream(id, seq, w),
             Sent::StreamEnd(id) => {
                 let Some(c) = self.calls.get_mut(&id).filter(|c| c.send.end_pending) else {
                     return Written::Stale;
@@ -179,6 +142,50 @@ impl Session {
             Ok(()) => Written::Yes,
             Err(_) => Written::NoRoom,
         }
+    }
+
+    /// The request head of call `id`, with its deadline as time left.
+    fn write_request(&mut self, id: CallId, w: &mut Writer<'_>, now: Instant) -> Written {
+        let Some(c) = self.calls.get_mut(&id).filter(|c| c.head_pending) else {
+            return Written::Stale;
+        };
+        let Some(head) = c.head.as_deref() else {
+            return Written::Stale;
+        };
+        let deadline_ms = c.deadline.map_or(0, |d| {
+            d.saturating_duration_since(now).as_millis().max(1) as u64
+        });
+        let f = Frame::RpcRequest {
+            call: id,
+            service: c.service,
+            kind: c.kind,
+            end: c.req_end,
+            deadline_ms,
+            payload: head,
+        };
+        finish(f.encode(w), &mut c.head_pending)
+    }
+
+    /// Stream message `seq` of call `id`, unless acknowledged meanwhile
+    /// (or withheld by a test's forgery).
+    fn write_stream(&mut self, id: CallId, seq: u64, w: &mut Writer<'_>) -> Written {
+        let Some(c) = self.calls.get_mut(&id) else {
+            return Written::Stale;
+        };
+        let forgery = c.send.forgery;
+        if forgery.is_some_and(|f| seq < f.withhold) {
+            return Written::Stale;
+        }
+        let Some(m) = c.send.get_mut(seq).filter(|m| m.pending && !m.acked) else {
+            return Written::Stale;
+        };
+        let f = Frame::StreamData {
+            call: id,
+            seq,
+            offset: forgery.and_then(|f| f.offset).unwrap_or(m.offset),
+            payload: &m.data,
+        };
+        finish(f.encode(w), &mut m.pending)
     }
 
     /// A packet carrying `item` was lost: queue whatever still needs delivering.
