@@ -177,17 +177,18 @@ fn serve_role(args: &Args, role: Role) {
             let node = nrpc::server(driver(args), spin, Some(args.server_cpu), injected_work())
                 .unwrap_or_else(|e| fail(&e));
             println!("READY {}", node.local_addr().expect("started"));
-            std::io::stdout().flush().ok();
-            let mut line = String::new();
-            while std::io::stdin()
-                .read_line(&mut line)
-                .map(|n| n > 0)
-                .unwrap_or(false)
-            {}
+            wait_for_stdin_eof();
             let _ = node.shutdown(Duration::from_millis(200));
             return;
         }
     };
+    wait_for_stdin_eof();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Flushes the READY line, then blocks until the parent closes our stdin
+/// (its way of saying stop; also what happens if the parent dies).
+fn wait_for_stdin_eof() {
     std::io::stdout().flush().ok();
     let mut line = String::new();
     while std::io::stdin()
@@ -195,7 +196,6 @@ fn serve_role(args: &Args, role: Role) {
         .map(|n| n > 0)
         .unwrap_or(false)
     {}
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 fn start_server(args: &Args, role: Role) -> (Server, SocketAddr) {

@@ -333,7 +333,10 @@ fn gather(g: &mut [Box<dyn Driver>], want: usize) -> Vec<(usize, Vec<u8>)> {
 }
 
 macro_rules! per_kind {
-    ($module:ident, $kind:expr, $($test:ident),* $(,)?) => {
+    ($($module:ident => $kind:expr),* ; $tests:tt) => {
+        $(per_kind!(@one $module, $kind, $tests);)*
+    };
+    (@one $module:ident, $kind:expr, [$($test:ident),* $(,)?]) => {
         mod $module {
             $(
                 #[test]
@@ -346,38 +349,17 @@ macro_rules! per_kind {
 }
 
 per_kind!(
-    uring,
-    net_io::DriverKind::Uring,
-    echo,
-    batch_mixed,
-    gso,
-    idle_and_timeout,
-    waker,
-    errors,
-    steering,
-    burst_beyond_buffers
-);
-per_kind!(
-    mmsg,
-    net_io::DriverKind::Mmsg,
-    echo,
-    batch_mixed,
-    gso,
-    idle_and_timeout,
-    waker,
-    errors,
-    steering,
-    burst_beyond_buffers
-);
-per_kind!(
-    portable,
-    net_io::DriverKind::Portable,
-    echo,
-    batch_mixed,
-    gso,
-    idle_and_timeout,
-    waker,
-    errors,
-    steering,
-    burst_beyond_buffers
+    uring => net_io::DriverKind::Uring,
+    mmsg => net_io::DriverKind::Mmsg,
+    portable => net_io::DriverKind::Portable;
+    [
+        echo,
+        batch_mixed,
+        gso,
+        idle_and_timeout,
+        waker,
+        errors,
+        steering,
+        burst_beyond_buffers,
+    ]
 );
