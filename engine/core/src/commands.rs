@@ -9,7 +9,7 @@ use std::time::Instant;
 use net_proto::ServiceId;
 
 use crate::core_loop::{Core, Held, Service};
-use crate::handler::{CoreApp, CoreCx, Handler};
+use crate::handler::Handler;
 use crate::inbox::Command;
 use crate::trust::Advert;
 
@@ -75,7 +75,10 @@ impl Core {
                 // A caller that stopped waiting (timeout) needs no answer.
                 let _ = tx.try_send(self.snapshot());
             }
-            Command::App(app) => self.install_app(now, app),
+            Command::App(app) => {
+                self.app.install(now, app);
+                self.issue_app_calls(now);
+            }
             Command::Shutdown { deadline } => self.draining = Some(deadline),
             Command::Announce {
                 peer: None,
@@ -108,20 +111,6 @@ impl Core {
             max_in_flight,
         };
         self.handlers.insert(service, svc);
-    }
-
-    /// Starts an on-core app (replacing any other: responses to the old
-    /// app's calls are dropped by generation).
-    fn install_app(&mut self, now: Instant, mut app: Box<dyn CoreApp>) {
-        let mut cx = CoreCx {
-            now,
-            calls: &mut self.app_calls,
-            spare: &mut self.spare,
-        };
-        app.start(&mut cx);
-        self.app = Some(app);
-        self.app_gen += 1;
-        self.issue_app_calls(now);
     }
 
     fn snapshot(&self) -> crate::CoreStats {

@@ -18,7 +18,7 @@ use net_proto::{CallId, Endpoint, FastMap, ServiceId, SessionId};
 use crate::config::PeerConfig;
 use crate::dispatch::Pending;
 use crate::flow::Flow;
-use crate::handler::{CallEvents, CoreApp, Handler};
+use crate::handler::{CallEvents, Handler};
 use crate::inbox::Inbox;
 use crate::stats::CoreStats;
 
@@ -88,11 +88,7 @@ pub(crate) struct Core {
     /// (their last `Responder` not yet dropped).
     pub running: FastMap<ServiceId, u32>,
     pub handlers: FastMap<ServiceId, Service>,
-    pub app: Option<Box<dyn CoreApp>>,
-    /// Incremented each time an app is installed.
-    pub app_gen: u64,
-    pub app_calls: Vec<(NodeId, ServiceId, u64, Vec<u8>)>,
-    pub spare: Vec<Vec<u8>>,
+    pub app: crate::app::AppSlot,
     /// Response buffer for sync handlers, reused.
     pub out: Vec<u8>,
     pub stats: CoreStats,
@@ -213,11 +209,7 @@ impl Core {
     /// The earliest time a pass has work without any input: a protocol
     /// timer, the shutdown deadline, the on-core app, the trust layer.
     pub(crate) fn next_wake(&mut self) -> Option<Instant> {
-        let extras = [
-            self.draining,
-            self.app.as_ref().and_then(|a| a.next_wake()),
-            self.trust.next_wake(),
-        ];
+        let extras = [self.draining, self.app.next_wake(), self.trust.next_wake()];
         let mut wake_at = self.ep.poll_timeout();
         for extra in extras.into_iter().flatten() {
             wake_at = Some(wake_at.map_or(extra, |t| t.min(extra)));

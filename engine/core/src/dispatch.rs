@@ -16,7 +16,7 @@ use net_crypto::NodeId;
 use net_proto::{ApiError, CallKind, ServiceId, SessionId, Status};
 
 use crate::core_loop::{Core, Waiter};
-use crate::handler::{CallHandle, CallRef, CoreCx};
+use crate::handler::{CallHandle, CallRef};
 use crate::inbox::CallRequest;
 
 /// A call not yet handed to the endpoint (waiting for call credit).
@@ -91,8 +91,12 @@ impl Core {
                 // The endpoint copied the body; keep the buffer for the next
                 // on-core call (SDK buffers go to the endpoint's pool).
                 match p.waiter {
-                    Waiter::App { .. } if self.spare.len() < 1024 => self.spare.push(p.payload),
-                    _ => self.ep.recycle(p.payload),
+                    Waiter::App { .. } => {
+                        if let Some(buf) = self.app.recycle(p.payload) {
+                            self.ep.recycle(buf);
+                        }
+                    }
+                    Waiter::Events(_) => self.ep.recycle(p.payload),
                 }
                 let mut waiter = p.waiter;
                 if let Waiter::Events(e) = &mut waiter {
@@ -147,21 +151,12 @@ impl Core {
         self.stats.calls_completed += 1;
         match waiter {
             Waiter::Events(mut e) => e.complete(status, payload),
-            Waiter::App { token, gen } => {
-                if let Some(app) = self.app.as_mut().filter(|_| gen == self.app_gen) {
-                    let mut cx = CoreCx {
-                        now,
-                        calls: &mut self.app_calls,
-                        spare: &mut self.spare,
-                    };
-                    app.response(&mut cx, token, status, payload);
-                }
-            }
+            Waiter::App { token, gen } => self.app.response(now, gen, token, status, payload),
         }
     }
 
     pub(crate) fn issue_app_calls(&mut self, now: Instant) {
-        while let Some((peer, service, token, payload)) = self.app_calls.pop() {
+        while let Some((peer, service, token, payload)) = self.app.take_call() {
             let p = Pending {
                 peer,
                 service,
@@ -170,13 +165,11 @@ impl Core {
                 payload,
                 waiter: Waiter::App {
                     token,
-                    gen: self.app_gen,
+                    gen: self.app.gen(),
                 },
             };
             self.open_call(now, p);
         }
-        if self.app.as_ref().is_some_and(|a| a.done()) {
-            self.app = None;
-        }
+        self.app.reap();
     }
 }

@@ -8,7 +8,7 @@ use net_crypto::NodeId;
 use net_proto::{CallId, CloseReason, Event, SessionId, Status};
 
 use crate::core_loop::{Core, Waiter};
-use crate::handler::{CoreCx, Handler, RequestInfo};
+use crate::handler::{Handler, RequestInfo};
 
 type Key = (SessionId, CallId);
 
@@ -20,15 +20,7 @@ impl Core {
             any = true;
             self.event(now, ev);
         }
-        if let Some(app) = self.app.as_mut() {
-            let mut cx = CoreCx {
-                now,
-                calls: &mut self.app_calls,
-                spare: &mut self.spare,
-            };
-            app.poll(&mut cx);
-        }
-        if !self.app_calls.is_empty() {
+        if self.app.poll(now) {
             any = true;
             self.issue_app_calls(now);
         }
