@@ -66,33 +66,56 @@ pub(crate) const MAX_CORE_PANICS: u64 = 1000;
 /// Inbox commands one loop pass takes at most.
 const MAX_COMMANDS_PER_PASS: usize = 4096;
 
-/// Everything one core owns.
+/// Everything one core owns. Only this core's thread touches it (other
+/// threads reach it through `inbox`), so nothing here is locked. The
+/// modules that act on it: `commands` (the inbox), `events` (the
+/// endpoint's events), `dispatch` (calls this core makes), `calls` (flows,
+/// held stream items, async handlers), `core_loop` (the pass itself).
 pub(crate) struct Core {
+    /// Which core of the node this is (names its sessions' receiver
+    /// indices and its log lines).
     pub index: usize,
+    /// This core's socket (or in-memory port).
     pub driver: Box<dyn Driver>,
+    /// The protocol state machine: every session this core owns.
     pub ep: Endpoint,
+    /// Commands from other threads; wakes the driver when the core parks.
     pub inbox: Arc<Inbox>,
+    /// How long an idle loop keeps polling before it parks.
     pub spin: Duration,
+    /// The peers this node may connect to, by node id.
     pub peers: FastMap<NodeId, PeerConfig>,
     /// This core's session to each peer (per-core sessions).
     pub sessions: FastMap<NodeId, SessionId>,
-    /// Calls waiting for call credit, per session, in order.
+    /// Calls waiting for a session or for call credit, per session, in the
+    /// order they were opened.
     pub backlog: FastMap<SessionId, VecDeque<Pending>>,
+    /// Who waits for each open call this core made; removed exactly when
+    /// the call completes.
     pub waiting: FastMap<(SessionId, CallId), Waiter>,
     /// Callee-side sinks of streaming calls.
     pub served: FastMap<(SessionId, CallId), Box<dyn CallEvents>>,
+    /// Outgoing stream items of a call that flow control holds back, in
+    /// order (an answer waits behind the messages queued before it).
     pub held: FastMap<(SessionId, CallId), VecDeque<Held>>,
     /// Shared state of calls addressed from other threads, until they end.
     pub flows: FastMap<(SessionId, CallId), Arc<Flow>>,
     /// Async handlers running per service: admitted and not yet released
     /// (their last `Responder` not yet dropped).
     pub running: FastMap<ServiceId, u32>,
+    /// The services registered on this core.
     pub handlers: FastMap<ServiceId, Service>,
+    /// The on-core app, if one runs.
     pub app: crate::app::AppSlot,
     /// Response buffer for sync handlers, reused.
     pub out: Vec<u8>,
+    /// Counters (a snapshot answers `MeshNode::stats`).
     pub stats: CoreStats,
+    /// Set by shutdown: the deadline by which the core closes its sessions
+    /// and exits (earlier if nothing is in flight).
     pub draining: Option<Instant>,
+    /// This core's copy of the trust state: its announcement, the callee
+    /// gate, verification of peers' announcements.
     pub trust: crate::trust::CoreTrust,
 }
 
