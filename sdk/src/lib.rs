@@ -26,13 +26,7 @@
 #![forbid(unsafe_code)]
 
 mod call;
-pub mod config;
 mod error;
-// Fuzz target bodies: compiled for tests and for the fuzz crate (feature
-// `fuzzing`), never into a normal build.
-#[cfg(any(test, feature = "fuzzing"))]
-#[doc(hidden)]
-pub mod fuzzing;
 mod mesh;
 
 pub use bytes::Bytes;

@@ -72,7 +72,7 @@ impl MeshBuilder {
     }
 
     /// Starts from a complete engine configuration (every knob, e.g. one
-    /// loaded by [`crate::config::NodeConfig`]); identity and PSK come from
+    /// loaded from a TOML file by the `net` CLI, crate `net-cli`); identity and PSK come from
     /// it, so [`identity`](Self::identity) and [`psk`](Self::psk) must not
     /// also be set. The builder's other settings apply on top of it.
     pub fn node_config(mut self, cfg: MeshNodeConfig) -> Self {

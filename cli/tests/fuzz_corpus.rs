@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use net::config::FileConfig;
+use net_cli::config::FileConfig;
 
 #[path = "../../fuzz/replay.rs"]
 mod replay;
@@ -17,7 +17,7 @@ fn fuzz_dir() -> PathBuf {
 #[test]
 fn config_corpus_replays_cleanly() {
     assert!(replay::files_in(&fuzz_dir().join("corpus/config")).len() >= 4);
-    replay::replay(&fuzz_dir(), "config", net::fuzzing::config);
+    replay::replay(&fuzz_dir(), "config", net_cli::fuzzing::config);
 }
 
 #[test]

@@ -12,9 +12,9 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use net::config::{self, ConfigError, NodeConfig};
 use net::{Bytes, CallOptions, CoreStats, Identity, Mesh, MeshError, PublicIdentity, RpcError};
 use net::{IncomingCall, ServeHandle, Status};
+use net_cli::config::{self, ConfigError, NodeConfig};
 use net_proto::CallKind;
 use tracing_subscriber::{reload, EnvFilter};
 
