@@ -171,15 +171,15 @@ impl SessionTable {
     ) -> Option<ReceiverIndex> {
         self.by_addr.clear();
         for (&idx, s) in sessions {
-            let evictable = s.side == Side::Responder
+            let evictable = s.side() == Side::Responder
                 && !s.is_closed()
-                && !cfg.reserved_peers.contains(&s.peer_node);
+                && !cfg.reserved_peers.contains(&s.peer_node());
             if !evictable {
                 continue;
             }
-            let key = (!s.calls.is_empty(), s.last_recv, idx);
+            let key = (s.call_count() > 0, s.last_recv(), idx);
             self.by_addr
-                .entry(s.addr.ip())
+                .entry(s.addr().ip())
                 .and_modify(|(n, best)| {
                     *n += 1;
                     *best = (*best).min(key);

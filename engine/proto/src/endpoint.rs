@@ -43,7 +43,7 @@ use crate::handshake::{self, mac1_key, AcceptedInit, HandshakeError, RESP_LEN};
 use crate::ids::{CallId, CallKind, ReceiverIndex, ServiceId, Side, Status};
 use crate::pool::BufPool;
 use crate::services::Services;
-use crate::session::{Ctx, Phase, Session};
+use crate::session::{Ctx, Session};
 use crate::stats::EndpointStats;
 use crate::wire::{DataHeader, PacketType};
 use crate::FastMap;
@@ -190,7 +190,7 @@ impl Endpoint {
     /// Calls (either role) whose state is still held: unanswered, or answered
     /// but not yet acknowledged. Zero means nothing is in flight.
     pub fn call_count(&self) -> usize {
-        self.sessions.values().map(|s| s.calls.len()).sum()
+        self.sessions.values().map(Session::call_count).sum()
     }
 
     /// Every live session (for shutdown; allocates).
@@ -202,7 +202,7 @@ impl Endpoint {
 
     /// The authenticated peer of a session.
     pub fn session_peer(&self, session: SessionId) -> Option<NodeId> {
-        self.sessions.get(&session.0).map(|s| s.peer_node)
+        self.sessions.get(&session.0).map(Session::peer_node)
     }
 
     /// Whether the session's handshake is complete.
@@ -214,18 +214,12 @@ impl Endpoint {
 
     /// Smoothed RTT of an established session.
     pub fn session_rtt(&self, session: SessionId) -> Option<Duration> {
-        self.sessions
-            .get(&session.0)?
-            .transport()
-            .map(|t| t.ledger.rtt.smoothed())
+        self.sessions.get(&session.0)?.rtt()
     }
 
     /// The AEAD suite an established session agreed on.
     pub fn session_suite(&self, session: SessionId) -> Option<net_crypto::Suite> {
-        self.sessions
-            .get(&session.0)?
-            .transport()
-            .map(|t| t.keys.suite())
+        self.sessions.get(&session.0)?.suite()
     }
 
     /// Largest payload a call or stream message on this session may carry.
@@ -294,7 +288,7 @@ impl Endpoint {
         let mut ctx = ctx!(self, now);
         s.handle_data(&mut ctx, src, hdr, datagram);
         if was_half_open && s.is_established() {
-            let key = (s.peer_node, s.lane);
+            let key = s.lane_key();
             self.on_confirmed(now, key, hdr.receiver);
         }
         self.touch(hdr.receiver);
@@ -442,14 +436,14 @@ impl Endpoint {
         let Some(s) = self.sessions.get_mut(&idx) else {
             return;
         };
-        let id = s.id;
+        let id = s.id();
         let mut ctx = ctx!(self, now);
         if s.is_established() && self.farewells.len() < MAX_FAREWELLS {
-            s.close_pending = Some(CLOSE_EVICTED);
+            s.close_with(&mut ctx, CLOSE_EVICTED);
             let mut buf = vec![0u8; FAREWELL_LEN.min(s.datagram_budget(ctx.cfg))];
             if let Some(len) = s.write_datagram(&mut ctx, &mut buf) {
                 buf.truncate(len);
-                self.farewells.push_back((s.addr, buf));
+                self.farewells.push_back((s.addr(), buf));
             }
         }
         s.close(&mut ctx, CloseReason::Evicted);
@@ -513,23 +507,7 @@ impl Endpoint {
             self.stats.handshake_error(&HandshakeError::UnknownIndex);
             return;
         };
-        let Phase::Initiating(init) = &mut s.phase else {
-            self.stats.handshake_error(&HandshakeError::UnknownIndex);
-            return;
-        };
-        let Some(pending) = init.init.take() else {
-            self.stats.handshake_error(&HandshakeError::UnknownIndex);
-            return;
-        };
-        match pending.finish(datagram, &self.own_mac1) {
-            Ok(acc) => {
-                s.on_handshake_response(&mut ctx!(self, now), acc.keys, acc.peer_index, acc.params)
-            }
-            Err(e) => {
-                self.stats.handshake_error(&e);
-                init.last_error = Some(e);
-            }
-        }
+        s.handle_handshake_response(&mut ctx!(self, now), datagram, &self.own_mac1);
         self.touch(idx);
     }
 
@@ -540,7 +518,7 @@ impl Endpoint {
             return;
         };
         if s.is_closed() {
-            let (key, side) = ((s.peer_node, s.lane), s.side);
+            let (key, side) = (s.lane_key(), s.side());
             self.sessions.remove(&idx);
             if side == Side::Responder {
                 self.table.removed(&self.cfg, key.0);
@@ -552,20 +530,11 @@ impl Endpoint {
             }
             return;
         }
-        if !s.queued && s.wants_transmit() {
-            s.queued = true;
+        if s.enter_ready_queue() {
             self.ready.push_back(idx);
         }
-        // Only an earlier deadline is pushed: a later one would leave a
-        // stale entry per packet (the keepalive deadline moves with every
-        // send). The armed entry then fires early once and re-arms.
-        match (s.next_timeout(&self.cfg), s.timer) {
-            (Some(t), Some(armed)) if t >= armed => {}
-            (Some(t), _) => {
-                s.timer = Some(t);
-                self.timers.push(Reverse((t, idx)));
-            }
-            (None, _) => s.timer = None,
+        if let Some(t) = s.rearm_timer(&self.cfg) {
+            self.timers.push(Reverse((t, idx)));
         }
     }
 
@@ -599,9 +568,9 @@ impl Endpoint {
             let Some(s) = self.sessions.get_mut(&idx) else {
                 continue;
             };
-            s.queued = false;
+            s.leave_ready_queue();
             let written = s.write_datagram(&mut ctx!(self, now), buf);
-            let dst = s.addr;
+            let dst = s.addr();
             self.touch(idx);
             if let Some(len) = written {
                 self.stats.datagrams_tx += 1;
@@ -616,7 +585,7 @@ impl Endpoint {
     #[must_use]
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         while let Some(&Reverse((t, idx))) = self.timers.peek() {
-            if self.sessions.get(&idx).is_some_and(|s| s.timer == Some(t)) {
+            if self.sessions.get(&idx).is_some_and(|s| s.timer_armed_at(t)) {
                 return Some(t);
             }
             self.timers.pop();
@@ -633,7 +602,7 @@ impl Endpoint {
                 break;
             }
             self.timers.pop();
-            if self.sessions.get(&idx).is_some_and(|s| s.timer == Some(t)) {
+            if self.sessions.get(&idx).is_some_and(|s| s.timer_armed_at(t)) {
                 due.push(idx);
             }
         }
@@ -641,8 +610,7 @@ impl Endpoint {
             let Some(s) = self.sessions.get_mut(&idx) else {
                 continue;
             };
-            s.timer = None;
-            s.on_timeout(&mut ctx!(self, now));
+            s.fire_timer(&mut ctx!(self, now));
             self.touch(idx);
         }
         self.due = due;
@@ -817,17 +785,13 @@ impl Endpoint {
     /// Closes a session with `code`: CLOSE goes out in the next packet.
     pub fn close(&mut self, now: Instant, session: SessionId, code: u16) -> Result<(), ApiError> {
         self.with_session(now, session, |s, ctx| {
-            if s.is_established() {
-                s.close_pending = Some(code);
-            } else {
-                s.close(ctx, CloseReason::Local);
-            }
+            s.close_with(ctx, code);
             Ok(())
         })
     }
 
     /// Which side of `session` this endpoint is.
     pub fn session_side(&self, session: SessionId) -> Option<Side> {
-        self.sessions.get(&session.0).map(|s| s.side)
+        self.sessions.get(&session.0).map(Session::side)
     }
 }

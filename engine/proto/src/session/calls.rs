@@ -18,37 +18,104 @@ use crate::ids::{CallId, CallKind, ServiceId, Side, Status};
 use crate::stream::{Accepted, Forgery, RecvStream, SendStream};
 use crate::wire::Frame;
 
-/// Which end of the call this side is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Role {
-    Caller,
-    Callee,
+/// A response as it travels: status, the number of stream messages the
+/// responder sent before it, and the body.
+pub(super) struct Outcome {
+    /// The call's final status.
+    pub(super) status: Status,
+    /// Stream messages sent before the response: the receiver completes the
+    /// call only once it delivered this many.
+    pub(super) count: u64,
+    /// The response body (a pool buffer, returned when the call is freed).
+    pub(super) body: Vec<u8>,
+}
+
+/// A value that goes to the peer in a retransmittable frame.
+pub(super) struct Outgoing<T> {
+    /// What the frame carries.
+    pub(super) value: T,
+    /// A [`Sent`] reference to it is queued and not yet written since it was
+    /// queued (or since its packet was lost); cleared when written.
+    pub(super) pending: bool,
+}
+
+impl<T> Outgoing<T> {
+    /// `value`, to be written at the next transmit.
+    fn queued(value: T) -> Self {
+        Outgoing {
+            value,
+            pending: true,
+        }
+    }
+}
+
+/// The state only the side that opened the call has.
+pub(super) struct Caller {
+    /// The request body, held until the callee acknowledges the request
+    /// (`None` after: the callee knows the call, stream frames may flow).
+    pub(super) request: Option<Outgoing<Vec<u8>>>,
+    /// The response, held until every stream message before it is delivered.
+    pub(super) response: Option<Outcome>,
+    /// The status of our CANCEL, once the application gave up or the
+    /// deadline passed: it has then seen the call's final outcome. The call
+    /// lives until the CANCEL is acknowledged.
+    pub(super) cancel: Option<Outgoing<Status>>,
+}
+
+/// The state only the side that serves the call has.
+pub(super) struct Callee {
+    /// Our response, once the application (or a refusal, or the deadline)
+    /// answered. `Some` means the application is done with the call.
+    pub(super) response: Option<Answer>,
+}
+
+/// A callee's response and its delivery state.
+pub(super) struct Answer {
+    /// The response frame, and whether it is queued to be written.
+    pub(super) frame: Outgoing<Outcome>,
+    /// The peer acknowledged the response (the call is freed once its
+    /// outgoing stream is acknowledged too).
+    pub(super) acked: bool,
+}
+
+impl Answer {
+    /// A response to be written at the next transmit.
+    fn new(status: Status, count: u64, body: Vec<u8>) -> Self {
+        Answer {
+            frame: Outgoing::queued(Outcome {
+                status,
+                count,
+                body,
+            }),
+            acked: false,
+        }
+    }
+}
+
+/// Which end of the call this side is, with the state only that end has:
+/// a callee has no request to retransmit, a caller no response to send.
+pub(super) enum Role {
+    /// We opened the call.
+    Caller(Caller),
+    /// The peer opened the call.
+    Callee(Callee),
 }
 
 /// One call, either role.
 pub(crate) struct Call {
-    pub role: Role,
-    pub kind: CallKind,
-    pub service: ServiceId,
-    pub deadline: Option<Instant>,
-    /// Caller: the request body until acknowledged. Callee: unused.
-    pub head: Option<Vec<u8>>,
-    pub head_pending: bool,
-    /// Caller: no stream messages follow the request.
-    pub req_end: bool,
-    pub send: SendStream,
-    pub recv: RecvStream,
-    /// Callee: (status, stream count, body) once the application responded.
-    pub response: Option<(Status, u64, Vec<u8>)>,
-    pub response_pending: bool,
-    pub response_acked: bool,
-    /// Caller: the response, held until every stream message before it is delivered.
-    pub got_response: Option<(Status, u64, Vec<u8>)>,
-    /// Caller: cancel sent with this status; the call lives until it is acknowledged.
-    pub cancel: Option<Status>,
-    pub cancel_pending: bool,
-    /// The application has seen the final outcome (caller) or answered (callee).
-    pub done: bool,
+    /// Caller or callee, with that side's state.
+    pub(super) role: Role,
+    /// Unary or which way it streams; fixed when the call is opened.
+    pub(super) kind: CallKind,
+    /// The service called; fixed when the call is opened.
+    pub(super) service: ServiceId,
+    /// When the call times out (a callee's: arrival plus the request's
+    /// `deadline_ms`); also in the session's deadline heap.
+    pub(super) deadline: Option<Instant>,
+    /// Our outgoing stream (credit, unacknowledged messages, STREAM_END).
+    pub(super) send: SendStream,
+    /// The peer's incoming stream (reassembly, credit we granted).
+    pub(super) recv: RecvStream,
 }
 
 impl Call {
@@ -65,26 +132,45 @@ impl Call {
             kind,
             service,
             deadline,
-            head: None,
-            head_pending: false,
-            req_end: true,
             send,
             recv: RecvStream::new(recv_window),
-            response: None,
-            response_pending: false,
-            response_acked: false,
-            got_response: None,
-            cancel: None,
-            cancel_pending: false,
-            done: false,
+        }
+    }
+
+    /// The application has seen the final outcome (caller: it cancelled or
+    /// the deadline passed) or answered (callee).
+    pub(super) fn is_done(&self) -> bool {
+        match &self.role {
+            Role::Caller(c) => c.cancel.is_some(),
+            Role::Callee(c) => c.response.is_some(),
+        }
+    }
+
+    pub(super) fn is_caller(&self) -> bool {
+        matches!(self.role, Role::Caller(_))
+    }
+
+    pub(super) fn caller_mut(&mut self) -> Option<&mut Caller> {
+        match &mut self.role {
+            Role::Caller(c) => Some(c),
+            Role::Callee(_) => None,
+        }
+    }
+
+    pub(super) fn callee_mut(&mut self) -> Option<&mut Callee> {
+        match &mut self.role {
+            Role::Callee(c) => Some(c),
+            Role::Caller(_) => None,
         }
     }
 }
 
-fn caller_streams(kind: CallKind) -> bool {
+/// Whether the caller streams on this kind of call.
+pub(super) fn caller_streams(kind: CallKind) -> bool {
     matches!(kind, CallKind::ClientStream | CallKind::Duplex)
 }
 
+/// Whether the callee streams on this kind of call.
 fn callee_streams(kind: CallKind) -> bool {
     matches!(kind, CallKind::ServerStream | CallKind::Duplex)
 }
@@ -156,18 +242,20 @@ impl Session {
                 max,
             });
         }
-        if self.next_call_seq >= self.call_limit && !ctx.cfg.testing_ignore_credit {
-            self.calls_blocked = true;
+        if self.ours.next_seq >= self.ours.limit && !ctx.cfg.testing_ignore_credit {
+            self.ours.blocked = true;
             return Err(ApiError::CallsBlocked);
         }
-        let id = CallId::new(self.next_call_seq, self.our_side());
-        self.next_call_seq += 1;
+        let id = CallId::new(self.ours.next_seq, self.our_side());
+        self.ours.next_seq += 1;
         let window = u64::from(ctx.cfg.params.stream_window);
         let send = self.new_send_stream(ctx.cfg);
-        let mut call = Call::new(Role::Caller, kind, service, deadline, send, window);
-        call.head = Some(ctx.pool.copy_of(payload));
-        call.head_pending = true;
-        call.req_end = !caller_streams(kind);
+        let role = Role::Caller(Caller {
+            request: Some(Outgoing::queued(ctx.pool.copy_of(payload))),
+            response: None,
+            cancel: None,
+        });
+        let mut call = Call::new(role, kind, service, deadline, send, window);
         if !callee_streams(kind) {
             // The callee never streams on this kind: its stream data would
             // be a violation (AfterEnd), not something to buffer.
@@ -192,18 +280,17 @@ impl Session {
     ) -> Result<(), ApiError> {
         let max = self.max_payload(ctx.cfg);
         let call = self.calls.get_mut(&id).ok_or(ApiError::UnknownCall)?;
-        if call.role != Role::Callee || call.done {
+        let count = call.send.next_seq();
+        let Some(callee) = call.callee_mut().filter(|c| c.response.is_none()) else {
             return Err(ApiError::UnknownCall);
-        }
+        };
         if payload.len() > max {
             return Err(ApiError::PayloadTooLarge {
                 len: payload.len(),
                 max,
             });
         }
-        call.done = true;
-        call.response = Some((status, call.send.next_seq(), ctx.pool.copy_of(payload)));
-        call.response_pending = true;
+        callee.response = Some(Answer::new(status, count, ctx.pool.copy_of(payload)));
         ctx.services.release(call.service);
         stop_receiving(ctx, call);
         self.push_fresh(Sent::Response(id));
@@ -219,9 +306,9 @@ impl Session {
     ) -> Result<(), ApiError> {
         let max = self.max_payload(ctx.cfg);
         let call = self.calls.get_mut(&id).ok_or(ApiError::UnknownCall)?;
-        let may_stream = match call.role {
-            Role::Caller => caller_streams(call.kind) && call.cancel.is_none(),
-            Role::Callee => callee_streams(call.kind) && !call.done,
+        let may_stream = match &call.role {
+            Role::Caller(c) => caller_streams(call.kind) && c.cancel.is_none(),
+            Role::Callee(c) => callee_streams(call.kind) && c.response.is_none(),
         };
         if !may_stream || call.send.end.is_some() {
             return Err(ApiError::InvalidForCall);
@@ -248,7 +335,7 @@ impl Session {
     /// The caller finishes its stream (half-close).
     pub fn finish_stream(&mut self, id: CallId) -> Result<(), ApiError> {
         let call = self.calls.get_mut(&id).ok_or(ApiError::UnknownCall)?;
-        if call.role != Role::Caller || !caller_streams(call.kind) || call.send.end.is_some() {
+        if !call.is_caller() || !caller_streams(call.kind) || call.send.end.is_some() {
             return Err(ApiError::InvalidForCall);
         }
         call.send.end = Some(call.send.next_seq());
@@ -267,13 +354,11 @@ impl Session {
         status: Status,
     ) -> Result<(), ApiError> {
         let call = self.calls.get_mut(&id).ok_or(ApiError::UnknownCall)?;
-        if call.role != Role::Caller || call.done {
+        let Some(caller) = call.caller_mut().filter(|c| c.cancel.is_none()) else {
             return Err(ApiError::UnknownCall);
-        }
-        call.done = true;
+        };
+        caller.cancel = Some(Outgoing::queued(status));
         stop_receiving(ctx, call);
-        call.cancel = Some(status);
-        call.cancel_pending = true;
         self.queue.push_front(Sent::Cancel(id));
         Ok(())
     }
@@ -289,15 +374,15 @@ impl Session {
             let Some(call) = self.calls.get(&id) else {
                 continue;
             };
-            if call.done || call.deadline != Some(d) {
+            if call.is_done() || call.deadline != Some(d) {
                 continue;
             }
             match call.role {
-                Role::Caller => {
+                Role::Caller(_) => {
                     let _ = self.cancel_call(ctx, id, Status::TIMEOUT);
                     self.emit_response(ctx, id, Status::TIMEOUT, Vec::new());
                 }
-                Role::Callee => {
+                Role::Callee(_) => {
                     ctx.stats.calls_cancelled += 1;
                     ctx.events.push_back(Event::Cancelled {
                         session: self.id,
@@ -323,11 +408,11 @@ impl Session {
     /// A call is dropped while the session closes.
     pub(super) fn abandon_call(&mut self, ctx: &mut Ctx<'_>, id: CallId, mut call: Call) {
         release_streams(ctx, &mut call);
-        match call.role {
-            Role::Caller if !call.done => {
+        match &call.role {
+            Role::Caller(c) if c.cancel.is_none() => {
                 self.emit_response(ctx, id, Status::UNAVAILABLE, Vec::new())
             }
-            Role::Callee if !call.done => ctx.services.release(call.service),
+            Role::Callee(c) if c.response.is_none() => ctx.services.release(call.service),
             _ => {}
         }
     }
@@ -338,11 +423,14 @@ impl Session {
             return;
         };
         release_streams(ctx, &mut call);
-        if let Some(h) = call.head {
-            ctx.pool.put(h);
-        }
-        if let Some((_, _, body)) = call.response {
-            ctx.pool.put(body);
+        match call.role {
+            Role::Caller(Caller {
+                request: Some(r), ..
+            }) => ctx.pool.put(r.value),
+            Role::Callee(Callee {
+                response: Some(a), ..
+            }) => ctx.pool.put(a.frame.value.body),
+            _ => {}
         }
         if id.opener() != self.side {
             self.peer_call_closed(ctx);
@@ -350,21 +438,24 @@ impl Session {
     }
 
     fn peer_call_closed(&mut self, ctx: &mut Ctx<'_>) {
-        self.peer_calls_closed += 1;
+        let theirs = &mut self.theirs;
+        theirs.closed += 1;
         let max = u64::from(ctx.cfg.params.max_calls);
-        let limit = (self.peer_calls_closed + max).min(self.seen.horizon());
-        if limit >= self.calls_granted + (max / 8).max(1) {
-            self.calls_granted = limit;
-            self.call_credit_pending = true;
+        let limit = (theirs.closed + max).min(theirs.seen.horizon());
+        if limit >= theirs.granted + (max / 8).max(1) {
+            theirs.granted = limit;
+            theirs.credit_pending = true;
         }
     }
 
     /// Callee: frees the call once its response and stream are acknowledged.
     pub(super) fn maybe_finish_callee(&mut self, ctx: &mut Ctx<'_>, id: CallId) {
-        let done = self
-            .calls
-            .get(&id)
-            .is_some_and(|c| c.role == Role::Callee && c.response_acked && c.send.all_acked());
+        let done = self.calls.get(&id).is_some_and(|c| match &c.role {
+            Role::Callee(Callee {
+                response: Some(a), ..
+            }) => a.acked && c.send.all_acked(),
+            _ => false,
+        });
         if done {
             self.remove_call(ctx, id);
         }
@@ -373,10 +464,11 @@ impl Session {
     /// Caller: completes the call once the response and every stream message
     /// before it have been delivered.
     fn maybe_complete_caller(&mut self, ctx: &mut Ctx<'_>, id: CallId) {
-        let ready = self.calls.get(&id).is_some_and(|c| {
-            c.got_response
-                .as_ref()
-                .is_some_and(|(_, count, _)| c.recv.next_seq >= *count)
+        let ready = self.calls.get(&id).is_some_and(|c| match &c.role {
+            Role::Caller(Caller {
+                response: Some(r), ..
+            }) => c.recv.next_seq >= r.count,
+            _ => false,
         });
         if !ready {
             return;
@@ -386,12 +478,13 @@ impl Session {
         let taken = self
             .calls
             .get_mut(&id)
-            .and_then(|c| Some((c.got_response.take()?, c.done)));
-        if let Some(((status, _, body), done)) = taken {
+            .and_then(Call::caller_mut)
+            .and_then(|c| Some((c.response.take()?, c.cancel.is_some())));
+        if let Some((r, done)) = taken {
             if !done {
-                self.emit_response(ctx, id, status, body);
+                self.emit_response(ctx, id, r.status, r.body);
             } else {
-                ctx.pool.put(body);
+                ctx.pool.put(r.body);
             }
         }
         self.remove_call(ctx, id);
@@ -418,21 +511,22 @@ impl Session {
             return Err(ProtocolViolation::WrongRole);
         }
         let seq = id.seq();
-        if seq >= self.calls_granted {
+        if seq >= self.theirs.granted {
             return Err(ProtocolViolation::CallCredit);
         }
-        if self.seen.is_seen(seq) {
+        if self.theirs.seen.is_seen(seq) {
             ctx.stats.duplicate_requests += 1;
             return Ok(());
         }
-        if !self.seen.mark(seq) {
+        if !self.theirs.seen.mark(seq) {
             return Err(ProtocolViolation::CallCredit);
         }
         let deadline =
             (deadline_ms > 0).then(|| ctx.now + std::time::Duration::from_millis(deadline_ms));
         let window = u64::from(ctx.cfg.params.stream_window);
         let send = self.new_send_stream(ctx.cfg);
-        let mut call = Call::new(Role::Callee, kind, service, deadline, send, window);
+        let role = Role::Callee(Callee { response: None });
+        let mut call = Call::new(role, kind, service, deadline, send, window);
         if end || !caller_streams(kind) {
             call.recv.end = Some(0);
             call.recv.end_delivered = true;
@@ -449,9 +543,9 @@ impl Session {
             // responding. Stream data that follows is checked, not kept:
             // the refusal's ACK may never come.
             if let Some(c) = self.calls.get_mut(&id) {
-                c.done = true;
-                c.response = Some((status, 0, Vec::new()));
-                c.response_pending = true;
+                if let Some(callee) = c.callee_mut() {
+                    callee.response = Some(Answer::new(status, 0, Vec::new()));
+                }
                 stop_receiving(ctx, c);
             }
             self.push_fresh(Sent::Response(id));
@@ -484,11 +578,16 @@ impl Session {
         if id.opener() != self.side {
             return Err(ProtocolViolation::WrongRole);
         }
-        let Some(call) = self.calls.get_mut(&id) else {
+        let Some(call) = self.calls.get_mut(&id).and_then(Call::caller_mut) else {
             return Ok(());
         };
-        if call.got_response.is_none() {
-            call.got_response = Some((status, count, ctx.pool.copy_of(payload)));
+        if call.response.is_none() {
+            let body = ctx.pool.copy_of(payload);
+            call.response = Some(Outcome {
+                status,
+                count,
+                body,
+            });
         }
         self.maybe_complete_caller(ctx, id);
         Ok(())
@@ -504,11 +603,11 @@ impl Session {
             return Err(ProtocolViolation::WrongRole);
         }
         let seq = id.seq();
-        if seq >= self.calls_granted {
+        if seq >= self.theirs.granted {
             return Err(ProtocolViolation::CallCredit);
         }
         if let Some(call) = self.calls.get(&id) {
-            if !call.done {
+            if !call.is_done() {
                 ctx.services.release(call.service);
                 ctx.stats.calls_cancelled += 1;
                 ctx.events.push_back(Event::Cancelled {
@@ -518,9 +617,9 @@ impl Session {
                 });
             }
             self.remove_call(ctx, id);
-        } else if !self.seen.is_seen(seq) {
+        } else if !self.theirs.seen.is_seen(seq) {
             // Cancelled before its request arrived: the number is used up.
-            if !self.seen.mark(seq) {
+            if !self.theirs.seen.mark(seq) {
                 return Err(ProtocolViolation::CallCredit);
             }
             self.peer_call_closed(ctx);
@@ -561,7 +660,7 @@ impl Session {
         let Some(call) = self.calls.get_mut(&id) else {
             return Ok(());
         };
-        if call.role != Role::Callee {
+        if call.is_caller() {
             return Err(ProtocolViolation::WrongRole);
         }
         call.recv.on_end(count)?;
@@ -573,12 +672,13 @@ impl Session {
         let Some(call) = self.calls.get_mut(&id) else {
             return Ok(());
         };
+        let (caller, done) = (call.is_caller(), call.is_done());
         let mut delivered = false;
         let credit_was_pending = call.recv.credit_pending;
         while let Some(payload) = call.recv.pop()? {
             delivered = true;
             ctx.stats.stream_release(payload.len() as u64);
-            if call.done && call.role == Role::Caller {
+            if done && caller {
                 ctx.pool.put(payload);
             } else {
                 ctx.events.push_back(Event::Message {
@@ -596,16 +696,16 @@ impl Session {
             ctx.events
                 .push_back(Event::StreamFinished { session, call: id });
         }
-        if delivered && call.role == Role::Caller {
+        if delivered && caller {
             self.maybe_complete_caller(ctx, id);
         }
         Ok(())
     }
 
     pub(super) fn on_call_credit(&mut self, ctx: &mut Ctx<'_>, limit: u64) {
-        if limit > self.call_limit {
-            self.call_limit = limit;
-            if std::mem::take(&mut self.calls_blocked) {
+        if limit > self.ours.limit {
+            self.ours.limit = limit;
+            if std::mem::take(&mut self.ours.blocked) {
                 ctx.events
                     .push_back(Event::CallsAvailable { session: self.id });
             }
@@ -638,8 +738,8 @@ impl Session {
     pub fn defer_credit(&mut self, id: CallId) -> Result<(), ApiError> {
         let call = self.calls.get_mut(&id).ok_or(ApiError::UnknownCall)?;
         let peer_streams = match call.role {
-            Role::Caller => callee_streams(call.kind),
-            Role::Callee => caller_streams(call.kind),
+            Role::Caller(_) => callee_streams(call.kind),
+            Role::Callee(_) => caller_streams(call.kind),
         };
         if !peer_streams {
             return Err(ApiError::InvalidForCall);

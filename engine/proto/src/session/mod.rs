@@ -67,38 +67,58 @@ pub(crate) struct Ctx<'a> {
 }
 
 /// Initiator waiting for the handshake response.
-pub(crate) struct Initiating {
-    pub init: Option<Initiation>,
+struct Initiating {
+    /// The handshake state of the initiation in flight, taken by the first
+    /// response to it (`None` before the first is written and after).
+    init: Option<Initiation>,
     /// Build and send a fresh initiation at the next transmit opportunity.
-    pub send_now: bool,
-    pub attempts: u32,
-    pub retry_at: Instant,
-    pub sent_at: Instant,
-    pub last_error: Option<HandshakeError>,
+    send_now: bool,
+    /// Initiations written so far; the handshake gives up at
+    /// `handshake_attempts`.
+    attempts: u32,
+    /// When the next initiation is due if no response came (backs off
+    /// exponentially with `attempts`).
+    retry_at: Instant,
+    /// When the latest initiation was written (first RTT sample).
+    sent_at: Instant,
+    /// The latest handshake failure: the close reason if we give up.
+    last_error: Option<HandshakeError>,
     /// mac1 of the initiation in flight: a cookie reply must be bound to it.
     /// Cleared by the first valid reply, so a replayed one does nothing.
-    pub last_mac1: Option<[u8; 16]>,
+    last_mac1: Option<[u8; 16]>,
     /// The responder's latest cookie and when it arrived.
-    pub cookie: Option<(Cookie, Instant)>,
+    cookie: Option<(Cookie, Instant)>,
 }
 
 /// Keyed transport state, present once the handshake produced keys.
-pub(crate) struct Transport {
-    pub keys: TransportKeys,
-    pub peer_index: ReceiverIndex,
-    pub peer_params: TransportParams,
-    pub next_pn: u64,
-    pub replay: ReplayWindow,
-    pub received: RangeSet,
+struct Transport {
+    /// Packet protection for both directions, with key-phase updates.
+    keys: TransportKeys,
+    /// The peer's receiver index: the header of every packet we send.
+    peer_index: ReceiverIndex,
+    /// What the peer announced in the handshake; fixed.
+    peer_params: TransportParams,
+    /// Number of our next data packet; strictly increasing, below
+    /// `MAX_COUNTER` (the session closes before it wraps).
+    next_pn: u64,
+    /// Packet numbers already opened: each is accepted once.
+    replay: ReplayWindow,
+    /// Received packet numbers still to acknowledge (at most `ACK_RANGES`
+    /// ranges, oldest dropped).
+    received: RangeSet,
     /// Something arrived since our last ACK.
-    pub ack_dirty: bool,
-    pub unacked_eliciting: u32,
+    ack_dirty: bool,
+    /// Ack-eliciting packets since our last ACK; at `ACK_EVERY` one is due now.
+    unacked_eliciting: u32,
     /// When the delayed ACK is due; cleared into `ack_now` when it fires.
-    pub ack_deadline: Option<Instant>,
+    ack_deadline: Option<Instant>,
     /// An ACK must go out at the next transmit, alone if need be.
-    pub ack_now: bool,
-    pub largest_recv_time: Instant,
-    pub ledger: Ledger<Sent>,
+    ack_now: bool,
+    /// When the largest packet number received so far arrived (its ACK
+    /// delay is measured from here).
+    largest_recv_time: Instant,
+    /// Our packets in flight, with the frames each carried, and the RTT.
+    ledger: Ledger<Sent>,
 }
 
 impl Transport {
@@ -133,15 +153,19 @@ impl Transport {
 }
 
 /// Where the session is in its life. Transitions are methods on [`Session`].
-pub(crate) enum Phase {
+enum Phase {
     /// Initiator before the response.
     Initiating(Box<Initiating>),
     /// Responder with keys, until the initiator's first data packet confirms
     /// them. The response is kept to be sent once.
     Responding {
+        /// Keys and transport state, as established.
         transport: Box<Transport>,
+        /// The handshake response to send.
         response: Box<[u8; RESP_LEN]>,
+        /// Written once; a lost response is recovered by the initiator's retry.
         response_sent: bool,
+        /// The half-open session is dropped at this instant.
         expires: Instant,
     },
     /// Both sides hold confirmed keys.
@@ -150,43 +174,126 @@ pub(crate) enum Phase {
     Closed,
 }
 
+/// Who the session is with and where it reaches them.
+struct Peer {
+    /// The peer's authenticated static identity (from the handshake, or the
+    /// one we dialled).
+    identity: PublicIdentity,
+    /// `identity.node_id()`, computed once.
+    node: NodeId,
+    /// Where we send: the source of the latest authenticated packet.
+    addr: SocketAddr,
+    /// The initiator's lane (one session per peer and lane is confirmed).
+    lane: u16,
+}
+
+/// Calls this side opens, and the peer's credit for them.
+struct OwnCalls {
+    /// Sequence number of our next call; never above `limit` (unless
+    /// `testing_ignore_credit`).
+    next_seq: u64,
+    /// Calls numbered below this may be opened (the peer's CREDIT for calls).
+    limit: u64,
+    /// A call was refused for want of credit: `CallsAvailable` is due when
+    /// the limit rises.
+    blocked: bool,
+}
+
+/// Calls the peer opens, and the credit we give it.
+struct PeerCalls {
+    /// Every call number the peer has used (each gives at most one `Request`).
+    seen: SeenWindow,
+    /// Peer calls freed so far: each returns one unit of credit.
+    closed: u64,
+    /// The peer may open calls numbered below this (what we last granted).
+    granted: u64,
+    /// A CREDIT for calls with `granted` is due at the next transmit.
+    credit_pending: bool,
+}
+
+/// ANNOUNCE payloads held until acknowledged.
+struct Announces {
+    /// (number, payload) in number order; an entry leaves when acknowledged.
+    held: VecDeque<(u64, Vec<u8>)>,
+    /// Number of the next announcement; numbers are never reused.
+    next: u64,
+}
+
+impl Announces {
+    fn get(&self, n: u64) -> Option<&[u8]> {
+        self.held.iter().find(|(k, _)| *k == n).map(|(_, b)| &b[..])
+    }
+
+    fn is_held(&self, n: u64) -> bool {
+        self.held.iter().any(|(k, _)| *k == n)
+    }
+
+    fn release(&mut self, n: u64) {
+        self.held.retain(|(k, _)| *k != n);
+    }
+}
+
+/// Idle and keepalive timing.
+struct Liveness {
+    /// When the latest authenticated packet arrived (idle timeout base).
+    last_recv: Instant,
+    /// When we last sent a data packet (keepalive base).
+    last_sent: Instant,
+    /// A PING is due (PTO probe or keepalive); cleared by any packet that
+    /// carries a frame.
+    ping_pending: bool,
+}
+
+/// The endpoint's bookkeeping about this session, kept here so the
+/// endpoint's ready queue and timer heap need no map of their own. Only
+/// read and written through the methods the endpoint calls.
+struct Slot {
+    /// In the endpoint's ready queue (so it is pushed there at most once).
+    queued: bool,
+    /// The deadline last pushed to the endpoint's timer heap; a heap entry
+    /// with another instant is stale.
+    timer: Option<Instant>,
+}
+
+/// Reused lists for the frames one ACK or one loss timer hands back
+/// (empty between uses: they only keep their allocation).
+struct Scratch {
+    acked: Vec<Sent>,
+    lost: Vec<Sent>,
+}
+
 /// One session with one peer.
 pub(crate) struct Session {
-    pub id: SessionId,
-    pub side: Side,
-    pub peer: PublicIdentity,
-    pub peer_node: NodeId,
-    pub addr: SocketAddr,
-    pub lane: u16,
-    pub phase: Phase,
-    pub calls: FastMap<CallId, Call>,
-    /// Our next call sequence and the peer's credit for our calls.
-    pub next_call_seq: u64,
-    pub call_limit: u64,
-    pub calls_blocked: bool,
-    /// Peer-opened calls.
-    pub seen: SeenWindow,
-    pub peer_calls_closed: u64,
-    pub calls_granted: u64,
-    pub call_credit_pending: bool,
+    /// Our receiver index for this session (the endpoint's key for it).
+    id: SessionId,
+    /// Whether we initiated the session; fixed.
+    side: Side,
+    /// Who the peer is and where it is.
+    peer: Peer,
+    /// Handshake or transport state; see [`Phase`].
+    phase: Phase,
+    /// Calls of either role whose state is still held.
+    calls: FastMap<CallId, Call>,
+    /// Calls we open.
+    ours: OwnCalls,
+    /// Calls the peer opens.
+    theirs: PeerCalls,
     /// Frames to (re)send, front first; entries whose state no longer needs
     /// sending are skipped when written.
-    pub queue: VecDeque<Sent>,
-    pub deadlines: BinaryHeap<Reverse<(Instant, CallId)>>,
-    pub announces: VecDeque<(u64, Vec<u8>)>,
-    pub next_announce: u64,
-    pub last_recv: Instant,
-    pub last_sent: Instant,
-    pub ping_pending: bool,
-    /// Send CLOSE with this code, then finish.
-    pub close_pending: Option<u16>,
-    /// The endpoint's ready-queue membership (avoids duplicates there).
-    pub queued: bool,
-    /// Last deadline registered in the endpoint's timer heap.
-    pub timer: Option<Instant>,
-    /// Reused lists for frames acknowledged / lost by one ACK.
-    pub scratch: Vec<Sent>,
-    pub scratch_lost: Vec<Sent>,
+    queue: VecDeque<Sent>,
+    /// Call deadlines, earliest first; an entry whose call is gone or has
+    /// another deadline is skipped.
+    deadlines: BinaryHeap<Reverse<(Instant, CallId)>>,
+    /// Announcements not yet acknowledged.
+    announces: Announces,
+    /// Idle and keepalive timing.
+    liveness: Liveness,
+    /// Send CLOSE with this code, then finish (set only once established).
+    close_pending: Option<u16>,
+    /// The endpoint's ready-queue and timer-heap bookkeeping.
+    slot: Slot,
+    /// Reused lists for frames acknowledged / lost.
+    scratch: Scratch,
 }
 
 impl Session {
@@ -199,35 +306,49 @@ impl Session {
         now: Instant,
         cfg: &EndpointConfig,
     ) -> Self {
-        let (peer, addr, lane) = peer;
+        let (identity, addr, lane) = peer;
         Session {
             id,
             side,
-            peer,
-            peer_node: peer.node_id(),
-            addr,
-            lane,
+            peer: Peer {
+                identity,
+                node: identity.node_id(),
+                addr,
+                lane,
+            },
             phase,
             calls: FastMap::default(),
-            next_call_seq: 0,
-            call_limit: 0,
-            calls_blocked: false,
-            seen: SeenWindow::new(),
-            peer_calls_closed: 0,
-            calls_granted: u64::from(cfg.params.max_calls),
-            call_credit_pending: false,
+            ours: OwnCalls {
+                next_seq: 0,
+                limit: 0,
+                blocked: false,
+            },
+            theirs: PeerCalls {
+                seen: SeenWindow::new(),
+                closed: 0,
+                granted: u64::from(cfg.params.max_calls),
+                credit_pending: false,
+            },
             queue: VecDeque::new(),
             deadlines: BinaryHeap::new(),
-            announces: VecDeque::new(),
-            next_announce: 0,
-            last_recv: now,
-            last_sent: now,
-            ping_pending: false,
+            announces: Announces {
+                held: VecDeque::new(),
+                next: 0,
+            },
+            liveness: Liveness {
+                last_recv: now,
+                last_sent: now,
+                ping_pending: false,
+            },
             close_pending: None,
-            queued: false,
-            timer: None,
-            scratch: Vec::new(),
-            scratch_lost: Vec::new(),
+            slot: Slot {
+                queued: false,
+                timer: None,
+            },
+            scratch: Scratch {
+                acked: Vec::new(),
+                lost: Vec::new(),
+            },
         }
     }
 
@@ -253,7 +374,7 @@ impl Session {
         let mut s = Session::base(id, Side::Initiator, (peer, addr, cfg.lane), phase, now, cfg);
         // Every peer grants at least this much, so calls can be queued before
         // the handshake tells us the real limit.
-        s.call_limit = u64::from(crate::config::MIN_MAX_CALLS);
+        s.ours.limit = u64::from(crate::config::MIN_MAX_CALLS);
         s
     }
 
@@ -286,12 +407,38 @@ impl Session {
             expires: now + HALF_OPEN_TIMEOUT,
         };
         let mut s = Session::base(id, Side::Responder, (peer, addr, lane), phase, now, cfg);
-        s.call_limit = u64::from(peer_params.max_calls);
+        s.ours.limit = u64::from(peer_params.max_calls);
         s
     }
 
+    /// Initiator: a handshake response addressed to this session. Completes
+    /// the handshake if it answers the initiation in flight; an error is
+    /// counted and kept as the reason should the handshake give up.
+    pub fn handle_handshake_response(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        datagram: &[u8],
+        own_mac1: &[u8; 32],
+    ) {
+        let Phase::Initiating(init) = &mut self.phase else {
+            ctx.stats.handshake_error(&HandshakeError::UnknownIndex);
+            return;
+        };
+        let Some(pending) = init.init.take() else {
+            ctx.stats.handshake_error(&HandshakeError::UnknownIndex);
+            return;
+        };
+        match pending.finish(datagram, own_mac1) {
+            Ok(acc) => self.on_handshake_response(ctx, acc.keys, acc.peer_index, acc.params),
+            Err(e) => {
+                ctx.stats.handshake_error(&e);
+                init.last_error = Some(e);
+            }
+        }
+    }
+
     /// Initiator: the response arrived and produced keys.
-    pub fn on_handshake_response(
+    fn on_handshake_response(
         &mut self,
         ctx: &mut Ctx<'_>,
         keys: SessionKeys,
@@ -309,14 +456,14 @@ impl Session {
                 Duration::ZERO,
             );
         }
-        self.call_limit = u64::from(params.max_calls);
+        self.ours.limit = u64::from(params.max_calls);
         self.on_peer_window(ctx, params.stream_window);
         self.phase = Phase::Established(Box::new(t));
-        self.last_recv = ctx.now;
+        self.liveness.last_recv = ctx.now;
         ctx.stats.handshakes_completed += 1;
         ctx.events.push_back(Event::Connected {
             session: self.id,
-            peer: self.peer_node,
+            peer: self.peer.node,
         });
     }
 
@@ -328,7 +475,7 @@ impl Session {
                 ctx.stats.handshakes_completed += 1;
                 ctx.events.push_back(Event::Connected {
                     session: self.id,
-                    peer: self.peer_node,
+                    peer: self.peer.node,
                 });
                 Phase::Established(transport)
             }
@@ -336,7 +483,7 @@ impl Session {
         };
     }
 
-    pub fn transport(&self) -> Option<&Transport> {
+    fn transport(&self) -> Option<&Transport> {
         match &self.phase {
             Phase::Established(t) => Some(t),
             Phase::Responding { transport, .. } => Some(transport),
@@ -373,21 +520,21 @@ impl Session {
         ctx.stats.sessions_closed += 1;
         ctx.events.push_back(Event::Closed {
             session: self.id,
-            peer: self.peer_node,
+            peer: self.peer.node,
             reason,
         });
     }
 
     /// Whether `poll_transmit` has something for this session now.
-    pub fn wants_transmit(&self) -> bool {
+    fn wants_transmit(&self) -> bool {
         match &self.phase {
             Phase::Initiating(i) => i.send_now,
             Phase::Responding { response_sent, .. } => !response_sent,
             Phase::Established(t) => {
                 !self.queue.is_empty()
-                    || self.ping_pending
+                    || self.liveness.ping_pending
                     || self.close_pending.is_some()
-                    || self.call_credit_pending
+                    || self.theirs.credit_pending
                     || (t.ack_dirty && t.ack_now)
             }
             Phase::Closed => false,
@@ -395,7 +542,7 @@ impl Session {
     }
 
     /// Earliest time [`on_timeout`](Self::on_timeout) has work.
-    pub fn next_timeout(&self, cfg: &EndpointConfig) -> Option<Instant> {
+    fn next_timeout(&self, cfg: &EndpointConfig) -> Option<Instant> {
         let t = match &self.phase {
             // While a fresh initiation is waiting to be written, the retry
             // timer is not armed (it would be in the past).
@@ -415,8 +562,8 @@ impl Session {
             t.ledger.pto_time(max_ack_delay),
             t.keys.next_expiry(),
             self.deadlines.peek().map(|Reverse((d, _))| *d),
-            Some(self.last_recv + cfg.idle_timeout),
-            (!self.ping_pending).then_some(self.last_sent + cfg.keepalive),
+            Some(self.liveness.last_recv + cfg.idle_timeout),
+            (!self.liveness.ping_pending).then_some(self.liveness.last_sent + cfg.keepalive),
         ]
         .into_iter()
         .flatten()
@@ -424,7 +571,7 @@ impl Session {
     }
 
     /// Runs whatever timers are due at `now`.
-    pub fn on_timeout(&mut self, ctx: &mut Ctx<'_>) {
+    fn on_timeout(&mut self, ctx: &mut Ctx<'_>) {
         let now = ctx.now;
         match &mut self.phase {
             Phase::Initiating(i) => {
@@ -456,7 +603,7 @@ impl Session {
 
     fn on_transport_timeout(&mut self, ctx: &mut Ctx<'_>) {
         let now = ctx.now;
-        if now >= self.last_recv + ctx.cfg.idle_timeout {
+        if now >= self.liveness.last_recv + ctx.cfg.idle_timeout {
             self.close(ctx, CloseReason::Idle);
             return;
         }
@@ -470,22 +617,123 @@ impl Session {
             t.ack_now = true;
         }
         let max_ack_delay = t.peer_params.max_ack_delay();
-        let mut lost = std::mem::take(&mut self.scratch_lost);
+        let mut lost = std::mem::take(&mut self.scratch.lost);
         if t.ledger.loss_time().is_some_and(|l| l <= now) {
             ctx.stats.packets_lost += t.ledger.detect_lost(now, |f| lost.push(f));
         }
         if t.ledger.pto_time(max_ack_delay).is_some_and(|p| p <= now) {
             ctx.stats.ptos += 1;
             t.ledger.on_pto(now, |f| lost.push(f));
-            self.ping_pending = true;
+            self.liveness.ping_pending = true;
         }
-        if now >= self.last_sent + ctx.cfg.keepalive {
-            self.ping_pending = true;
+        if now >= self.liveness.last_sent + ctx.cfg.keepalive {
+            self.liveness.ping_pending = true;
         }
         for f in lost.drain(..) {
             self.on_lost(ctx, f);
         }
-        self.scratch_lost = lost;
+        self.scratch.lost = lost;
+    }
+
+    /// Our receiver index for this session.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// Whether we initiated the session.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    /// The peer's authenticated node id.
+    pub fn peer_node(&self) -> NodeId {
+        self.peer.node
+    }
+
+    /// (peer, lane): at most one confirmed responder session each.
+    pub fn lane_key(&self) -> (NodeId, u16) {
+        (self.peer.node, self.peer.lane)
+    }
+
+    /// Where the session's datagrams go.
+    pub fn addr(&self) -> SocketAddr {
+        self.peer.addr
+    }
+
+    /// Calls (either role) whose state is still held.
+    pub fn call_count(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// When the latest authenticated packet arrived.
+    pub fn last_recv(&self) -> Instant {
+        self.liveness.last_recv
+    }
+
+    /// Smoothed RTT, once keys exist.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.transport().map(|t| t.ledger.rtt.smoothed())
+    }
+
+    /// The AEAD suite agreed on, once keys exist.
+    pub fn suite(&self) -> Option<Suite> {
+        self.transport().map(|t| t.keys.suite())
+    }
+
+    /// Closes the session with `code`: an established session sends CLOSE in
+    /// its next packet and then finishes; any other closes at once (`Local`).
+    pub fn close_with(&mut self, ctx: &mut Ctx<'_>, code: u16) {
+        if self.is_established() {
+            self.close_pending = Some(code);
+        } else {
+            self.close(ctx, CloseReason::Local);
+        }
+    }
+
+    /// The endpoint's ready queue: whether to push this session there now
+    /// (it wants to transmit and is not queued yet); marks it queued if so.
+    pub fn enter_ready_queue(&mut self) -> bool {
+        if !self.slot.queued && self.wants_transmit() {
+            self.slot.queued = true;
+            return true;
+        }
+        false
+    }
+
+    /// The endpoint took this session off its ready queue.
+    pub fn leave_ready_queue(&mut self) {
+        self.slot.queued = false;
+    }
+
+    /// Re-arms the session's timer after anything touched it; returns the
+    /// instant to push to the endpoint's timer heap, if any. Only an earlier
+    /// deadline is pushed: a later one would leave a stale entry per packet
+    /// (the keepalive deadline moves with every send). The armed entry then
+    /// fires early once and re-arms.
+    pub fn rearm_timer(&mut self, cfg: &EndpointConfig) -> Option<Instant> {
+        match (self.next_timeout(cfg), self.slot.timer) {
+            (Some(t), Some(armed)) if t >= armed => None,
+            (Some(t), _) => {
+                self.slot.timer = Some(t);
+                Some(t)
+            }
+            (None, _) => {
+                self.slot.timer = None;
+                None
+            }
+        }
+    }
+
+    /// Whether a timer-heap entry at `t` is this session's armed timer (and
+    /// not a stale one).
+    pub fn timer_armed_at(&self, t: Instant) -> bool {
+        self.slot.timer == Some(t)
+    }
+
+    /// The armed timer fired: disarms it and runs what is due.
+    pub fn fire_timer(&mut self, ctx: &mut Ctx<'_>) {
+        self.slot.timer = None;
+        self.on_timeout(ctx);
     }
 
     /// Queues an opaque ANNOUNCE payload for reliable delivery.
@@ -501,9 +749,11 @@ impl Session {
                 max,
             });
         }
-        let n = self.next_announce;
-        self.next_announce += 1;
-        self.announces.push_back((n, ctx.pool.copy_of(payload)));
+        let n = self.announces.next;
+        self.announces.next += 1;
+        self.announces
+            .held
+            .push_back((n, ctx.pool.copy_of(payload)));
         // Ahead of queued calls: a token or capability announcement sent on
         // connect must reach the peer before the calls that depend on it.
         self.queue.push_front(Sent::Announce(n));
@@ -513,7 +763,7 @@ impl Session {
     /// The largest datagram we write to this peer: our limit for its path
     /// (loopback or not), within what it accepts.
     pub fn datagram_budget(&self, cfg: &EndpointConfig) -> usize {
-        let path = if self.addr.ip().is_loopback() {
+        let path = if self.peer.addr.ip().is_loopback() {
             cfg.loopback_max_datagram.max(cfg.max_datagram)
         } else {
             cfg.max_datagram

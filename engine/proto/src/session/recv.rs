@@ -30,7 +30,7 @@ impl Session {
             ctx.stats.handshake_error(&HandshakeError::UnknownIndex);
             return;
         };
-        match cookie::open_reply(reply, &self.peer, &mac1, ctx.cfg.aead) {
+        match cookie::open_reply(reply, &self.peer.identity, &mac1, ctx.cfg.aead) {
             Ok(c) => {
                 ctx.stats.cookie_replies_rx += 1;
                 i.last_mac1 = None;
@@ -61,8 +61,8 @@ impl Session {
             );
             return;
         }
-        self.addr = src;
-        self.last_recv = ctx.now;
+        self.peer.addr = src;
+        self.liveness.last_recv = ctx.now;
         if self.is_half_open() {
             self.confirm(ctx);
         }
@@ -178,7 +178,7 @@ impl Session {
                 let payload = ctx.pool.copy_of(payload);
                 ctx.events.push_back(Event::Announce {
                     session: self.id,
-                    peer: self.peer_node,
+                    peer: self.peer.node,
                     payload,
                 });
                 Ok(())
@@ -202,8 +202,8 @@ impl Session {
             return;
         };
         let ack_delay = Duration::from_micros(ack_delay_us).min(t.peer_params.max_ack_delay());
-        let mut acked = std::mem::take(&mut self.scratch);
-        let mut lost = std::mem::take(&mut self.scratch_lost);
+        let mut acked = std::mem::take(&mut self.scratch.acked);
+        let mut lost = std::mem::take(&mut self.scratch.lost);
         let Some(t) = self.transport_mut() else {
             return;
         };
@@ -215,7 +215,7 @@ impl Session {
         for f in lost.drain(..) {
             self.on_lost(ctx, f);
         }
-        self.scratch = acked;
-        self.scratch_lost = lost;
+        self.scratch.acked = acked;
+        self.scratch.lost = lost;
     }
 }

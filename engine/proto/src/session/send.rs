@@ -80,7 +80,13 @@ impl Session {
             .as_ref()
             .filter(|(_, at)| ctx.now.saturating_duration_since(*at) < COOKIE_LIFETIME)
             .map(|(c, _)| c);
-        match Initiation::start(&me, &self.peer, (sender, ts, self.lane), cookie, buf) {
+        match Initiation::start(
+            &me,
+            &self.peer.identity,
+            (sender, ts, self.peer.lane),
+            cookie,
+            buf,
+        ) {
             Ok((init, len)) => {
                 i.last_mac1 = mac1_of(&buf[..len]).try_into().ok();
                 i.init = Some(init);
@@ -145,7 +151,7 @@ impl Session {
             ctx.stats.ack_only_tx += 1;
         }
         t.ledger.on_sent(pn, now, frames);
-        self.last_sent = now;
+        self.liveness.last_sent = now;
         ctx.stats.data_packets_tx += 1;
         if out.close {
             self.close(ctx, CloseReason::Local);
@@ -166,12 +172,12 @@ impl Session {
             }
             return QueueOutcome { close };
         }
-        if self.call_credit_pending {
+        if self.theirs.credit_pending {
             let f = Frame::Credit(Credit::Calls {
-                limit: self.calls_granted,
+                limit: self.theirs.granted,
             });
             if f.encode(w).is_ok() {
-                self.call_credit_pending = false;
+                self.theirs.credit_pending = false;
                 frames.push(Sent::CallCredit);
             }
         }
@@ -183,11 +189,11 @@ impl Session {
             }
             self.queue.pop_front();
         }
-        if self.ping_pending && (frames.is_empty() && Frame::Ping.encode(w).is_ok()) {
+        if self.liveness.ping_pending && (frames.is_empty() && Frame::Ping.encode(w).is_ok()) {
             frames.push(Sent::Ping);
         }
         if !frames.is_empty() {
-            self.ping_pending = false;
+            self.liveness.ping_pending = false;
         }
         QueueOutcome { close: false }
     }

@@ -17,7 +17,7 @@
 
 use std::time::Instant;
 
-use super::calls::Role;
+use super::calls::{caller_streams, Call, Callee, Caller, Role};
 use super::{Ctx, Session};
 use crate::ids::CallId;
 use crate::wire::{Credit, Frame, Writer};
@@ -29,18 +29,17 @@ use crate::wire::{Credit, Frame, Writer};
 /// reference to the front of the queue, once (not if already pending).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Sent {
-    /// RPC_REQUEST of our call, from its held request body while
-    /// `head_pending`. Acked: the body is freed and the call's stream
-    /// messages and STREAM_END, held back until the callee knows the call,
-    /// are queued. Lost: re-queued while the body is held and the call is
-    /// not done.
+    /// RPC_REQUEST of our call, from the caller's held `request` while it is
+    /// pending. Acked: the body is freed and the call's stream messages and
+    /// STREAM_END, held back until the callee knows the call, are queued.
+    /// Lost: re-queued while the body is held and the call is not cancelled.
     Request(CallId),
-    /// RPC_RESPONSE of a peer's call, while `response_pending`. Acked: the
-    /// call is freed once its stream is acknowledged too. Lost: re-queued
-    /// unless already acknowledged.
+    /// RPC_RESPONSE of a peer's call, from the callee's `response` while it
+    /// is pending. Acked: the call is freed once its stream is acknowledged
+    /// too. Lost: re-queued unless already acknowledged.
     Response(CallId),
-    /// CANCEL of our call, while `cancel_pending`. Acked: the call is freed.
-    /// Lost: re-queued.
+    /// CANCEL of our call, from the caller's `cancel` while it is pending.
+    /// Acked: the call is freed. Lost: re-queued.
     Cancel(CallId),
     /// STREAM_DATA message `seq` of a call, while pending and unacknowledged.
     /// Acked: its buffer is released (which may make the call `Writable`)
@@ -50,8 +49,8 @@ pub(crate) enum Sent {
     /// a callee's call may finish. Lost: re-queued unless acknowledged.
     StreamEnd(CallId),
     /// CREDIT for calls. Never queued: the packet builder writes it from
-    /// `call_credit_pending` with the limit current at that time. Acked:
-    /// nothing. Lost: `call_credit_pending` is set again.
+    /// the peer calls' `credit_pending` with the limit current at that time.
+    /// Acked: nothing. Lost: `credit_pending` is set again.
     CallCredit,
     /// CREDIT for a call's stream, with the limit current when written,
     /// while `credit_pending`. Acked: nothing. Lost: re-queued while the
@@ -81,31 +80,29 @@ impl Session {
         let frame = match item {
             Sent::Request(id) => return self.write_request(id, w, now),
             Sent::Response(id) => {
-                let Some(c) = self.calls.get_mut(&id).filter(|c| c.response_pending) else {
+                let Some(a) = self.callee_mut(id).and_then(|c| c.response.as_mut()) else {
                     return Written::Stale;
                 };
-                let Some((status, count, body)) = &c.response else {
+                let Some(r) = Some(&mut a.frame).filter(|r| r.pending) else {
                     return Written::Stale;
                 };
                 let f = Frame::RpcResponse {
                     call: id,
-                    status: *status,
-                    stream_count: *count,
-                    payload: body,
+                    status: r.value.status,
+                    stream_count: r.value.count,
+                    payload: &r.value.body,
                 };
-                return finish(f.encode(w), &mut c.response_pending);
+                return finish(f.encode(w), &mut r.pending);
             }
             Sent::Cancel(id) => {
-                let Some(c) = self.calls.get_mut(&id).filter(|c| c.cancel_pending) else {
+                let Some(c) = self.caller_mut(id).and_then(|c| c.cancel.as_mut()) else {
                     return Written::Stale;
                 };
-                let Some(status) = c.cancel else {
+                if !c.pending {
                     return Written::Stale;
-                };
-                return finish(
-                    Frame::Cancel { call: id, status }.encode(w),
-                    &mut c.cancel_pending,
-                );
+                }
+                let status = c.value;
+                return finish(Frame::Cancel { call: id, status }.encode(w), &mut c.pending);
             }
             Sent::Stream(id, seq) => return self.write_stream(id, seq, w),
             Sent::StreamEnd(id) => {
@@ -131,7 +128,7 @@ impl Session {
                 return finish(f.encode(w), &mut c.recv.credit_pending);
             }
             Sent::Announce(n) => {
-                let Some((_, body)) = self.announces.iter().find(|(k, _)| *k == n) else {
+                let Some(body) = self.announces.get(n) else {
                     return Written::Stale;
                 };
                 Frame::Announce { payload: body }
@@ -146,24 +143,30 @@ impl Session {
 
     /// The request head of call `id`, with its deadline as time left.
     fn write_request(&mut self, id: CallId, w: &mut Writer<'_>, now: Instant) -> Written {
-        let Some(c) = self.calls.get_mut(&id).filter(|c| c.head_pending) else {
+        let Some(c) = self.calls.get_mut(&id) else {
             return Written::Stale;
         };
-        let Some(head) = c.head.as_deref() else {
+        let (service, kind, deadline) = (c.service, c.kind, c.deadline);
+        let Some(head) = c
+            .caller_mut()
+            .and_then(|c| c.request.as_mut())
+            .filter(|r| r.pending)
+        else {
             return Written::Stale;
         };
-        let deadline_ms = c.deadline.map_or(0, |d| {
+        let deadline_ms = deadline.map_or(0, |d| {
             d.saturating_duration_since(now).as_millis().max(1) as u64
         });
         let f = Frame::RpcRequest {
             call: id,
-            service: c.service,
-            kind: c.kind,
-            end: c.req_end,
+            service,
+            kind,
+            // No stream messages follow the request.
+            end: !caller_streams(kind),
             deadline_ms,
-            payload: head,
+            payload: &head.value,
         };
-        finish(f.encode(w), &mut c.head_pending)
+        finish(f.encode(w), &mut head.pending)
     }
 
     /// Stream message `seq` of call `id`, unless acknowledged meanwhile
@@ -192,20 +195,19 @@ impl Session {
     pub(super) fn on_lost(&mut self, ctx: &mut Ctx<'_>, item: Sent) {
         let requeue = match item {
             Sent::Request(id) => self
-                .calls
-                .get_mut(&id)
-                .filter(|c| c.head.is_some() && !c.done)
-                .map(|c| &mut c.head_pending),
+                .caller_mut(id)
+                .filter(|c| c.cancel.is_none())
+                .and_then(|c| c.request.as_mut())
+                .map(|r| &mut r.pending),
             Sent::Response(id) => self
-                .calls
-                .get_mut(&id)
-                .filter(|c| !c.response_acked)
-                .map(|c| &mut c.response_pending),
+                .callee_mut(id)
+                .and_then(|c| c.response.as_mut())
+                .filter(|a| !a.acked)
+                .map(|a| &mut a.frame.pending),
             Sent::Cancel(id) => self
-                .calls
-                .get_mut(&id)
-                .filter(|c| c.cancel.is_some())
-                .map(|c| &mut c.cancel_pending),
+                .caller_mut(id)
+                .and_then(|c| c.cancel.as_mut())
+                .map(|c| &mut c.pending),
             Sent::Stream(id, seq) => self
                 .calls
                 .get_mut(&id)
@@ -218,9 +220,9 @@ impl Session {
                 .filter(|c| !c.send.end_acked)
                 .map(|c| &mut c.send.end_pending),
             Sent::StreamCredit(id) => self.calls.get_mut(&id).map(|c| &mut c.recv.credit_pending),
-            Sent::CallCredit => Some(&mut self.call_credit_pending),
+            Sent::CallCredit => Some(&mut self.theirs.credit_pending),
             Sent::Announce(n) => {
-                if self.announces.iter().any(|(k, _)| *k == n) {
+                if self.announces.is_held(n) {
                     self.queue.push_front(item);
                     ctx.stats.frames_retransmitted += 1;
                 }
@@ -246,10 +248,9 @@ impl Session {
                 let Some(c) = self.calls.get_mut(&id) else {
                     return;
                 };
-                if let Some(h) = c.head.take() {
-                    ctx.pool.put(h);
+                if let Some(r) = c.caller_mut().and_then(|c| c.request.take()) {
+                    ctx.pool.put(r.value);
                 }
-                c.head_pending = false;
                 // Stream data waits for the request: the callee must know the
                 // call before its messages arrive, or they would be lost.
                 for (i, m) in c.send.msgs.iter().enumerate() {
@@ -263,14 +264,14 @@ impl Session {
                 }
             }
             Sent::Response(id) => {
-                if let Some(c) = self.calls.get_mut(&id) {
-                    c.response_acked = true;
-                    c.response_pending = false;
+                if let Some(a) = self.callee_mut(id).and_then(|c| c.response.as_mut()) {
+                    a.acked = true;
+                    a.frame.pending = false;
                 }
                 self.maybe_finish_callee(ctx, id);
             }
             Sent::Cancel(id) => {
-                if self.calls.get(&id).is_some_and(|c| c.role == Role::Caller) {
+                if self.calls.get(&id).is_some_and(Call::is_caller) {
                     self.remove_call(ctx, id);
                 }
             }
@@ -294,7 +295,7 @@ impl Session {
                 }
                 self.maybe_finish_callee(ctx, id);
             }
-            Sent::Announce(n) => self.announces.retain(|(k, _)| *k != n),
+            Sent::Announce(n) => self.announces.release(n),
             Sent::CallCredit | Sent::StreamCredit(_) | Sent::Ping => {}
         }
     }
@@ -302,9 +303,18 @@ impl Session {
     /// Whether a caller's stream frames may be queued yet (the request is
     /// acknowledged; a forged test stream does not wait).
     pub(super) fn stream_may_flow(&self, id: CallId) -> bool {
-        self.calls
-            .get(&id)
-            .is_some_and(|c| c.role == Role::Callee || c.head.is_none() || c.send.forgery.is_some())
+        self.calls.get(&id).is_some_and(|c| match &c.role {
+            Role::Callee(_) => true,
+            Role::Caller(r) => r.request.is_none() || c.send.forgery.is_some(),
+        })
+    }
+
+    fn caller_mut(&mut self, id: CallId) -> Option<&mut Caller> {
+        self.calls.get_mut(&id).and_then(Call::caller_mut)
+    }
+
+    fn callee_mut(&mut self, id: CallId) -> Option<&mut Callee> {
+        self.calls.get_mut(&id).and_then(Call::callee_mut)
     }
 }
 
