@@ -41,3 +41,13 @@ pub fn replay(fuzz: &Path, name: &str, body: fn(&[u8])) {
         assert!(res.is_ok(), "{name}: {} fails", path.display());
     }
 }
+
+/// A fuzz target's body.
+pub type Target = fn(&[u8]);
+
+/// [`replay`] for every `(corpus name, body)` of `targets`.
+pub fn replay_all(fuzz: &Path, targets: &[(&str, Target)]) {
+    for &(name, body) in targets {
+        replay(fuzz, name, body);
+    }
+}

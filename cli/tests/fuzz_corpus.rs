@@ -17,7 +17,7 @@ fn fuzz_dir() -> PathBuf {
 #[test]
 fn config_corpus_replays_cleanly() {
     assert!(replay::files_in(&fuzz_dir().join("corpus/config")).len() >= 4);
-    replay::replay(&fuzz_dir(), "config", net_cli::fuzzing::config);
+    replay::replay_all(&fuzz_dir(), &[("config", net_cli::fuzzing::config)]);
 }
 
 #[test]

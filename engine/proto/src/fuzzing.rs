@@ -8,7 +8,8 @@
 //! decoder rejects, or a data structure disagreeing with its naive model.
 #![doc(hidden)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::time::Instant;
 
 use crate::ranges::RangeSet;
 use crate::replay::{ReplayError, ReplayWindow, WINDOW};
@@ -343,109 +344,152 @@ pub fn handshake_seeds() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
 /// completes at most once, a request reaches the handler at most once, no
 /// event names a session after it closed, and state stays bounded.
 pub fn session_ops(data: &[u8]) {
-    use std::collections::{HashMap, HashSet, VecDeque};
-    let (mut client, now0) = fuzz_endpoint(1);
-    let (mut server, _) = fuzz_endpoint(2);
-    server.register_service(crate::ServiceId::of("svc"), 64);
-    let (ca, sa) = (
-        fuzz_addr(),
-        std::net::SocketAddr::from(([127, 0, 0, 2], 4000)),
-    );
-    let mut now = now0;
-    let session = client
-        .connect(now, server.public_identity(), sa)
-        .expect("connect");
-    let (mut to_server, mut to_client): (VecDeque<Vec<u8>>, VecDeque<Vec<u8>>) =
-        (VecDeque::new(), VecDeque::new());
-    let mut completed = HashSet::new();
-    let mut delivered = HashSet::new();
-    let mut pending_requests = VecDeque::new();
-    let mut closed: HashMap<bool, HashSet<crate::SessionId>> = HashMap::new();
-    let mut buf = vec![0u8; 65536];
+    let mut ops = SessionOps::new();
     for op in data.chunks(2).take(512) {
-        let arg = op.get(1).copied().unwrap_or(0);
-        match op[0] % 10 {
+        ops.apply(op[0], op.get(1).copied().unwrap_or(0));
+        ops.pump();
+    }
+}
+
+/// The two endpoints of a [`session_ops`] run, the datagrams between them
+/// and what the invariants remember.
+struct SessionOps {
+    client: crate::Endpoint,
+    server: crate::Endpoint,
+    session: crate::SessionId,
+    client_addr: std::net::SocketAddr,
+    server_addr: std::net::SocketAddr,
+    now: Instant,
+    to_server: VecDeque<Vec<u8>>,
+    to_client: VecDeque<Vec<u8>>,
+    /// Calls whose response arrived (each at most once).
+    completed: HashSet<crate::CallId>,
+    /// Requests the server delivered (each at most once).
+    delivered: HashSet<crate::CallId>,
+    /// Delivered requests not yet answered.
+    pending_requests: VecDeque<(crate::SessionId, crate::CallId)>,
+    /// Sessions closed, per side (true: the client).
+    closed: HashMap<bool, HashSet<crate::SessionId>>,
+    buf: Vec<u8>,
+}
+
+impl SessionOps {
+    fn new() -> Self {
+        let (mut client, now) = fuzz_endpoint(1);
+        let (mut server, _) = fuzz_endpoint(2);
+        server.register_service(crate::ServiceId::of("svc"), 64);
+        let server_addr = std::net::SocketAddr::from(([127, 0, 0, 2], 4000));
+        let session = client
+            .connect(now, server.public_identity(), server_addr)
+            .expect("connect");
+        SessionOps {
+            client,
+            server,
+            session,
+            client_addr: fuzz_addr(),
+            server_addr,
+            now,
+            to_server: VecDeque::new(),
+            to_client: VecDeque::new(),
+            completed: HashSet::new(),
+            delivered: HashSet::new(),
+            pending_requests: VecDeque::new(),
+            closed: HashMap::new(),
+            buf: vec![0u8; 65536],
+        }
+    }
+
+    /// One operation: `code` picks it, `arg` parameterises it.
+    fn apply(&mut self, code: u8, arg: u8) {
+        let now = self.now;
+        match code % 10 {
             0 => {
-                let _ = client.call(
+                let _ = self.client.call(
                     now,
-                    session,
+                    self.session,
                     crate::ServiceId::of("svc"),
                     crate::CallKind::Unary,
                     None,
                     &vec![arg; usize::from(arg)],
                 );
             }
-            1 | 2 => {
-                let (q, ep, from) = if op[0] % 10 == 1 {
-                    (&mut to_server, &mut server, ca)
-                } else {
-                    (&mut to_client, &mut client, sa)
-                };
-                if let Some(mut d) = q.pop_front() {
-                    ep.handle(now, from, &mut d);
+            1 => {
+                if let Some(mut d) = self.to_server.pop_front() {
+                    self.server.handle(now, self.client_addr, &mut d);
+                }
+            }
+            2 => {
+                if let Some(mut d) = self.to_client.pop_front() {
+                    self.client.handle(now, self.server_addr, &mut d);
                 }
             }
             3 => {
-                to_server.pop_front();
+                self.to_server.pop_front();
             }
             4 => {
-                if let Some(d) = to_client.front().cloned() {
-                    to_client.push_back(d);
+                if let Some(d) = self.to_client.front().cloned() {
+                    self.to_client.push_back(d);
                 }
             }
             5 => {
-                let n = to_server.len();
+                let n = self.to_server.len();
                 if n > 1 {
-                    to_server.swap(0, usize::from(arg) % n);
+                    self.to_server.swap(0, usize::from(arg) % n);
                 }
             }
-            6 => now += std::time::Duration::from_millis(u64::from(arg) * 10),
+            6 => self.now += std::time::Duration::from_millis(u64::from(arg) * 10),
             7 => {
-                if let Some((s, c)) = pending_requests.pop_front() {
-                    let _ = server.respond(now, s, c, crate::Status::OK, &[arg]);
+                if let Some((s, c)) = self.pending_requests.pop_front() {
+                    let _ = self.server.respond(now, s, c, crate::Status::OK, &[arg]);
                 }
             }
             8 => {
-                let _ = client.cancel(
-                    now,
-                    session,
-                    crate::CallId::new(u64::from(arg) % 64, crate::Side::Initiator),
-                );
+                let call = crate::CallId::new(u64::from(arg) % 64, crate::Side::Initiator);
+                let _ = self.client.cancel(now, self.session, call);
             }
             _ => {
                 if arg == 0xff {
-                    let _ = client.close(now, session, 1);
+                    let _ = self.client.close(now, self.session, 1);
                 }
             }
         }
-        for (ep, is_client) in [(&mut client, true), (&mut server, false)] {
+    }
+
+    /// Runs both endpoints' timers, moves their datagrams into the queues
+    /// and checks every event against the invariants.
+    fn pump(&mut self) {
+        let now = self.now;
+        for (ep, is_client) in [(&mut self.client, true), (&mut self.server, false)] {
             if ep.poll_timeout().is_some_and(|t| t <= now) {
                 ep.handle_timeout(now);
             }
-            while let Some(t) = ep.poll_transmit(now, &mut buf) {
-                let q = if is_client {
-                    &mut to_server
-                } else {
-                    &mut to_client
-                };
+            let q = if is_client {
+                &mut self.to_server
+            } else {
+                &mut self.to_client
+            };
+            while let Some(t) = ep.poll_transmit(now, &mut self.buf) {
                 if q.len() < 4096 {
-                    q.push_back(buf[..t.len].to_vec());
+                    q.push_back(self.buf[..t.len].to_vec());
                 }
             }
             while let Some(ev) = ep.poll_event() {
-                let gone = closed.entry(is_client).or_default();
+                let gone = self.closed.entry(is_client).or_default();
                 match ev {
                     crate::Event::Closed { session, .. } => {
                         assert!(gone.insert(session), "closed twice");
                     }
                     crate::Event::Response { session, call, .. } => {
                         assert!(!gone.contains(&session), "response after close");
-                        assert!(completed.insert(call), "call {call} completed twice");
+                        assert!(self.completed.insert(call), "call {call} completed twice");
                     }
                     crate::Event::Request { session, call, .. } => {
                         assert!(!gone.contains(&session), "request after close");
-                        assert!(delivered.insert(call), "request {call} delivered twice");
-                        pending_requests.push_back((session, call));
+                        assert!(
+                            self.delivered.insert(call),
+                            "request {call} delivered twice"
+                        );
+                        self.pending_requests.push_back((session, call));
                     }
                     _ => {}
                 }

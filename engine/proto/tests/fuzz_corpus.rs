@@ -13,12 +13,9 @@ use net_proto::ids::{CallId, CallKind, ReceiverIndex, ServiceId, Side, Status};
 use net_proto::ranges::RangeSet;
 use net_proto::wire::{encode_ack, Credit, DataHeader, Frame, Writer, TAG_LEN};
 
-/// A fuzz target body.
-type Target = fn(&[u8]);
-
 /// Fuzz target name (the directory under `fuzz/corpus/`) → body. Add a row
 /// per new target.
-const TARGETS: &[(&str, Target)] = &[
+const TARGETS: &[(&str, replay::Target)] = &[
     ("header", fuzzing::header),
     ("frames", fuzzing::frames),
     ("ranges_replay", fuzzing::ranges_and_replay),
@@ -36,9 +33,7 @@ fn fuzz_dir() -> PathBuf {
 
 #[test]
 fn corpora_replay_cleanly() {
-    for &(name, body) in TARGETS {
-        replay::replay(&fuzz_dir(), name, body);
-    }
+    replay::replay_all(&fuzz_dir(), TARGETS);
 }
 
 /// Named seed inputs per target: valid encodings of every packet and frame

@@ -12,9 +12,7 @@ use net_trust::{
     SignedReservation, TokenChain,
 };
 
-type Target = fn(&[u8]);
-
-const TARGETS: &[(&str, Target)] = &[
+const TARGETS: &[(&str, replay::Target)] = &[
     ("trust_announcement", fuzzing::announcement),
     ("trust_token", fuzzing::token),
     ("trust_reservation", fuzzing::reservation),
@@ -30,9 +28,7 @@ fn fuzz_dir() -> PathBuf {
 
 #[test]
 fn corpora_replay_cleanly() {
-    for &(name, body) in TARGETS {
-        replay::replay(&fuzz_dir(), name, body);
-    }
+    replay::replay_all(&fuzz_dir(), TARGETS);
 }
 
 fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
