@@ -55,11 +55,17 @@ pub(crate) fn wall_nanos(base: (Instant, u64), now: Instant) -> u64 {
 
 /// Endpoint-wide state a session needs while handling input or output.
 pub(crate) struct Ctx<'a> {
+    /// The driver's clock reading for this input or output; never goes back.
     pub now: Instant,
+    /// The endpoint's configuration.
     pub cfg: &'a EndpointConfig,
+    /// Events for the application, in the order they happened.
     pub events: &'a mut VecDeque<Event>,
+    /// The endpoint's counters.
     pub stats: &'a mut EndpointStats,
+    /// Payload buffers for reuse.
     pub pool: &'a mut BufPool,
+    /// Registered services and their in-flight admission.
     pub services: &'a mut Services,
     /// (instant, wall-clock nanoseconds at that instant): the base for
     /// handshake timestamps.
@@ -90,6 +96,83 @@ struct Initiating {
     cookie: Option<(Cookie, Instant)>,
 }
 
+/// What this side owes the peer in acknowledgements.
+struct Acks {
+    /// Received packet numbers still to acknowledge (at most `ACK_RANGES`
+    /// ranges, oldest dropped).
+    received: RangeSet,
+    /// Something arrived since our last ACK.
+    dirty: bool,
+    /// Ack-eliciting packets since our last ACK; at `ACK_EVERY` one is due now.
+    unacked_eliciting: u32,
+    /// When the delayed ACK is due; cleared into `now` when it fires.
+    deadline: Option<Instant>,
+    /// An ACK must go out at the next transmit, alone if need be.
+    now: bool,
+    /// When the largest packet number received so far arrived (its ACK
+    /// delay is measured from here).
+    largest_recv_time: Instant,
+}
+
+impl Acks {
+    fn new(now: Instant) -> Self {
+        Acks {
+            received: RangeSet::with_capacity_limit(ACK_RANGES),
+            dirty: false,
+            unacked_eliciting: 0,
+            deadline: None,
+            now: false,
+            largest_recv_time: now,
+        }
+    }
+
+    /// Packet `pn` authenticated at `now`: it is to be acknowledged.
+    fn on_received(&mut self, pn: u64, now: Instant) {
+        if self.received.max().is_none_or(|m| pn > m) {
+            self.largest_recv_time = now;
+        }
+        self.received.insert(pn);
+        self.dirty = true;
+    }
+
+    /// An ack-eliciting packet was handled: every `ACK_EVERY`th is
+    /// acknowledged at once, the others within `max_ack_delay`.
+    fn on_eliciting(&mut self, now: Instant, max_ack_delay: Duration) {
+        self.unacked_eliciting += 1;
+        if self.unacked_eliciting >= ACK_EVERY {
+            self.now = true;
+        } else if self.deadline.is_none() {
+            self.deadline = Some(now + max_ack_delay);
+        }
+    }
+
+    /// Whether an ACK must go out now, alone if need be.
+    fn due_now(&self) -> bool {
+        self.dirty && self.now
+    }
+
+    /// When the delayed ACK timer fires, if an ACK is owed.
+    fn timer(&self) -> Option<Instant> {
+        self.deadline.filter(|_| self.dirty)
+    }
+
+    /// Timers at `now`: a delayed ACK whose time came is due now.
+    fn on_timeout(&mut self, now: Instant) {
+        if self.deadline.is_some_and(|d| d <= now) {
+            self.deadline = None;
+            self.now = true;
+        }
+    }
+
+    /// An ACK covering everything received was written.
+    fn on_written(&mut self) {
+        self.dirty = false;
+        self.unacked_eliciting = 0;
+        self.deadline = None;
+        self.now = false;
+    }
+}
+
 /// Keyed transport state, present once the handshake produced keys.
 struct Transport {
     /// Packet protection for both directions, with key-phase updates.
@@ -103,20 +186,8 @@ struct Transport {
     next_pn: u64,
     /// Packet numbers already opened: each is accepted once.
     replay: ReplayWindow,
-    /// Received packet numbers still to acknowledge (at most `ACK_RANGES`
-    /// ranges, oldest dropped).
-    received: RangeSet,
-    /// Something arrived since our last ACK.
-    ack_dirty: bool,
-    /// Ack-eliciting packets since our last ACK; at `ACK_EVERY` one is due now.
-    unacked_eliciting: u32,
-    /// When the delayed ACK is due; cleared into `ack_now` when it fires.
-    ack_deadline: Option<Instant>,
-    /// An ACK must go out at the next transmit, alone if need be.
-    ack_now: bool,
-    /// When the largest packet number received so far arrived (its ACK
-    /// delay is measured from here).
-    largest_recv_time: Instant,
+    /// What we owe the peer in ACKs.
+    acks: Acks,
     /// Our packets in flight, with the frames each carried, and the RTT.
     ledger: Ledger<Sent>,
 }
@@ -141,12 +212,7 @@ impl Transport {
             peer_params,
             next_pn: 0,
             replay: ReplayWindow::new(),
-            received: RangeSet::with_capacity_limit(ACK_RANGES),
-            ack_dirty: false,
-            unacked_eliciting: 0,
-            ack_deadline: None,
-            ack_now: false,
-            largest_recv_time: now,
+            acks: Acks::new(now),
             ledger: Ledger::new(0, cfg.initial_rtt),
         }
     }
@@ -535,7 +601,7 @@ impl Session {
                     || self.liveness.ping_pending
                     || self.close_pending.is_some()
                     || self.theirs.credit_pending
-                    || (t.ack_dirty && t.ack_now)
+                    || t.acks.due_now()
             }
             Phase::Closed => false,
         }
@@ -557,7 +623,7 @@ impl Session {
         };
         let max_ack_delay = t.peer_params.max_ack_delay();
         [
-            t.ack_deadline.filter(|_| t.ack_dirty),
+            t.acks.timer(),
             t.ledger.loss_time(),
             t.ledger.pto_time(max_ack_delay),
             t.keys.next_expiry(),
@@ -612,10 +678,7 @@ impl Session {
             return;
         };
         t.keys.expire(now);
-        if t.ack_deadline.is_some_and(|d| d <= now) {
-            t.ack_deadline = None;
-            t.ack_now = true;
-        }
+        t.acks.on_timeout(now);
         let max_ack_delay = t.peer_params.max_ack_delay();
         let mut lost = std::mem::take(&mut self.scratch.lost);
         if t.ledger.loss_time().is_some_and(|l| l <= now) {

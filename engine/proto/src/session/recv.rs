@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::{Ctx, Phase, Session, ACK_EVERY};
+use super::{Ctx, Phase, Session};
 use crate::cookie;
 use crate::event::{CloseReason, Event, ProtocolViolation};
 use crate::handshake::HandshakeError;
@@ -88,12 +88,7 @@ impl Session {
         let max_ack_delay = ctx.cfg.params.max_ack_delay();
         if let Some(t) = self.transport_mut() {
             if eliciting {
-                t.unacked_eliciting += 1;
-                if t.unacked_eliciting >= ACK_EVERY {
-                    t.ack_now = true;
-                } else if t.ack_deadline.is_none() {
-                    t.ack_deadline = Some(ctx.now + max_ack_delay);
-                }
+                t.acks.on_eliciting(ctx.now, max_ack_delay);
             }
         }
     }
@@ -132,11 +127,7 @@ impl Session {
         if opened == Opened::Next {
             ctx.stats.key_updates += 1;
         }
-        if t.received.max().is_none_or(|m| hdr.counter > m) {
-            t.largest_recv_time = now;
-        }
-        t.received.insert(hdr.counter);
-        t.ack_dirty = true;
+        t.acks.on_received(hdr.counter, now);
         ctx.stats.data_packets_rx += 1;
         Some(len)
     }

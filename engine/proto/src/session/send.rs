@@ -201,17 +201,15 @@ impl Session {
 
 /// Writes an ACK if anything arrived since the last one. Returns whether it did.
 fn write_ack(t: &mut Transport, now: Instant, w: &mut Writer<'_>) -> bool {
-    if !t.ack_dirty {
+    let acks = &mut t.acks;
+    if !acks.dirty {
         return false;
     }
     let delay = now
-        .saturating_duration_since(t.largest_recv_time)
+        .saturating_duration_since(acks.largest_recv_time)
         .as_micros() as u64;
-    if let Ok(true) = encode_ack(w, delay, &t.received, MAX_ACK_RANGES_SENT) {
-        t.ack_dirty = false;
-        t.unacked_eliciting = 0;
-        t.ack_deadline = None;
-        t.ack_now = false;
+    if let Ok(true) = encode_ack(w, delay, &acks.received, MAX_ACK_RANGES_SENT) {
+        acks.on_written();
         return true;
     }
     false
