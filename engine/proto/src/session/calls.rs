@@ -146,10 +146,12 @@ impl Call {
         }
     }
 
+    /// Whether we opened the call.
     pub(super) fn is_caller(&self) -> bool {
         matches!(self.role, Role::Caller(_))
     }
 
+    /// The caller's state, if we opened the call.
     pub(super) fn caller_mut(&mut self) -> Option<&mut Caller> {
         match &mut self.role {
             Role::Caller(c) => Some(c),
@@ -157,6 +159,7 @@ impl Call {
         }
     }
 
+    /// The callee's state, if the peer opened the call.
     pub(super) fn callee_mut(&mut self) -> Option<&mut Callee> {
         match &mut self.role {
             Role::Callee(c) => Some(c),

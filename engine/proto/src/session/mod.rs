@@ -286,14 +286,17 @@ struct Announces {
 }
 
 impl Announces {
+    /// The payload of announcement `n`, while held.
     fn get(&self, n: u64) -> Option<&[u8]> {
         self.held.iter().find(|(k, _)| *k == n).map(|(_, b)| &b[..])
     }
 
+    /// Whether announcement `n` still awaits its acknowledgement.
     fn is_held(&self, n: u64) -> bool {
         self.held.iter().any(|(k, _)| *k == n)
     }
 
+    /// Announcement `n` was acknowledged: drop it.
     fn release(&mut self, n: u64) {
         self.held.retain(|(k, _)| *k != n);
     }
@@ -324,7 +327,9 @@ struct Slot {
 /// Reused lists for the frames one ACK or one loss timer hands back
 /// (empty between uses: they only keep their allocation).
 struct Scratch {
+    /// Frames of packets one ACK acknowledged.
     acked: Vec<Sent>,
+    /// Frames of packets declared lost (by an ACK or a timer).
     lost: Vec<Sent>,
 }
 

@@ -309,10 +309,12 @@ impl Session {
         })
     }
 
+    /// The caller's state of call `id`, if it exists and we opened it.
     fn caller_mut(&mut self, id: CallId) -> Option<&mut Caller> {
         self.calls.get_mut(&id).and_then(Call::caller_mut)
     }
 
+    /// The callee's state of call `id`, if it exists and the peer opened it.
     fn callee_mut(&mut self, id: CallId) -> Option<&mut Callee> {
         self.calls.get_mut(&id).and_then(Call::callee_mut)
     }
