@@ -178,7 +178,7 @@ impl Core {
         if self.ep.cancel(now, key.0, key.1).is_err() {
             // Already completed: its outcome was delivered; nothing to cancel.
         }
-        self.waiting.remove(&key);
+        self.own.take_waiter(key);
         self.drop_held(key);
         self.end_flow(key, Status::CANCELLED);
     }

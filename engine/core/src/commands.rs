@@ -88,7 +88,7 @@ impl Core {
                 peer: Some(p),
                 payload,
             } => {
-                if let Some(&s) = self.sessions.get(&p) {
+                if let Some(s) = self.own.session_of(&p) {
                     self.announce_on(now, s, &payload);
                 }
             }

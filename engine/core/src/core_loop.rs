@@ -11,12 +11,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use net_crypto::NodeId;
 use net_io::Driver;
 use net_proto::{CallId, Endpoint, FastMap, ServiceId, SessionId};
 
-use crate::config::PeerConfig;
-use crate::dispatch::Pending;
 use crate::flow::Flow;
 use crate::handler::{CallEvents, Handler};
 use crate::inbox::Inbox;
@@ -83,16 +80,8 @@ pub(crate) struct Core {
     pub inbox: Arc<Inbox>,
     /// How long an idle loop keeps polling before it parks.
     pub spin: Duration,
-    /// The peers this node may connect to, by node id.
-    pub peers: FastMap<NodeId, PeerConfig>,
-    /// This core's session to each peer (per-core sessions).
-    pub sessions: FastMap<NodeId, SessionId>,
-    /// Calls waiting for a session or for call credit, per session, in the
-    /// order they were opened.
-    pub backlog: FastMap<SessionId, VecDeque<Pending>>,
-    /// Who waits for each open call this core made; removed exactly when
-    /// the call completes.
-    pub waiting: FastMap<(SessionId, CallId), Waiter>,
+    /// The calls this core makes, their backlog and sessions.
+    pub own: crate::dispatch::OwnCalls,
     /// Callee-side sinks of streaming calls.
     pub served: FastMap<(SessionId, CallId), Box<dyn CallEvents>>,
     /// Outgoing stream items of a call that flow control holds back, in
@@ -271,10 +260,7 @@ impl Core {
 
     /// Shutdown may finish: nothing of ours or of our callers is in flight.
     fn drained(&self) -> bool {
-        self.waiting.is_empty()
-            && self.served.is_empty()
-            && self.backlog.values().all(VecDeque::is_empty)
-            && self.ep.call_count() == 0
+        self.own.is_idle() && self.served.is_empty() && self.ep.call_count() == 0
     }
 
     /// Sends CLOSE on every session and flushes.
@@ -295,16 +281,9 @@ impl Core {
     fn fail_all(&mut self) {
         let status = net_proto::Status::UNAVAILABLE;
         self.inbox.close();
-        for (_, w) in self.waiting.drain() {
+        for w in self.own.drain_waiters() {
             if let Waiter::Events(mut e) = w {
                 e.complete(status, &[]);
-            }
-        }
-        for (_, q) in self.backlog.drain() {
-            for p in q {
-                if let Waiter::Events(mut e) = p.waiter {
-                    e.complete(status, &[]);
-                }
             }
         }
         for (_, mut s) in self.served.drain() {

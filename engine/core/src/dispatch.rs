@@ -13,8 +13,9 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use net_crypto::NodeId;
-use net_proto::{ApiError, CallKind, ServiceId, SessionId, Status};
+use net_proto::{ApiError, CallId, CallKind, FastMap, ServiceId, SessionId, Status};
 
+use crate::config::PeerConfig;
 use crate::core_loop::{Core, Waiter};
 use crate::handler::{CallHandle, CallRef};
 use crate::inbox::CallRequest;
@@ -42,6 +43,76 @@ impl From<CallRequest> for Pending {
     }
 }
 
+type Key = (SessionId, CallId);
+
+/// The calls this core makes and the sessions they go out on. Fields are
+/// private to this module; the rest of the core uses the methods.
+pub(crate) struct OwnCalls {
+    /// The peers this node may connect to, by node id.
+    peers: FastMap<NodeId, PeerConfig>,
+    /// This core's session to each peer (per-core sessions).
+    sessions: FastMap<NodeId, SessionId>,
+    /// Calls waiting for a session or for call credit, per session, in the
+    /// order they were opened.
+    backlog: FastMap<SessionId, VecDeque<Pending>>,
+    /// Who waits for each open call; removed exactly when the call
+    /// completes (or is cancelled by its caller).
+    waiting: FastMap<Key, Waiter>,
+}
+
+impl OwnCalls {
+    /// No calls yet; `peers` are the ones this core may connect to.
+    pub fn new(peers: FastMap<NodeId, PeerConfig>) -> Self {
+        OwnCalls {
+            peers,
+            sessions: FastMap::default(),
+            backlog: FastMap::default(),
+            waiting: FastMap::default(),
+        }
+    }
+
+    /// The session this core uses to reach `peer`, if any.
+    pub fn session_of(&self, peer: &NodeId) -> Option<SessionId> {
+        self.sessions.get(peer).copied()
+    }
+
+    /// A session to `peer` came up: use it unless one is already in use.
+    pub fn adopt_session(&mut self, peer: NodeId, session: SessionId) {
+        self.sessions.entry(peer).or_insert(session);
+    }
+
+    /// `session` to `peer` closed: forget it, and hand back the calls that
+    /// were waiting for it (to be refused).
+    pub fn session_closed(&mut self, peer: &NodeId, session: SessionId) -> VecDeque<Pending> {
+        if self.sessions.get(peer) == Some(&session) {
+            self.sessions.remove(peer);
+        }
+        self.backlog.remove(&session).unwrap_or_default()
+    }
+
+    /// The waiter of an open call, to deliver a stream message to.
+    pub fn waiter_mut(&mut self, key: Key) -> Option<&mut Waiter> {
+        self.waiting.get_mut(&key)
+    }
+
+    /// Takes the waiter of a call that ends now.
+    pub fn take_waiter(&mut self, key: Key) -> Option<Waiter> {
+        self.waiting.remove(&key)
+    }
+
+    /// Nothing in flight and nothing waiting.
+    pub fn is_idle(&self) -> bool {
+        self.waiting.is_empty() && self.backlog.values().all(VecDeque::is_empty)
+    }
+
+    /// Every waiter still open or backlogged (the core is exiting).
+    pub fn drain_waiters(&mut self) -> Vec<Waiter> {
+        let open = self.waiting.drain().map(|(_, w)| w);
+        let queued = self.backlog.drain().flat_map(|(_, q)| q).map(|p| p.waiter);
+        open.chain(queued).collect()
+    }
+}
+
 fn status_of(e: ApiError) -> Status {
     match e {
         ApiError::PayloadTooLarge { .. } => Status::PAYLOAD_TOO_LARGE,
@@ -53,15 +124,15 @@ fn status_of(e: ApiError) -> Status {
 impl Core {
     /// This core's session to `peer`, connecting if it is a configured peer.
     fn session_for(&mut self, now: Instant, peer: NodeId) -> Option<SessionId> {
-        if let Some(&s) = self.sessions.get(&peer) {
+        if let Some(&s) = self.own.sessions.get(&peer) {
             if self.ep.session_peer(s).is_some() {
                 return Some(s);
             }
-            self.sessions.remove(&peer);
+            self.own.sessions.remove(&peer);
         }
-        let cfg = *self.peers.get(&peer)?;
+        let cfg = *self.own.peers.get(&peer)?;
         let s = self.ep.connect(now, cfg.identity, cfg.addr).ok()?;
-        self.sessions.insert(peer, s);
+        self.own.sessions.insert(peer, s);
         Some(s)
     }
 
@@ -72,7 +143,7 @@ impl Core {
         let Some(session) = self.session_for(now, p.peer) else {
             return self.refuse(now, p, Status::UNAVAILABLE);
         };
-        let queue = self.backlog.entry(session).or_default();
+        let queue = self.own.backlog.entry(session).or_default();
         if !queue.is_empty() {
             queue.push_back(p);
             return;
@@ -115,10 +186,10 @@ impl Core {
                         flow,
                     }));
                 }
-                self.waiting.insert((session, call), waiter);
+                self.own.waiting.insert((session, call), waiter);
             }
             Err(ApiError::CallsBlocked) => {
-                self.backlog.entry(session).or_default().push_front(p);
+                self.own.backlog.entry(session).or_default().push_front(p);
                 return false;
             }
             Err(e) => self.refuse(now, p, status_of(e)),
@@ -134,7 +205,12 @@ impl Core {
 
     /// Issues backlogged calls while credit lasts.
     pub(crate) fn drain_backlog(&mut self, now: Instant, session: SessionId) {
-        while let Some(p) = self.backlog.get_mut(&session).and_then(VecDeque::pop_front) {
+        while let Some(p) = self
+            .own
+            .backlog
+            .get_mut(&session)
+            .and_then(VecDeque::pop_front)
+        {
             if !self.issue(now, session, p) {
                 break;
             }

@@ -102,7 +102,7 @@ impl Core {
     /// waiter leaves `waiting` here, and nowhere else for a live call).
     fn on_response(&mut self, now: Instant, key: Key, status: Status, payload: Vec<u8>) {
         let status = self.end_own(key, status);
-        if let Some(w) = self.waiting.remove(&key) {
+        if let Some(w) = self.own.take_waiter(key) {
             self.complete(now, w, status, &payload);
         }
         self.ep.recycle(payload);
@@ -110,7 +110,7 @@ impl Core {
 
     /// A stream message, to whichever side of the call this core holds.
     fn on_message(&mut self, key: Key, payload: Vec<u8>) {
-        if let Some(Waiter::Events(e)) = self.waiting.get_mut(&key) {
+        if let Some(Waiter::Events(e)) = self.own.waiter_mut(key) {
             e.message(&payload);
         } else if let Some(s) = self.served.get_mut(&key) {
             s.message(&payload);
@@ -121,7 +121,7 @@ impl Core {
     /// A session is up: announce ourselves on it, then issue the calls
     /// that waited for it, in order.
     fn on_connected(&mut self, now: Instant, session: SessionId, peer: NodeId) {
-        self.sessions.entry(peer).or_insert(session);
+        self.own.adopt_session(peer, session);
         if let Some(bytes) = self.trust.current().map(<[u8]>::to_vec) {
             self.announce_on(now, session, &bytes);
         }
@@ -144,13 +144,8 @@ impl Core {
             _ => {}
         }
         self.trust.session_closed(session);
-        if self.sessions.get(&peer) == Some(&session) {
-            self.sessions.remove(&peer);
-        }
-        if let Some(q) = self.backlog.remove(&session) {
-            for p in q {
-                self.refuse(now, p, Status::UNAVAILABLE);
-            }
+        for p in self.own.session_closed(&peer, session) {
+            self.refuse(now, p, Status::UNAVAILABLE);
         }
         self.close_calls_of(session);
     }

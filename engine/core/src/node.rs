@@ -277,15 +277,13 @@ impl MeshNode {
             ep,
             inbox,
             spin: self.cfg.spin,
-            peers: self
-                .cfg
-                .peers
-                .iter()
-                .map(|p| (p.identity.node_id(), *p))
-                .collect(),
-            sessions: Default::default(),
-            backlog: Default::default(),
-            waiting: Default::default(),
+            own: crate::dispatch::OwnCalls::new(
+                self.cfg
+                    .peers
+                    .iter()
+                    .map(|p| (p.identity.node_id(), *p))
+                    .collect(),
+            ),
             served: Default::default(),
             held: Default::default(),
             flows: Default::default(),
