@@ -14,17 +14,71 @@
 //! * an async handler holds its `max_in_flight` slot until its last
 //!   `Responder` is dropped, i.e. while it actually runs.
 
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Instant;
 
-use net_proto::{ApiError, CallId, CallKind, Endpoint, ServiceId, SessionId, Status};
+use net_proto::{ApiError, CallId, CallKind, Endpoint, FastMap, ServiceId, SessionId, Status};
 
 use crate::core_loop::{Core, Held};
 use crate::flow::Flow;
-use crate::handler::{AsyncHandler, CallRef, IncomingCall, RequestInfo, Responder, ResponderInner};
+use crate::handler::{
+    AsyncHandler, CallEvents, CallRef, IncomingCall, RequestInfo, Responder, ResponderInner,
+};
 
 type Key = (SessionId, CallId);
+
+/// The state of calls that other threads act on (through a `Responder`, a
+/// `CallHandle` or a call sink), until each call ends. Fields are private
+/// to this module; the rest of the core uses the methods.
+#[derive(Default)]
+pub(crate) struct Handoffs {
+    /// Callee-side sinks of streaming calls.
+    served: FastMap<Key, Box<dyn CallEvents>>,
+    /// Outgoing stream items flow control holds back, in order (an answer
+    /// waits behind the messages queued before it).
+    held: FastMap<Key, VecDeque<Held>>,
+    /// Credit and end of each call addressed from another thread.
+    flows: FastMap<Key, Arc<Flow>>,
+    /// Async handlers running per service: admitted and not yet released
+    /// (their last `Responder` not yet dropped).
+    running: FastMap<ServiceId, u32>,
+}
+
+impl Handoffs {
+    /// The sink of a served streaming call.
+    pub fn sink_mut(&mut self, key: Key) -> Option<&mut Box<dyn CallEvents>> {
+        self.served.get_mut(&key)
+    }
+
+    /// Whether `key` is a call other threads still act on.
+    pub fn is_open(&self, key: Key) -> bool {
+        self.flows.contains_key(&key)
+    }
+
+    /// No served call is open.
+    pub fn is_idle(&self) -> bool {
+        self.served.is_empty()
+    }
+
+    /// Async handlers of `service` running now (tests).
+    #[cfg(test)]
+    pub fn running(&self, service: ServiceId) -> u32 {
+        self.running.get(&service).copied().unwrap_or(0)
+    }
+
+    /// The core is exiting: every served sink completes `Cancelled`, every
+    /// flow ends with `status` (senders and handlers learn at once).
+    pub fn end_all(&mut self, status: Status) {
+        for (_, mut s) in self.served.drain() {
+            s.complete(Status::CANCELLED, &[]);
+        }
+        for (_, f) in self.flows.drain() {
+            f.end(status);
+        }
+    }
+}
 
 /// Answers a call, replacing a body too large for one packet by
 /// `PayloadTooLarge` so the caller is never left waiting. Errors only if
@@ -55,13 +109,13 @@ impl Core {
         let window = self.ep.config().params.stream_window as usize;
         let max = self.ep.max_payload(key.0).unwrap_or(0);
         let flow = Arc::new(Flow::new(window, max, streams));
-        self.flows.insert(key, flow.clone());
+        self.handoffs.flows.insert(key, flow.clone());
         flow
     }
 
     /// Ends a call's flow with its final status.
     fn end_flow(&mut self, key: Key, status: Status) {
-        if let Some(f) = self.flows.remove(&key) {
+        if let Some(f) = self.handoffs.flows.remove(&key) {
             f.end(status);
         }
     }
@@ -69,7 +123,7 @@ impl Core {
     /// A stream message from another thread. Its credit was taken; it joins
     /// the call's hold queue if the call is still open.
     pub(crate) fn queue_send(&mut self, now: Instant, key: Key, payload: Vec<u8>, flow: &Flow) {
-        let live = self.flows.contains_key(&key);
+        let live = self.handoffs.flows.contains_key(&key);
         flow.took(payload.len(), live);
         if live {
             self.send_held(now, key, Held::Msg(payload));
@@ -83,13 +137,13 @@ impl Core {
 
     /// Stream items leave in order: once one waits for credit, later ones wait too.
     pub(crate) fn send_held(&mut self, now: Instant, key: Key, item: Held) {
-        self.held.entry(key).or_default().push_back(item);
+        self.handoffs.held.entry(key).or_default().push_back(item);
         self.flush_held(now, key);
     }
 
     /// Hands held items to the protocol while its flow control allows.
     pub(crate) fn flush_held(&mut self, now: Instant, key: Key) {
-        let Some(q) = self.held.get_mut(&key) else {
+        let Some(q) = self.handoffs.held.get_mut(&key) else {
             return;
         };
         while let Some(item) = q.pop_front() {
@@ -106,7 +160,7 @@ impl Core {
             }
             match item {
                 Held::Msg(m) => {
-                    if let Some(f) = self.flows.get(&key) {
+                    if let Some(f) = self.handoffs.flows.get(&key) {
                         if r.is_ok() {
                             f.release(m.len());
                         } else {
@@ -121,23 +175,23 @@ impl Core {
                     self.ep.recycle(m);
                 }
                 Held::Respond(status, body) => {
-                    if let Some(f) = self.flows.remove(&key) {
+                    if let Some(f) = self.handoffs.flows.remove(&key) {
                         f.end(status);
                     }
                     // Answered: the callee needs no more of the caller's stream.
-                    self.served.remove(&key);
+                    self.handoffs.served.remove(&key);
                     self.ep.recycle(body);
                 }
                 Held::Finish => {}
             }
         }
-        self.held.remove(&key);
+        self.handoffs.held.remove(&key);
     }
 
     /// Drops a call's held items; returns whether stream messages were
     /// among them (accepted, never sent).
     fn drop_held(&mut self, key: Key) -> bool {
-        let Some(q) = self.held.remove(&key) else {
+        let Some(q) = self.handoffs.held.remove(&key) else {
             return false;
         };
         let mut lost = false;
@@ -160,7 +214,7 @@ impl Core {
     /// stream message it accepted was not sent.
     pub(crate) fn end_own(&mut self, key: Key, status: Status) -> Status {
         let lost = self.drop_held(key);
-        let Some(flow) = self.flows.remove(&key) else {
+        let Some(flow) = self.handoffs.flows.remove(&key) else {
             return status;
         };
         let status = if status.is_ok() && (lost || flow.incomplete()) {
@@ -186,7 +240,7 @@ impl Core {
     /// A served call ended without our answer (caller cancelled, deadline
     /// passed): the handler learns through its flow and sink.
     pub(crate) fn end_served(&mut self, key: Key, status: Status) {
-        if let Some(mut s) = self.served.remove(&key) {
+        if let Some(mut s) = self.handoffs.served.remove(&key) {
             s.complete(status, &[]);
         }
         self.drop_held(key);
@@ -196,15 +250,16 @@ impl Core {
     /// Every call of a closed session ends `Unavailable`.
     pub(crate) fn close_calls_of(&mut self, session: SessionId) {
         let keys: Vec<Key> = self
+            .handoffs
             .flows
             .keys()
-            .chain(self.served.keys())
-            .chain(self.held.keys())
+            .chain(self.handoffs.served.keys())
+            .chain(self.handoffs.held.keys())
             .filter(|k| k.0 == session)
             .copied()
             .collect();
         for key in keys {
-            if let Some(mut s) = self.served.remove(&key) {
+            if let Some(mut s) = self.handoffs.served.remove(&key) {
                 s.complete(Status::UNAVAILABLE, &[]);
             }
             self.drop_held(key);
@@ -214,7 +269,7 @@ impl Core {
 
     /// An async handler's answer: queued behind the call's stream messages.
     pub(crate) fn respond_async(&mut self, now: Instant, key: Key, status: Status, body: Vec<u8>) {
-        if self.flows.contains_key(&key) {
+        if self.handoffs.flows.contains_key(&key) {
             self.send_held(now, key, Held::Respond(status, body));
         } else {
             // The call ended first (cancelled, timed out, session closed);
@@ -226,7 +281,7 @@ impl Core {
     /// The last `Responder` of an async call is gone: its handler no longer
     /// runs. One that never answered is answered `Internal`.
     pub(crate) fn released(&mut self, now: Instant, key: Key, service: ServiceId, panicked: bool) {
-        if let Some(n) = self.running.get_mut(&service) {
+        if let Some(n) = self.handoffs.running.get_mut(&service) {
             *n = n.saturating_sub(1);
         }
         if panicked {
@@ -234,7 +289,7 @@ impl Core {
             let name = self.service_name(service);
             tracing::error!(core = self.index, service = %name, "async handler panicked; its call is answered Internal");
         }
-        let unanswered = self.flows.get(&key).is_some_and(|f| !f.answered());
+        let unanswered = self.handoffs.flows.get(&key).is_some_and(|f| !f.answered());
         if unanswered {
             if !panicked {
                 self.stats.handlers_unanswered += 1;
@@ -282,7 +337,7 @@ impl Core {
             .handlers
             .get(&info.service)
             .map_or(0, |s| s.max_in_flight);
-        let running = self.running.entry(info.service).or_default();
+        let running = self.handoffs.running.entry(info.service).or_default();
         if *running >= max {
             self.stats.handlers_busy += 1;
             self.answer_now(now, key, Status::BACKPRESSURE);
@@ -310,7 +365,7 @@ impl Core {
         // A panic drops `incoming` while unwinding: its responder's release
         // counts the panic and answers the call `Internal`.
         if let Ok(Some(sink)) = catch_unwind(AssertUnwindSafe(|| h(incoming))) {
-            self.served.insert(key, sink);
+            self.handoffs.served.insert(key, sink);
         }
     }
 

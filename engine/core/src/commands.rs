@@ -30,7 +30,7 @@ impl Core {
                 flow,
             } => self.queue_send(now, (session, call), payload, &flow),
             Command::Finish { session, call } => {
-                if self.flows.contains_key(&(session, call)) {
+                if self.handoffs.is_open((session, call)) {
                     self.send_held(now, (session, call), Held::Finish);
                 }
             }

@@ -7,14 +7,12 @@
 //! the kernel until a datagram, a timer or an inbox wake (see
 //! [`crate::inbox`]). All state here is owned by the core's thread: no locks.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use net_io::Driver;
-use net_proto::{CallId, Endpoint, FastMap, ServiceId, SessionId};
+use net_proto::{Endpoint, FastMap, ServiceId};
 
-use crate::flow::Flow;
 use crate::handler::{CallEvents, Handler};
 use crate::inbox::Inbox;
 use crate::stats::CoreStats;
@@ -82,16 +80,9 @@ pub(crate) struct Core {
     pub spin: Duration,
     /// The calls this core makes, their backlog and sessions.
     pub own: crate::dispatch::OwnCalls,
-    /// Callee-side sinks of streaming calls.
-    pub served: FastMap<(SessionId, CallId), Box<dyn CallEvents>>,
-    /// Outgoing stream items of a call that flow control holds back, in
-    /// order (an answer waits behind the messages queued before it).
-    pub held: FastMap<(SessionId, CallId), VecDeque<Held>>,
-    /// Shared state of calls addressed from other threads, until they end.
-    pub flows: FastMap<(SessionId, CallId), Arc<Flow>>,
-    /// Async handlers running per service: admitted and not yet released
-    /// (their last `Responder` not yet dropped).
-    pub running: FastMap<ServiceId, u32>,
+    /// Calls other threads act on: flows, held stream items, served
+    /// sinks, running async handlers.
+    pub handoffs: crate::calls::Handoffs,
     /// The services registered on this core.
     pub handlers: FastMap<ServiceId, Service>,
     /// The on-core app, if one runs.
@@ -260,7 +251,7 @@ impl Core {
 
     /// Shutdown may finish: nothing of ours or of our callers is in flight.
     fn drained(&self) -> bool {
-        self.own.is_idle() && self.served.is_empty() && self.ep.call_count() == 0
+        self.own.is_idle() && self.handoffs.is_idle() && self.ep.call_count() == 0
     }
 
     /// Sends CLOSE on every session and flushes.
@@ -286,12 +277,7 @@ impl Core {
                 e.complete(status, &[]);
             }
         }
-        for (_, mut s) in self.served.drain() {
-            s.complete(net_proto::Status::CANCELLED, &[]);
-        }
-        for (_, f) in self.flows.drain() {
-            f.end(status);
-        }
+        self.handoffs.end_all(status);
         self.inbox.fail_queued();
     }
 }

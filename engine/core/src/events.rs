@@ -59,7 +59,7 @@ impl Core {
                 payload,
             } => self.on_message((session, call), payload),
             Event::StreamFinished { session, call } => {
-                if let Some(s) = self.served.get_mut(&(session, call)) {
+                if let Some(s) = self.handoffs.sink_mut((session, call)) {
                     s.finished();
                 }
             }
@@ -112,7 +112,7 @@ impl Core {
     fn on_message(&mut self, key: Key, payload: Vec<u8>) {
         if let Some(Waiter::Events(e)) = self.own.waiter_mut(key) {
             e.message(&payload);
-        } else if let Some(s) = self.served.get_mut(&key) {
+        } else if let Some(s) = self.handoffs.sink_mut(key) {
             s.message(&payload);
         }
         self.ep.recycle(payload);

@@ -284,10 +284,7 @@ impl MeshNode {
                     .map(|p| (p.identity.node_id(), *p))
                     .collect(),
             ),
-            served: Default::default(),
-            held: Default::default(),
-            flows: Default::default(),
-            running: Default::default(),
+            handoffs: Default::default(),
             handlers,
             app: Default::default(),
             out: Vec::new(),

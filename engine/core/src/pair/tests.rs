@@ -157,8 +157,7 @@ fn a_deadline_passes_in_virtual_time_and_frees_the_handler_slot() {
     p.run_until(LIMIT, |_| parked.responder.ended().is_some());
     drop(parked);
     p.settle();
-    let running = p.server.core.running.get(&ServiceId::of("slow"));
-    assert_eq!(running.copied().unwrap_or(0), 0);
+    assert_eq!(p.server.core.handoffs.running(ServiceId::of("slow")), 0);
 }
 
 #[test]
@@ -196,8 +195,7 @@ fn max_in_flight_bounds_running_handlers_and_a_closed_session_ends_them() {
     });
     drop(running);
     p.settle();
-    let left = p.server.core.running.get(&ServiceId::of("slow"));
-    assert_eq!(left.copied().unwrap_or(0), 0);
+    assert_eq!(p.server.core.handoffs.running(ServiceId::of("slow")), 0);
     assert!(
         logs.iter().all(|l| l.status().is_some()),
         "every caller told"
