@@ -10,20 +10,13 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
-mod app;
-mod calls;
-mod commands;
 mod config;
 mod core_loop;
-mod dispatch;
-mod events;
 mod flow;
 mod handler;
 mod inbox;
 pub mod loadgen;
 mod node;
-#[cfg(test)]
-mod pair;
 mod stats;
 mod trust;
 

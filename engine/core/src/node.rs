@@ -12,7 +12,7 @@ use net_io::{DriverKind, Steering};
 use net_proto::{CallKind, Endpoint, ServiceId};
 
 use crate::config::MeshNodeConfig;
-use crate::core_loop::Core;
+use crate::core_loop::{Core, CoreParts};
 use crate::handler::{CallEvents, CoreApp, Handler};
 use crate::inbox::{CallRequest, Command, Inbox};
 use crate::stats::CoreStats;
@@ -159,8 +159,8 @@ impl MeshNode {
             return Err(EngineError::AlreadyStarted);
         }
         let cores_built = self.build_cores(Instant::now())?;
-        let local_addr = cores_built[0].driver.local_addr();
-        let driver = cores_built[0].driver.kind();
+        let local_addr = cores_built[0].driver().local_addr();
+        let driver = cores_built[0].driver().kind();
         // CPUs are set directly rather than looked up in the current mask: a
         // thread (or process) already pinned elsewhere must still be movable.
         let pin_to = |i: usize| {
@@ -172,7 +172,7 @@ impl MeshNode {
         let mut cores = Vec::with_capacity(cores_built.len());
         let (exit_tx, exited) = std::sync::mpsc::channel();
         for (i, core) in cores_built.into_iter().enumerate() {
-            let inbox = core.inbox.clone();
+            let inbox = core.inbox().clone();
             let cpu = pin_to(i);
             let signal = ExitSignal(exit_tx.clone(), i);
             let thread = std::thread::Builder::new()
@@ -271,27 +271,18 @@ impl MeshNode {
             handlers.insert(*id, svc);
             trust.set_advert(*id, Some(advert.clone()), now);
         }
-        Core {
+        let peers = self.cfg.peers.iter();
+        let peers = peers.map(|p| (p.identity.node_id(), *p)).collect();
+        Core::new(CoreParts {
             index: i,
             driver,
             ep,
             inbox,
             spin: self.cfg.spin,
-            own: crate::dispatch::OwnCalls::new(
-                self.cfg
-                    .peers
-                    .iter()
-                    .map(|p| (p.identity.node_id(), *p))
-                    .collect(),
-            ),
-            handoffs: Default::default(),
+            peers,
             handlers,
-            app: Default::default(),
-            out: Vec::new(),
-            stats: CoreStats::default(),
-            draining: None,
             trust,
-        }
+        })
     }
 
     /// Pushes `make(ack)` to every core and waits until each has applied it,

@@ -6,6 +6,20 @@
 //! iteration finds no work the loop keeps polling for `spin`, then parks in
 //! the kernel until a datagram, a timer or an inbox wake (see
 //! [`crate::inbox`]). All state here is owned by the core's thread: no locks.
+//!
+//! [`Core`]'s fields are private to this module and its children, one per
+//! seam: `commands` (the inbox), `events` (the endpoint's events),
+//! `dispatch` (calls this core makes), `calls` (flows, held stream items,
+//! async handlers), `app` (the on-core app), `pair` (the virtual-time test
+//! harness). Other modules build a core with [`Core::new`] and run it.
+
+mod app;
+mod calls;
+mod commands;
+mod dispatch;
+mod events;
+#[cfg(test)]
+mod pair;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,37 +83,78 @@ const MAX_COMMANDS_PER_PASS: usize = 4096;
 pub(crate) struct Core {
     /// Which core of the node this is (names its sessions' receiver
     /// indices and its log lines).
-    pub index: usize,
+    index: usize,
     /// This core's socket (or in-memory port).
-    pub driver: Box<dyn Driver>,
+    driver: Box<dyn Driver>,
     /// The protocol state machine: every session this core owns.
-    pub ep: Endpoint,
+    ep: Endpoint,
     /// Commands from other threads; wakes the driver when the core parks.
-    pub inbox: Arc<Inbox>,
+    inbox: Arc<Inbox>,
     /// How long an idle loop keeps polling before it parks.
-    pub spin: Duration,
+    spin: Duration,
     /// The calls this core makes, their backlog and sessions.
-    pub own: crate::dispatch::OwnCalls,
+    own: dispatch::OwnCalls,
     /// Calls other threads act on: flows, held stream items, served
     /// sinks, running async handlers.
-    pub handoffs: crate::calls::Handoffs,
+    handoffs: calls::Handoffs,
     /// The services registered on this core.
-    pub handlers: FastMap<ServiceId, Service>,
+    handlers: FastMap<ServiceId, Service>,
     /// The on-core app, if one runs.
-    pub app: crate::app::AppSlot,
+    app: app::AppSlot,
     /// Response buffer for sync handlers, reused.
-    pub out: Vec<u8>,
+    out: Vec<u8>,
     /// Counters (a snapshot answers `MeshNode::stats`).
-    pub stats: CoreStats,
+    stats: CoreStats,
     /// Set by shutdown: the deadline by which the core closes its sessions
     /// and exits (earlier if nothing is in flight).
-    pub draining: Option<Instant>,
+    draining: Option<Instant>,
     /// This core's copy of the trust state: its announcement, the callee
     /// gate, verification of peers' announcements.
+    trust: crate::trust::CoreTrust,
+}
+
+/// What a core is built from (the rest starts empty).
+pub(crate) struct CoreParts {
+    pub index: usize,
+    pub driver: Box<dyn Driver>,
+    pub ep: Endpoint,
+    pub inbox: Arc<Inbox>,
+    pub spin: Duration,
+    pub peers: FastMap<net_crypto::NodeId, crate::config::PeerConfig>,
+    pub handlers: FastMap<ServiceId, Service>,
     pub trust: crate::trust::CoreTrust,
 }
 
 impl Core {
+    /// A core with no calls yet.
+    pub fn new(p: CoreParts) -> Self {
+        Core {
+            index: p.index,
+            driver: p.driver,
+            ep: p.ep,
+            inbox: p.inbox,
+            spin: p.spin,
+            own: dispatch::OwnCalls::new(p.peers),
+            handoffs: calls::Handoffs::default(),
+            handlers: p.handlers,
+            app: app::AppSlot::default(),
+            out: Vec::new(),
+            stats: CoreStats::default(),
+            draining: None,
+            trust: p.trust,
+        }
+    }
+
+    /// Where other threads push this core's commands.
+    pub fn inbox(&self) -> &Arc<Inbox> {
+        &self.inbox
+    }
+
+    /// This core's driver.
+    pub fn driver(&self) -> &dyn Driver {
+        &*self.driver
+    }
+
     /// Runs until shutdown completes or the driver fails irrecoverably.
     ///
     /// Handlers run under their own panic guards (a panicking handler fails
