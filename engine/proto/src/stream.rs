@@ -93,11 +93,13 @@ pub(crate) struct Forgery {
 /// testing hook `testing_ignore_credit` bypasses [`fits`](Self::fits).
 pub(crate) struct SendStream {
     /// Unacknowledged messages; `msgs[0]` has sequence `base_seq`.
-    pub msgs: VecDeque<OutMsg>,
-    pub base_seq: u64,
-    pub next_offset: u64,
+    msgs: VecDeque<OutMsg>,
+    /// Sequence of `msgs[0]`.
+    base_seq: u64,
+    /// Offset (payload bytes before it) of the next message pushed.
+    next_offset: u64,
     /// Peer's credit, in credit units: messages `0..=seq` may cost at most this.
-    pub limit: u64,
+    limit: u64,
     /// Our own bound on the credit units held in `msgs`: the peer's credit
     /// alone would let a peer that never acknowledges make us keep
     /// everything it allowed (up to 4 GiB per stream).
@@ -105,17 +107,79 @@ pub(crate) struct SendStream {
     /// Payload bytes held in `msgs`.
     held: u64,
     /// Total messages, once finished.
-    pub end: Option<u64>,
-    pub end_pending: bool,
-    pub end_acked: bool,
+    end: Option<u64>,
+    /// The end (STREAM_END) needs writing.
+    end_pending: bool,
+    /// The peer acknowledged the end.
+    end_acked: bool,
     /// The app was refused a message of this length; tell it (`Writable`)
     /// once it fits.
-    pub blocked: Option<usize>,
+    blocked: Option<usize>,
     /// Test hook; `None` in production.
-    pub forgery: Option<Forgery>,
+    forgery: Option<Forgery>,
 }
 
 impl SendStream {
+    /// Whether this side finished its stream.
+    pub fn is_finished(&self) -> bool {
+        self.end.is_some()
+    }
+
+    /// Finishes the stream after the messages pushed so far.
+    pub fn finish(&mut self) {
+        self.end = Some(self.next_seq());
+        self.end_pending = true;
+    }
+
+    /// The application was refused a message of `len` bytes: it gets
+    /// `Writable` once one fits ([`take_writable`](Self::take_writable)).
+    pub fn block(&mut self, len: usize) {
+        self.blocked = Some(len);
+    }
+
+    /// The end to write (its message count) and its pending flag, if it is
+    /// due.
+    pub fn end_to_write(&mut self) -> Option<(u64, &mut bool)> {
+        let count = self.end.filter(|_| self.end_pending)?;
+        Some((count, &mut self.end_pending))
+    }
+
+    /// Whether the end waits to be written.
+    pub fn end_pending(&self) -> bool {
+        self.end_pending
+    }
+
+    /// The end's pending flag, to queue it again — unless it was acknowledged.
+    pub fn end_unacked(&mut self) -> Option<&mut bool> {
+        (!self.end_acked).then_some(&mut self.end_pending)
+    }
+
+    /// The peer acknowledged the end.
+    pub fn on_end_acked(&mut self) {
+        self.end_acked = true;
+    }
+
+    /// Sequences of the messages waiting to be written, in order.
+    pub fn pending_seqs(&self) -> impl Iterator<Item = u64> + '_ {
+        let base = self.base_seq;
+        let pending = self
+            .msgs
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.pending && !m.acked);
+        pending.map(move |(i, _)| base + i as u64)
+    }
+
+    /// The test hook, if set.
+    pub fn forgery(&self) -> Option<Forgery> {
+        self.forgery
+    }
+
+    /// Sets the test hook (hostile-peer tests only).
+    pub fn set_forgery(&mut self, f: Forgery) {
+        self.forgery = Some(f);
+    }
+
     /// `limit` is the peer's initial credit, `cap` our own bound on held credit.
     pub fn new(limit: u64, cap: u64) -> Self {
         SendStream {
@@ -242,19 +306,24 @@ impl SendStream {
 /// * `granted ≤ base + window`, where `base` is `consumed` under deferred
 ///   credit and `delivered_credit` otherwise.
 pub(crate) struct RecvStream {
-    pub next_seq: u64,
+    /// Sequence of the next message to deliver.
+    next_seq: u64,
     /// Payload bytes delivered: the offset message `next_seq` must carry.
-    pub delivered: u64,
+    delivered: u64,
     /// seq → (offset, payload).
     buffered: BTreeMap<u64, (u64, Vec<u8>)>,
     /// Payload bytes in `buffered`.
     held: u64,
-    pub end: Option<u64>,
+    /// Total messages, once the peer finished (or will never stream).
+    end: Option<u64>,
+    /// Credit units granted ahead of what is delivered (or consumed).
     window: u64,
     /// Credit we have advertised (credit units).
-    pub granted: u64,
-    pub credit_pending: bool,
-    pub end_delivered: bool,
+    granted: u64,
+    /// A credit grant needs writing.
+    credit_pending: bool,
+    /// The end was reported to the application (`StreamFinished`).
+    end_delivered: bool,
     /// Credit units the application reported consumed, once credit follows
     /// consumption instead of delivery.
     consumed: Option<u64>,
@@ -264,6 +333,41 @@ pub(crate) struct RecvStream {
 }
 
 impl RecvStream {
+    /// Sequence of the next message to deliver.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The peer will send no stream on this call: it counts as finished,
+    /// and that is not reported as an event.
+    pub fn close_empty(&mut self) {
+        self.end = Some(0);
+        self.end_delivered = true;
+    }
+
+    /// True once, when the whole stream was delivered: report the end.
+    pub fn take_end(&mut self) -> bool {
+        let due = self.finished() && !self.end_delivered;
+        self.end_delivered |= due;
+        due
+    }
+
+    /// Whether a credit grant waits to be written.
+    pub fn credit_pending(&self) -> bool {
+        self.credit_pending
+    }
+
+    /// The credit to write (the limit granted) and its pending flag, if due.
+    pub fn credit_to_write(&mut self) -> Option<(u64, &mut bool)> {
+        self.credit_pending
+            .then_some((self.granted, &mut self.credit_pending))
+    }
+
+    /// The grant's pending flag, to queue it again.
+    pub fn credit_pending_mut(&mut self) -> &mut bool {
+        &mut self.credit_pending
+    }
+
     pub fn new(window: u64) -> Self {
         RecvStream {
             next_seq: 0,

@@ -262,8 +262,7 @@ impl Session {
         if !callee_streams(kind) {
             // The callee never streams on this kind: its stream data would
             // be a violation (AfterEnd), not something to buffer.
-            call.recv.end = Some(0);
-            call.recv.end_delivered = true;
+            call.recv.close_empty();
         }
         self.calls.insert(id, call);
         if let Some(d) = deadline {
@@ -313,7 +312,7 @@ impl Session {
             Role::Caller(c) => caller_streams(call.kind) && c.cancel.is_none(),
             Role::Callee(c) => callee_streams(call.kind) && c.response.is_none(),
         };
-        if !may_stream || call.send.end.is_some() {
+        if !may_stream || call.send.is_finished() {
             return Err(ApiError::InvalidForCall);
         }
         let max = max.min(call.send.max_message());
@@ -324,7 +323,7 @@ impl Session {
             });
         }
         if !call.send.fits(payload.len()) && !ctx.cfg.testing_ignore_credit {
-            call.send.blocked = Some(payload.len());
+            call.send.block(payload.len());
             return Err(ApiError::StreamBlocked);
         }
         let seq = call.send.push(ctx.pool.copy_of(payload));
@@ -338,11 +337,10 @@ impl Session {
     /// The caller finishes its stream (half-close).
     pub fn finish_stream(&mut self, id: CallId) -> Result<(), ApiError> {
         let call = self.calls.get_mut(&id).ok_or(ApiError::UnknownCall)?;
-        if !call.is_caller() || !caller_streams(call.kind) || call.send.end.is_some() {
+        if !call.is_caller() || !caller_streams(call.kind) || call.send.is_finished() {
             return Err(ApiError::InvalidForCall);
         }
-        call.send.end = Some(call.send.next_seq());
-        call.send.end_pending = true;
+        call.send.finish();
         if self.stream_may_flow(id) {
             self.push_fresh(Sent::StreamEnd(id));
         }
@@ -470,7 +468,7 @@ impl Session {
         let ready = self.calls.get(&id).is_some_and(|c| match &c.role {
             Role::Caller(Caller {
                 response: Some(r), ..
-            }) => c.recv.next_seq >= r.count,
+            }) => c.recv.next_seq() >= r.count,
             _ => false,
         });
         if !ready {
@@ -531,8 +529,7 @@ impl Session {
         let role = Role::Callee(Callee { response: None });
         let mut call = Call::new(role, kind, service, deadline, send, window);
         if end || !caller_streams(kind) {
-            call.recv.end = Some(0);
-            call.recv.end_delivered = true;
+            call.recv.close_empty();
         }
         let admitted = ctx.services.admit(service);
         self.calls.insert(id, call);
@@ -677,7 +674,7 @@ impl Session {
         };
         let (caller, done) = (call.is_caller(), call.is_done());
         let mut delivered = false;
-        let credit_was_pending = call.recv.credit_pending;
+        let credit_was_pending = call.recv.credit_pending();
         while let Some(payload) = call.recv.pop()? {
             delivered = true;
             ctx.stats.stream_release(payload.len() as u64);
@@ -691,11 +688,10 @@ impl Session {
                 });
             }
         }
-        if call.recv.credit_pending && !credit_was_pending {
+        if call.recv.credit_pending() && !credit_was_pending {
             self.queue.push_front(Sent::StreamCredit(id));
         }
-        if call.recv.finished() && !call.recv.end_delivered {
-            call.recv.end_delivered = true;
+        if call.recv.take_end() {
             ctx.events
                 .push_back(Event::StreamFinished { session, call: id });
         }
@@ -758,9 +754,9 @@ impl Session {
         if !call.recv.deferred() {
             return Err(ApiError::InvalidForCall);
         }
-        let was_pending = call.recv.credit_pending;
+        let was_pending = call.recv.credit_pending();
         call.recv.consume(msgs, bytes);
-        if call.recv.credit_pending && !was_pending {
+        if call.recv.credit_pending() && !was_pending {
             self.queue.push_front(Sent::StreamCredit(id));
         }
         Ok(())
@@ -774,7 +770,7 @@ impl Session {
         withhold: u64,
     ) -> Result<(), ApiError> {
         let call = self.calls.get_mut(&id).ok_or(ApiError::UnknownCall)?;
-        call.send.forgery = Some(Forgery { offset, withhold });
+        call.send.set_forgery(Forgery { offset, withhold });
         Ok(())
     }
 }

@@ -106,26 +106,23 @@ impl Session {
             }
             Sent::Stream(id, seq) => return self.write_stream(id, seq, w),
             Sent::StreamEnd(id) => {
-                let Some(c) = self.calls.get_mut(&id).filter(|c| c.send.end_pending) else {
+                let Some(c) = self.calls.get_mut(&id) else {
                     return Written::Stale;
                 };
-                let Some(count) = c.send.end else {
+                let Some((count, pending)) = c.send.end_to_write() else {
                     return Written::Stale;
                 };
-                return finish(
-                    Frame::StreamEnd { call: id, count }.encode(w),
-                    &mut c.send.end_pending,
-                );
+                return finish(Frame::StreamEnd { call: id, count }.encode(w), pending);
             }
             Sent::StreamCredit(id) => {
-                let Some(c) = self.calls.get_mut(&id).filter(|c| c.recv.credit_pending) else {
+                let Some(c) = self.calls.get_mut(&id) else {
                     return Written::Stale;
                 };
-                let f = Frame::Credit(Credit::Stream {
-                    call: id,
-                    limit: c.recv.granted,
-                });
-                return finish(f.encode(w), &mut c.recv.credit_pending);
+                let Some((limit, pending)) = c.recv.credit_to_write() else {
+                    return Written::Stale;
+                };
+                let f = Frame::Credit(Credit::Stream { call: id, limit });
+                return finish(f.encode(w), pending);
             }
             Sent::Announce(n) => {
                 let Some(body) = self.announces.get(n) else {
@@ -175,7 +172,7 @@ impl Session {
         let Some(c) = self.calls.get_mut(&id) else {
             return Written::Stale;
         };
-        let forgery = c.send.forgery;
+        let forgery = c.send.forgery();
         if forgery.is_some_and(|f| seq < f.withhold) {
             return Written::Stale;
         }
@@ -214,12 +211,8 @@ impl Session {
                 .and_then(|c| c.send.get_mut(seq))
                 .filter(|m| !m.acked)
                 .map(|m| &mut m.pending),
-            Sent::StreamEnd(id) => self
-                .calls
-                .get_mut(&id)
-                .filter(|c| !c.send.end_acked)
-                .map(|c| &mut c.send.end_pending),
-            Sent::StreamCredit(id) => self.calls.get_mut(&id).map(|c| &mut c.recv.credit_pending),
+            Sent::StreamEnd(id) => self.calls.get_mut(&id).and_then(|c| c.send.end_unacked()),
+            Sent::StreamCredit(id) => self.calls.get_mut(&id).map(|c| c.recv.credit_pending_mut()),
             Sent::CallCredit => Some(&mut self.theirs.credit_pending),
             Sent::Announce(n) => {
                 if self.announces.is_held(n) {
@@ -253,13 +246,10 @@ impl Session {
                 }
                 // Stream data waits for the request: the callee must know the
                 // call before its messages arrive, or they would be lost.
-                for (i, m) in c.send.msgs.iter().enumerate() {
-                    if m.pending && !m.acked {
-                        self.queue
-                            .push_back(Sent::Stream(id, c.send.base_seq + i as u64));
-                    }
+                for seq in c.send.pending_seqs() {
+                    self.queue.push_back(Sent::Stream(id, seq));
                 }
-                if c.send.end_pending {
+                if c.send.end_pending() {
                     self.queue.push_back(Sent::StreamEnd(id));
                 }
             }
@@ -291,7 +281,7 @@ impl Session {
             }
             Sent::StreamEnd(id) => {
                 if let Some(c) = self.calls.get_mut(&id) {
-                    c.send.end_acked = true;
+                    c.send.on_end_acked();
                 }
                 self.maybe_finish_callee(ctx, id);
             }
@@ -305,7 +295,7 @@ impl Session {
     pub(super) fn stream_may_flow(&self, id: CallId) -> bool {
         self.calls.get(&id).is_some_and(|c| match &c.role {
             Role::Callee(_) => true,
-            Role::Caller(r) => r.request.is_none() || c.send.forgery.is_some(),
+            Role::Caller(r) => r.request.is_none() || c.send.forgery().is_some(),
         })
     }
 
