@@ -94,10 +94,21 @@ pub(crate) struct Ledger<F> {
     last_ack_eliciting: Option<Instant>,
     in_flight: usize,
     pto_count: u32,
-    pub rtt: Rtt,
+    /// Round-trip estimate from acknowledged packets (and the handshake).
+    rtt: Rtt,
 }
 
 impl<F: Copy> Ledger<F> {
+    /// The smoothed round-trip time.
+    pub fn smoothed_rtt(&self) -> Duration {
+        self.rtt.smoothed()
+    }
+
+    /// A round-trip sample taken outside the ledger (the handshake's).
+    pub fn rtt_sample(&mut self, rtt: Duration, ack_delay: Duration) {
+        self.rtt.update(rtt, ack_delay);
+    }
+
     pub fn new(first_pn: u64, initial_rtt: Duration) -> Self {
         Ledger {
             base: first_pn,

@@ -522,10 +522,8 @@ impl Session {
         let mut t = Transport::new(ctx.cfg, Side::Initiator, keys, peer_index, params, ctx.now);
         if init.attempts == 1 {
             // A clean exchange gives the first RTT sample (Karn: only if not retransmitted).
-            t.ledger.rtt.update(
-                ctx.now.saturating_duration_since(init.sent_at),
-                Duration::ZERO,
-            );
+            let sample = ctx.now.saturating_duration_since(init.sent_at);
+            t.ledger.rtt_sample(sample, Duration::ZERO);
         }
         self.ours.limit = u64::from(params.max_calls);
         self.on_peer_window(ctx, params.stream_window);
@@ -740,7 +738,7 @@ impl Session {
 
     /// Smoothed RTT, once keys exist.
     pub fn rtt(&self) -> Option<Duration> {
-        self.transport().map(|t| t.ledger.rtt.smoothed())
+        self.transport().map(|t| t.ledger.smoothed_rtt())
     }
 
     /// The AEAD suite agreed on, once keys exist.
