@@ -79,7 +79,8 @@ const MAX_COMMANDS_PER_PASS: usize = 4096;
 /// threads reach it through `inbox`), so nothing here is locked. The
 /// modules that act on it: `commands` (the inbox), `events` (the
 /// endpoint's events), `dispatch` (calls this core makes), `calls` (flows,
-/// held stream items, async handlers), `core_loop` (the pass itself).
+/// held stream items, async handlers), `app` (the on-core app) and this
+/// module (the pass itself).
 pub(crate) struct Core {
     /// Which core of the node this is (names its sessions' receiver
     /// indices and its log lines).
