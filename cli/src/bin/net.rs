@@ -470,7 +470,7 @@ fn core_json(s: &CoreStats) -> serde_json::Value {
     let mut c = fields!(s; core, loops, parks, inbox_wakes, commands, inline_handled,
         async_handled, calls_completed, calls_refused, open_calls, handler_panics,
         handlers_unanswered, handlers_busy, stream_msgs_dropped, streams_incomplete,
-        answers_skipped, announces_skipped, credit_reports_late, core_panics);
+        answers_skipped, announces_skipped, credit_reports_late, replies_unheard, core_panics);
     if let serde_json::Value::Object(m) = &mut c {
         m.insert("driver".into(), s.driver.clone().into());
         m.insert("io".into(), io);

@@ -49,6 +49,9 @@ pub struct CoreStats {
     pub announces_skipped: u64,
     /// Consumption reports that arrived after their call ended (harmless).
     pub credit_reports_late: u64,
+    /// Replies to `serve`/`unserve`/`stats` whose caller had stopped
+    /// waiting (it already got its timeout error).
+    pub replies_unheard: u64,
     /// Panics caught on the core loop outside handlers (a pass abandoned).
     pub core_panics: u64,
     /// Calls whose state this core holds right now (either role): a gauge,

@@ -399,7 +399,10 @@ impl SessionOps {
         }
     }
 
-    /// One operation: `code` picks it, `arg` parameterises it.
+    /// One operation: `code` picks it, `arg` parameterises it. An arbitrary
+    /// operation may be refused (unknown call, closed session, no credit):
+    /// that refusal is the API working, so results are not checked here —
+    /// the invariants are, on every event, in [`Self::pump`].
     fn apply(&mut self, code: u8, arg: u8) {
         let now = self.now;
         match code % 10 {

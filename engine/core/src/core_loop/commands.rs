@@ -60,20 +60,17 @@ impl Core {
                 ack,
             } => {
                 self.register(now, service, handler, max_in_flight, advert);
-                // The registering thread waits on the other end; if it gave
-                // up (timeout), nobody is left to tell.
-                let _ = ack.try_send(());
+                self.reply(&ack, ());
             }
             Command::Unregister { service, ack } => {
                 self.handlers.remove(&service);
                 self.ep.unregister_service(service);
                 self.trust.set_advert(service, None, now);
-                // As for Register: a gone waiter needs no ack.
-                let _ = ack.try_send(());
+                self.reply(&ack, ());
             }
             Command::Stats(tx) => {
-                // A caller that stopped waiting (timeout) needs no answer.
-                let _ = tx.try_send(self.snapshot());
+                let snapshot = self.snapshot();
+                self.reply(&tx, snapshot);
             }
             Command::App(app) => {
                 self.app.install(now, app);
@@ -111,6 +108,15 @@ impl Core {
             max_in_flight,
         };
         self.handlers.insert(service, svc);
+    }
+
+    /// Answers a thread waiting on `tx` (`serve`, `unserve`, `stats`). A
+    /// waiter that gave up has already returned its timeout error, so
+    /// nobody is left to act: the reply is counted (`replies_unheard`).
+    fn reply<T>(&mut self, tx: &std::sync::mpsc::SyncSender<T>, value: T) {
+        if tx.try_send(value).is_err() {
+            self.stats.replies_unheard += 1;
+        }
     }
 
     fn snapshot(&self) -> crate::CoreStats {
