@@ -34,14 +34,16 @@ use crate::flow::Flow;
 use crate::handler::{CallEvents, CoreApp, Handler};
 use crate::stats::CoreStats;
 
-/// A call to open from a core.
-pub(crate) struct CallRequest {
+/// A call to open from a core, and who waits for its outcome: another
+/// thread's event sink here, any [`Waiter`](crate::core_loop::Waiter) once on the
+/// core (its backlog holds `CallRequest<Waiter>`).
+pub(crate) struct CallRequest<W = Box<dyn CallEvents>> {
     pub peer: NodeId,
     pub service: ServiceId,
     pub kind: CallKind,
     pub deadline: Option<Instant>,
     pub payload: Vec<u8>,
-    pub events: Box<dyn CallEvents>,
+    pub waiter: W,
 }
 
 /// One unit of work for a core.
@@ -175,7 +177,7 @@ impl Inbox {
     pub fn fail_queued(&self) {
         while let Some(cmd) = self.pop() {
             if let Command::Call(mut req) = cmd {
-                req.events.complete(Status::UNAVAILABLE, &[]);
+                req.waiter.complete(Status::UNAVAILABLE, &[]);
             }
         }
     }

@@ -367,7 +367,7 @@ impl MeshNode {
             kind,
             deadline,
             payload,
-            events,
+            waiter: events,
         });
         let inbox = &r.cores[i].inbox;
         inbox.push(cmd).map_err(|_| {

@@ -13,32 +13,35 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use net_crypto::NodeId;
-use net_proto::{ApiError, CallId, CallKind, FastMap, ServiceId, SessionId, Status};
+use net_proto::{ApiError, CallId, CallKind, FastMap, SessionId, Status};
 
 use crate::config::PeerConfig;
 use crate::core_loop::{Core, Waiter};
 use crate::handler::{CallHandle, CallRef};
 use crate::inbox::CallRequest;
 
-/// A call not yet handed to the endpoint (waiting for call credit).
-pub(crate) struct Pending {
-    pub peer: NodeId,
-    pub service: ServiceId,
-    pub kind: CallKind,
-    pub deadline: Option<Instant>,
-    pub payload: Vec<u8>,
-    pub waiter: Waiter,
-}
+/// A call not yet handed to the endpoint (waiting for a session or call
+/// credit).
+pub(crate) type Pending = CallRequest<Waiter>;
 
 impl From<CallRequest> for Pending {
     fn from(r: CallRequest) -> Self {
+        let CallRequest {
+            peer,
+            service,
+            kind,
+            deadline,
+            payload,
+            waiter,
+        } = r;
+        let waiter = Waiter::Events(waiter);
         Pending {
-            peer: r.peer,
-            service: r.service,
-            kind: r.kind,
-            deadline: r.deadline,
-            payload: r.payload,
-            waiter: Waiter::Events(r.events),
+            peer,
+            service,
+            kind,
+            deadline,
+            payload,
+            waiter,
         }
     }
 }

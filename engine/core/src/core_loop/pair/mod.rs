@@ -150,7 +150,7 @@ impl Pair {
             kind,
             deadline: deadline.map(|d| self.now + d),
             payload,
-            events: Box::new(log.clone()),
+            waiter: Box::new(log.clone()) as Box<dyn CallEvents>,
         };
         self.client.core.inbox.push_call(Command::Call(req));
         log
