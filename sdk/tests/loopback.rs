@@ -260,15 +260,18 @@ async fn c128(server: &Mesh, client: &Mesh) {
 /// drains), and calls in flight when the client shuts down complete — none
 /// is lost, none hangs.
 async fn shutdown_with_calls_in_flight(server: Mesh, client: Mesh) {
-    // Each call takes 200 ms of handler work: the shutdown below starts
-    // while they run, and must drain them.
+    // Every handler holds its call until released, and the release comes
+    // only once the shutdown is requested: all 64 calls are in flight when
+    // it is, and each must still be answered.
     let started = Arc::new(AtomicU64::new(0));
-    let s = started.clone();
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let (s, r) = (started.clone(), release.clone());
     let _slow = server
         .serve_rpc_async("slow", move |req| {
             s.fetch_add(1, Ordering::SeqCst);
+            let r = r.clone();
             async move {
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                r.acquire().await.expect("never closed").forget();
                 Ok(req.payload)
             }
         })
@@ -287,6 +290,7 @@ async fn shutdown_with_calls_in_flight(server: Mesh, client: Mesh) {
     .await;
     let s = server.clone();
     let stop = tokio::task::spawn_blocking(move || s.shutdown(Duration::from_secs(5)));
+    release.add_permits(64);
     for (i, c) in calls.into_iter().enumerate() {
         let r = c.await.unwrap().expect("drained call answered");
         assert_eq!(r[..], (i as u32).to_be_bytes());
