@@ -9,6 +9,7 @@
 mod admission;
 pub mod config;
 mod cookie;
+pub mod detector;
 mod endpoint;
 mod event;
 // Fuzz target bodies: compiled for tests and for the fuzz crate (feature
@@ -32,6 +33,7 @@ pub mod wire;
 pub use admission::CLOSE_EVICTED;
 pub use config::{EndpointConfig, TransportParams};
 pub use cookie::COOKIE_REPLY_LEN;
+pub use detector::{DetectorConfig, FailureDetector, PeerEvent, PeerSlot, PeerState};
 pub use endpoint::{Endpoint, Transmit};
 pub use event::{ApiError, CloseReason, Event, ProtocolViolation, SessionId};
 pub use handshake::{HandshakeError, INIT_LEN, RESP_LEN};
