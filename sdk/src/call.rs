@@ -162,21 +162,66 @@ impl Mesh {
             .await
     }
 
-    /// Unary call to any node that advertises `service` (discovered from
-    /// verified capability announcements, round robin). `Unavailable` if no
-    /// node does. Discovery is matchmaking; the callee's gate authorizes.
+    /// Unary call to a provider of `service` this node trusts, round robin
+    /// per service over [`trusted_providers`](Self::trusted_providers).
+    ///
+    /// Advertising a service proves nothing (any holder of the mesh PSK can
+    /// advertise any name), so a provider is trusted only if it is on this
+    /// node's allow-list for the service
+    /// ([`MeshBuilder::trusted_providers`](crate::MeshBuilder::trusted_providers))
+    /// or presented a token chain rooted in this node's token roots whose
+    /// scope holds `nrpc-serve:<service>`. If no advertiser is trusted the
+    /// call fails at once with `Unavailable`, nothing is sent, and the
+    /// error's payload says why (UTF-8). The callee's gate still decides
+    /// whether this node may call.
     pub async fn call_service(
         &self,
         service: &str,
         payload: impl Into<Vec<u8>>,
     ) -> Result<Bytes, RpcError> {
         let Some(peer) = self.node.pick_provider(service) else {
-            return Err(RpcError::Status {
-                status: Status::UNAVAILABLE,
-                payload: Bytes::new(),
-            });
+            return Err(self.no_provider(service, true));
         };
         self.call(peer, service, payload).await
+    }
+
+    /// Unary call to **any** node that advertises `service`, trusted or
+    /// not: the payload may reach whichever mesh member claims the name.
+    /// Only for requests any member may see, whose answers the caller
+    /// checks itself; otherwise use [`call_service`](Self::call_service).
+    pub async fn call_service_untrusted(
+        &self,
+        service: &str,
+        payload: impl Into<Vec<u8>>,
+    ) -> Result<Bytes, RpcError> {
+        let Some(peer) = self.node.pick_provider_untrusted(service) else {
+            return Err(self.no_provider(service, false));
+        };
+        self.call(peer, service, payload).await
+    }
+
+    /// The nodes advertising `service` that [`call_service`](Self::call_service)
+    /// may send to, in node-id order (a subset of [`discover`](Self::discover)).
+    pub fn trusted_providers(&self, service: &str) -> Vec<NodeId> {
+        self.node.trusted_providers(service)
+    }
+
+    /// `Unavailable`, with why nobody could be picked as its payload.
+    fn no_provider(&self, service: &str, trusted_only: bool) -> RpcError {
+        let advertising = self.node.discover(service).len();
+        let why = if advertising == 0 || !trusted_only {
+            format!("no node advertises service `{service}`")
+        } else {
+            format!(
+                "no trusted provider for service `{service}` among {advertising} advertising it \
+                 (trust one with MeshBuilder::trusted_providers or a token chain scoped \
+                 `nrpc-serve:{service}`; call_service_untrusted opts out)"
+            )
+        };
+        RpcError::Status {
+            status: Status::UNAVAILABLE,
+            payload: Bytes::from(why),
+        }
     }
 
     /// Unary call with options (deadline).

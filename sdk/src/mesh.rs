@@ -26,6 +26,7 @@ pub struct MeshBuilder {
     spin: Option<Duration>,
     pin: Option<bool>,
     peers: Vec<(SocketAddr, PublicIdentity)>,
+    trusted_providers: Vec<(String, Vec<NodeId>)>,
     base: Option<MeshNodeConfig>,
 }
 
@@ -68,6 +69,17 @@ impl MeshBuilder {
     /// A peer this node may call.
     pub fn peer(mut self, addr: SocketAddr, identity: PublicIdentity) -> Self {
         self.peers.push((addr, identity));
+        self
+    }
+
+    /// Trusts `providers` to serve `service`: [`Mesh::call_service`] sends
+    /// `service`'s payloads only to advertisers listed here (or holding a
+    /// token chain scoped `nrpc-serve:<service>` from this node's token
+    /// roots). Adds to any earlier list for `service`; default: nobody. See
+    /// `MeshNodeConfig::with_trusted_providers`.
+    pub fn trusted_providers(mut self, service: &str, providers: Vec<NodeId>) -> Self {
+        self.trusted_providers
+            .push((service.to_string(), providers));
         self
     }
 
@@ -114,6 +126,9 @@ impl MeshBuilder {
         }
         for (addr, id) in self.peers {
             cfg = cfg.with_peer(addr, id);
+        }
+        for (service, providers) in self.trusted_providers {
+            cfg = cfg.with_trusted_providers(&service, providers);
         }
         Ok(Mesh {
             node: Arc::new(MeshNode::new(cfg)?),

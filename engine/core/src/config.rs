@@ -40,6 +40,9 @@ pub struct MeshNodeConfig {
     pub(crate) fold_limits: net_trust::FoldLimits,
     pub(crate) token_roots: Vec<PublicIdentity>,
     pub(crate) token: Option<net_trust::TokenChain>,
+    /// Caller-side allow-list per service name: who `call_service` may
+    /// route that service's payloads to (see `with_trusted_providers`).
+    pub(crate) trusted_providers: std::collections::BTreeMap<String, Vec<NodeId>>,
     pub(crate) testing_ignore_credit: bool,
     pub(crate) handshake_limits: HandshakeLimits,
     pub(crate) max_sessions: usize,
@@ -79,6 +82,7 @@ impl MeshNodeConfig {
             fold_limits: net_trust::FoldLimits::default(),
             token_roots: Vec::new(),
             token: None,
+            trusted_providers: std::collections::BTreeMap::new(),
             testing_ignore_credit: false,
             handshake_limits: HandshakeLimits::default(),
             max_sessions: net_proto::config::DEFAULT_MAX_SESSIONS,
@@ -193,6 +197,35 @@ impl MeshNodeConfig {
     /// accepts (its leaf must name this node).
     pub fn with_token(mut self, token: net_trust::TokenChain) -> Self {
         self.token = Some(token);
+        self
+    }
+
+    /// Trusts `providers` to serve `service` when this node routes by
+    /// service name ([`MeshNode::call_service`](crate::MeshNode::call_service)).
+    /// Adds to any earlier list for `service`. Default: nobody.
+    ///
+    /// Advertising a service is not a reason to receive its payloads: any
+    /// node holding the mesh PSK can advertise any name. `call_service`
+    /// sends only to advertising nodes listed here or presenting a token
+    /// chain rooted in [`with_token_roots`](Self::with_token_roots) whose
+    /// scope holds `nrpc-serve:<service>` (`net_trust::NRPC_SERVE_SCOPE_PREFIX`);
+    /// others are still listed by `discover` and reachable with
+    /// `call_service_untrusted` or a call by node id. The list only
+    /// chooses where this node's calls go; it grants nobody access here.
+    pub fn with_trusted_providers(
+        mut self,
+        service: &str,
+        providers: impl IntoIterator<Item = NodeId>,
+    ) -> Self {
+        let list = self
+            .trusted_providers
+            .entry(service.to_string())
+            .or_default();
+        for p in providers {
+            if !list.contains(&p) {
+                list.push(p);
+            }
+        }
         self
     }
 

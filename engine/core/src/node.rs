@@ -111,6 +111,8 @@ impl MeshNode {
                 fold,
                 reservations: net_trust::ReservationFold::new(65_536, 16_384),
                 stats: net_trust::TrustStats::default(),
+                grants: Default::default(),
+                turns: Default::default(),
             })),
             reservation_seq: std::sync::atomic::AtomicU64::new(0),
         })
@@ -380,40 +382,108 @@ impl MeshNode {
     }
 
     /// Nodes whose current (verified, unexpired) announcements advertise
-    /// `nrpc:<name>`, in node-id order. Capability filters are matchmaking,
-    /// not access control: the callee's gate decides.
+    /// `nrpc:<name>`, in node-id order, trusted or not: matchmaking. Any
+    /// PSK holder can advertise any name; [`call_service`](Self::call_service)
+    /// sends only to [`trusted_providers`](Self::trusted_providers), and
+    /// the callee's gate decides who may call.
     pub fn discover(&self, name: &str) -> Vec<NodeId> {
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let tag = format!("{}{name}", net_trust::NRPC_TAG_PREFIX);
+        self.providers(name).advertising
+    }
+
+    /// The nodes of [`discover`](Self::discover) this node trusts to serve
+    /// `name`, in node-id order: those listed for it with
+    /// [`MeshNodeConfig::with_trusted_providers`], and those that presented,
+    /// on a session to this node, an unexpired token chain rooted in this
+    /// node's token roots whose scope holds `nrpc-serve:<name>`
+    /// (`net_trust::NRPC_SERVE_SCOPE_PREFIX`).
+    pub fn trusted_providers(&self, name: &str) -> Vec<NodeId> {
+        self.providers(name).trusted
+    }
+
+    fn providers(&self, name: &str) -> crate::trust::Providers {
         let t = self.trust.lock().unwrap_or_else(|e| e.into_inner());
-        t.fold.nodes_with_tag(&tag, now_ms).collect()
+        t.providers(name, self.allowed_providers(name), wall_ms())
     }
 
-    /// A node that advertises `name`, round robin over
-    /// [`discover`](Self::discover).
+    fn allowed_providers(&self, name: &str) -> &[NodeId] {
+        self.cfg
+            .trusted_providers
+            .get(name)
+            .map_or(&[], Vec::as_slice)
+    }
+
+    fn pick(
+        &self,
+        name: &str,
+        route: crate::trust::Route,
+    ) -> Result<NodeId, crate::trust::NoProvider> {
+        let mut t = self.trust.lock().unwrap_or_else(|e| e.into_inner());
+        t.pick(name, self.allowed_providers(name), route, wall_ms())
+    }
+
+    /// The trusted provider of `name` the next call goes to: round robin
+    /// over [`trusted_providers`](Self::trusted_providers), per service, so
+    /// successive calls alternate. `None` if no advertiser is trusted
+    /// (counted in `no_trusted_provider` and logged with the reason).
     pub fn pick_provider(&self, name: &str) -> Option<NodeId> {
-        let nodes = self.discover(name);
-        (!nodes.is_empty())
-            .then(|| nodes[self.next_core.fetch_add(1, Ordering::Relaxed) % nodes.len()])
+        self.pick(name, crate::trust::Route::Trusted).ok()
     }
 
-    /// Calls `name` on a node that advertises it ([`pick_provider`](Self::pick_provider));
-    /// `Unavailable` if none does.
+    /// Like [`pick_provider`](Self::pick_provider) over every node that
+    /// advertises `name`, trusted or not: see
+    /// [`call_service_untrusted`](Self::call_service_untrusted).
+    pub fn pick_provider_untrusted(&self, name: &str) -> Option<NodeId> {
+        self.pick(name, crate::trust::Route::AnyAdvertiser).ok()
+    }
+
+    /// Calls `name` on a trusted provider ([`pick_provider`](Self::pick_provider)).
+    /// If none is, `events` completes at once with `Unavailable` and the
+    /// reason as payload (no node advertises it, or none of the N that do
+    /// is trusted), and nothing is sent.
     pub fn call_service(
         &self,
         name: &str,
         kind: CallKind,
         deadline: Option<Instant>,
         payload: Vec<u8>,
+        events: Box<dyn CallEvents>,
+    ) -> Result<(), EngineError> {
+        let route = crate::trust::Route::Trusted;
+        self.route_service(name, route, kind, deadline, payload, events)
+    }
+
+    /// Calls `name` on any node that advertises it, **trusted or not**: the
+    /// payload may go to any holder of the mesh PSK that claims the name.
+    /// Only for payloads any mesh member may see and answers the caller
+    /// checks itself; otherwise use [`call_service`](Self::call_service).
+    pub fn call_service_untrusted(
+        &self,
+        name: &str,
+        kind: CallKind,
+        deadline: Option<Instant>,
+        payload: Vec<u8>,
+        events: Box<dyn CallEvents>,
+    ) -> Result<(), EngineError> {
+        let route = crate::trust::Route::AnyAdvertiser;
+        self.route_service(name, route, kind, deadline, payload, events)
+    }
+
+    fn route_service(
+        &self,
+        name: &str,
+        route: crate::trust::Route,
+        kind: CallKind,
+        deadline: Option<Instant>,
+        payload: Vec<u8>,
         mut events: Box<dyn CallEvents>,
     ) -> Result<(), EngineError> {
-        let Some(peer) = self.pick_provider(name) else {
-            events.complete(net_proto::Status::UNAVAILABLE, &[]);
-            return Ok(());
-        };
-        self.call(peer, ServiceId::of(name), kind, deadline, payload, events)
+        match self.pick(name, route) {
+            Ok(peer) => self.call(peer, ServiceId::of(name), kind, deadline, payload, events),
+            Err(e) => {
+                events.complete(net_proto::Status::UNAVAILABLE, e.to_string().as_bytes());
+                Ok(())
+            }
+        }
     }
 
     /// Trust counters of the node-wide fold (announcements applied, stale,

@@ -12,7 +12,9 @@
 //! Announcements from peers are verified (signature, expiry, and the signer
 //! binding: the body's node id must be the signer's) and accepted only
 //! first-hand — the signer must be the session's authenticated peer — then
-//! applied to the node-wide fold used for discovery.
+//! applied to the node-wide fold used for discovery. Token chains peers
+//! present are verified here too; what they grant for serving is kept
+//! node-wide ([`providers`]), for the discovery trust rule.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,6 +29,11 @@ use net_trust::{
 };
 
 use crate::MeshNodeConfig;
+
+mod providers;
+
+pub(crate) use providers::{NoProvider, Providers, Route};
+use providers::{ProviderGrants, ProviderTurns, ServeGrant};
 
 /// ANNOUNCE payload kinds (first byte; the rest is a signed envelope).
 pub(crate) const KIND_CAPABILITIES: u8 = 1;
@@ -47,11 +54,17 @@ pub(crate) fn discovery_fold(cfg: &MeshNodeConfig) -> CapabilityFold {
 }
 
 /// The node-wide folds of peers' announcements (discovery) and
-/// reservations. Locked only when such a message arrives or a query runs.
+/// reservations, the serve grants of verified token chains and the
+/// round-robin positions of calls routed by service name. Locked only when
+/// such a message arrives or a query or a call by service name runs.
 pub(crate) struct SharedTrust {
     pub fold: CapabilityFold,
     pub reservations: ReservationFold,
     pub stats: TrustStats,
+    /// Who may serve what for us, from verified chains (bounded).
+    pub grants: ProviderGrants,
+    /// Per-service provider turns (bounded).
+    pub turns: ProviderTurns,
 }
 
 /// A served service as announced: its name and optional allow-list.
@@ -285,6 +298,13 @@ impl CoreTrust {
             scope: chain.leaf_scope().to_vec(),
             expires_at_ms: chain.leaf_expires_at_ms(),
         };
+        // Node-wide: what the chain lets `peer` serve (the discovery trust
+        // rule reads it); the latest presentation replaces the earlier.
+        let grant = ServeGrant::from_scope(&presented.scope, presented.expires_at_ms);
+        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let SharedTrust { grants, stats, .. } = &mut *shared;
+        grants.record(*peer, grant, now_ms, stats);
+        drop(shared);
         self.tokens.insert(session, presented);
         Ok(())
     }

@@ -12,7 +12,20 @@ use crate::{serde_util, MAX_ALLOW_LIST, MAX_ANNOUNCEMENT, MAX_CAPABILITIES, MAX_
 const CLASS_DOMAIN: &[u8] = b"net/class/v1\0";
 
 /// Prefix of the capability tag a service advertises: `nrpc:<service>`.
+/// The same string in a token chain's scope grants the right to *call*
+/// the service where it is served with `require_token`.
 pub const NRPC_TAG_PREFIX: &str = "nrpc:";
+
+/// Prefix of the token scope item that grants the right to *serve* a
+/// service: a caller routing by service name (`call_service`) trusts a
+/// provider that presents a chain, rooted in the caller's token roots,
+/// whose leaf scope holds `nrpc-serve:<service>`.
+///
+/// Distinct from [`NRPC_TAG_PREFIX`] on purpose: a token that lets a node
+/// call `vault` must not make every other caller send it their `vault`
+/// requests. A scope item is at most [`crate::MAX_SCOPE_ITEM_LEN`] bytes,
+/// so a grant can name services of up to 53 bytes.
+pub const NRPC_SERVE_SCOPE_PREFIX: &str = "nrpc-serve:";
 
 /// What kind of state an announcement carries, named by a hash of a
 /// string: the first 8 bytes (big-endian) of a domain-separated BLAKE2s.

@@ -51,7 +51,9 @@ mod stats;
 mod token;
 
 pub use cache::{OriginCache, DEFAULT_ORIGIN_CACHE_CAPACITY};
-pub use capability::{AnnouncementBody, Capability, ClassHash, NRPC_TAG_PREFIX};
+pub use capability::{
+    AnnouncementBody, Capability, ClassHash, NRPC_SERVE_SCOPE_PREFIX, NRPC_TAG_PREFIX,
+};
 pub use envelope::{
     decode_and_verify, transcript, verify_many, EnvelopeBody, Signed, SignedAnnouncement, Verified,
 };

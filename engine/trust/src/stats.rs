@@ -56,6 +56,13 @@ pub struct TrustStats {
     /// Remote fold entries evicted to make room for another node's
     /// ([`crate::CapabilityFold::apply_counted`]); not an envelope error.
     pub fold_evicted: u64,
+    /// Serve grants (verified `nrpc-serve:` token scopes peers presented)
+    /// forgotten to make room for another node's, at the engine's bound.
+    pub provider_grants_evicted: u64,
+    /// Calls routed by service name that went nowhere because no node
+    /// advertising the service was trusted to serve it (the discovery
+    /// trust rule); nothing was sent.
+    pub no_trusted_provider: u64,
 }
 
 impl TrustStats {
