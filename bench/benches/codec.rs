@@ -13,6 +13,7 @@ const MTU_PAYLOAD: usize = 1400;
 fn header(c: &mut Criterion) {
     let h = DataHeader {
         key_phase: true,
+        reply_hint: 0,
         receiver: ReceiverIndex::new(0x0001_0203),
         counter: 123_456_789,
     };

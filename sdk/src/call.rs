@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use net_crypto::NodeId;
 use net_engine::{CallEvents, CallHandle, SendError};
-use net_proto::{CallKind, ServiceId, Status};
+use net_proto::{CallKind, Cause, ServiceId, Status};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::RpcError;
@@ -42,7 +42,7 @@ struct Sink {
     defer: bool,
     opened: Option<oneshot::Sender<CallHandle>>,
     msgs: Option<mpsc::UnboundedSender<Bytes>>,
-    done: Option<oneshot::Sender<(Status, Bytes)>>,
+    done: Option<oneshot::Sender<Ended>>,
 }
 
 impl CallEvents for Sink {
@@ -73,11 +73,21 @@ impl CallEvents for Sink {
     }
 
     fn complete(&mut self, status: Status, payload: &[u8]) {
+        self.end(Ended::Answered(status, Bytes::copy_from_slice(payload)));
+    }
+
+    fn failed(&mut self, status: Status, cause: Cause) {
+        self.end(Ended::Failed(status, cause));
+    }
+}
+
+impl Sink {
+    fn end(&mut self, ended: Ended) {
         lock(&self.shared).done = true;
         self.msgs = None;
         if let Some(tx) = self.done.take() {
             // Nobody awaits the outcome any more (the future was dropped).
-            let _ = tx.send((status, Bytes::copy_from_slice(payload)));
+            let _ = tx.send(ended);
         }
     }
 }
@@ -103,13 +113,22 @@ struct Parts {
     guard: CancelGuard,
     opened: oneshot::Receiver<CallHandle>,
     msgs: mpsc::UnboundedReceiver<Bytes>,
-    done: oneshot::Receiver<(Status, Bytes)>,
+    done: oneshot::Receiver<Ended>,
 }
 
-fn outcome(r: Result<(Status, Bytes), oneshot::error::RecvError>) -> Result<Bytes, RpcError> {
+/// How a call ended, as its sink saw it.
+enum Ended {
+    /// The callee answered.
+    Answered(Status, Bytes),
+    /// The engine ended the call itself.
+    Failed(Status, Cause),
+}
+
+fn outcome(r: Result<Ended, oneshot::error::RecvError>) -> Result<Bytes, RpcError> {
     match r {
-        Ok((s, b)) if s.is_ok() => Ok(b),
-        Ok((status, payload)) => Err(RpcError::Status { status, payload }),
+        Ok(Ended::Answered(s, b)) if s.is_ok() => Ok(b),
+        Ok(Ended::Answered(status, payload)) => Err(RpcError::Status { status, payload }),
+        Ok(Ended::Failed(status, cause)) => Err(RpcError::Failed { status, cause }),
         Err(_) => Err(RpcError::Dropped),
     }
 }
@@ -206,21 +225,17 @@ impl Mesh {
         self.node.trusted_providers(service)
     }
 
-    /// `Unavailable`, with why nobody could be picked as its payload.
+    /// `Unavailable`, with why nobody could be picked.
     fn no_provider(&self, service: &str, trusted_only: bool) -> RpcError {
         let advertising = self.node.discover(service).len();
-        let why = if advertising == 0 || !trusted_only {
-            format!("no node advertises service `{service}`")
+        let cause = if advertising == 0 || !trusted_only {
+            Cause::NoProvider
         } else {
-            format!(
-                "no trusted provider for service `{service}` among {advertising} advertising it \
-                 (trust one with MeshBuilder::trusted_providers or a token chain scoped \
-                 `nrpc-serve:{service}`; call_service_untrusted opts out)"
-            )
+            Cause::NoTrustedProvider { advertising }
         };
-        RpcError::Status {
+        RpcError::Failed {
             status: Status::UNAVAILABLE,
-            payload: Bytes::from(why),
+            cause,
         }
     }
 
@@ -350,7 +365,7 @@ pub struct ServerStream {
     reader: Reader,
     opened: Option<oneshot::Receiver<CallHandle>>,
     handle: Option<CallHandle>,
-    done: oneshot::Receiver<(Status, Bytes)>,
+    done: oneshot::Receiver<Ended>,
     _guard: CancelGuard,
 }
 
@@ -372,7 +387,7 @@ impl ServerStream {
 pub struct ClientStream {
     opened: Option<oneshot::Receiver<CallHandle>>,
     handle: Option<CallHandle>,
-    done: oneshot::Receiver<(Status, Bytes)>,
+    done: oneshot::Receiver<Ended>,
     _guard: CancelGuard,
 }
 

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use net_engine::{EngineError, SendError};
-use net_proto::Status;
+use net_proto::{Cause, Status};
 
 /// Why a call did not return a successful response.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +17,17 @@ pub enum RpcError {
         status: Status,
         /// Body sent with the status.
         payload: Bytes,
+    },
+    /// The engine ended the call itself, without an answer from the
+    /// callee: `status` is `Unavailable`, `Timeout` or similar, and `cause`
+    /// says why (peer reset, peer down, deadline, handshake failure, no
+    /// trusted provider, ...).
+    #[error("call failed with status {status}: {cause}")]
+    Failed {
+        /// Outcome.
+        status: Status,
+        /// Why the engine ended the call.
+        cause: Cause,
     },
     /// The engine refused the call (not running, inbox full).
     #[error(transparent)]
@@ -46,8 +57,19 @@ impl RpcError {
     /// The call's status, if it completed with one.
     pub fn status(&self) -> Option<Status> {
         match self {
-            RpcError::Status { status, .. } => Some(*status),
+            RpcError::Status { status, .. } | RpcError::Failed { status, .. } => Some(*status),
             RpcError::Engine(EngineError::Backpressure) => Some(Status::BACKPRESSURE),
+            _ => None,
+        }
+    }
+}
+
+impl RpcError {
+    /// Why the engine ended the call itself, if it did (`None` for the
+    /// callee's own answers).
+    pub fn cause(&self) -> Option<Cause> {
+        match self {
+            RpcError::Failed { cause, .. } => Some(*cause),
             _ => None,
         }
     }

@@ -38,4 +38,4 @@ pub use net_engine::{
     AlreadyAnswered, CallEvents, CoreStats, DriverChoice, DriverKind, IncomingCall, MemNet,
     RequestInfo, Responder, SendError,
 };
-pub use net_proto::Status;
+pub use net_proto::{Cause, CloseReason, HandshakeError, Status};

@@ -101,15 +101,11 @@ async fn an_advertising_attacker_receives_no_payload() {
     }
     until_discovered(&lone, "vault", &both).await;
     let err = lone.call_service("vault", b"secret".to_vec()).await;
-    let Err(net::RpcError::Status { status, payload }) = err else {
+    let Err(net::RpcError::Failed { status, cause }) = err else {
         panic!("want Unavailable, got {err:?}");
     };
     assert_eq!(status, Status::UNAVAILABLE);
-    let why = String::from_utf8_lossy(&payload);
-    assert!(
-        why.starts_with("no trusted provider for service `vault` among 2 advertising it"),
-        "{why}"
-    );
+    assert_eq!(cause, net::Cause::NoTrustedProvider { advertising: 2 });
     assert_eq!(lone.engine().trust_stats().no_trusted_provider, 1);
     let hits = |h: &AtomicU64| h.load(Ordering::SeqCst);
     assert_eq!((hits(&provider_hits), hits(&attacker_hits)), (40, 0));

@@ -180,9 +180,16 @@ async fn unary_and_streams(server: &Mesh, client: &Mesh) {
     assert_eq!(err.status(), Some(Status::NOT_FOUND));
     // Discovery: the server announced its services on session open.
     eventually_async("echo discovered", || client.discover("echo") == vec![id]).await;
+    // The client trusts no provider for `echo` (no allow-list, no token),
+    // so routing by name needs the explicit opt-in.
+    let err = client
+        .call_service("echo", b"x".to_vec())
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(Status::UNAVAILABLE));
     assert_eq!(
         &client
-            .call_service("echo", b"found".to_vec())
+            .call_service_untrusted("echo", b"found".to_vec())
             .await
             .unwrap()[..],
         b"found"
@@ -324,7 +331,17 @@ async fn shutdown_with_calls_in_flight(server: Mesh, client: Mesh) {
         .unwrap()
         .unwrap();
     match pending.await.unwrap() {
-        Err(e @ RpcError::Status { .. }) => assert_eq!(e.status(), Some(Status::UNAVAILABLE)),
+        Err(e @ RpcError::Failed { .. }) => {
+            assert_eq!(e.status(), Some(Status::UNAVAILABLE));
+            // The session closed under it (locally) or the core exited.
+            assert!(
+                matches!(
+                    e.cause(),
+                    Some(net::Cause::Shutdown | net::Cause::Session(_))
+                ),
+                "{e}"
+            );
+        }
         other => panic!("expected Unavailable, got {other:?}"),
     }
 }

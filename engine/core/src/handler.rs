@@ -242,6 +242,14 @@ pub trait CallEvents: Send + 'static {
     /// The call ended: caller side with the response; callee side when the
     /// caller cancelled or the deadline passed. Called at most once, last.
     fn complete(&mut self, status: Status, payload: &[u8]);
+    /// Caller side: the engine ended the call itself, without an answer
+    /// from the callee — `status` (`Unavailable`, `Timeout`, ...) and why.
+    /// Called at most once, last, instead of [`complete`](Self::complete);
+    /// by default it forwards to `complete` with an empty body.
+    fn failed(&mut self, status: Status, cause: net_proto::Cause) {
+        let _ = cause;
+        self.complete(status, &[]);
+    }
 }
 
 /// An application running on a core's own thread (engine-mode benchmarks):

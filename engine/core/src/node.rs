@@ -437,9 +437,9 @@ impl MeshNode {
     }
 
     /// Calls `name` on a trusted provider ([`pick_provider`](Self::pick_provider)).
-    /// If none is, `events` completes at once with `Unavailable` and the
-    /// reason as payload (no node advertises it, or none of the N that do
-    /// is trusted), and nothing is sent.
+    /// If none is, `events` fails at once with `Unavailable` and the cause
+    /// (no node advertises it, or none of the N that do is trusted), and
+    /// nothing is sent.
     pub fn call_service(
         &self,
         name: &str,
@@ -480,7 +480,7 @@ impl MeshNode {
         match self.pick(name, route) {
             Ok(peer) => self.call(peer, ServiceId::of(name), kind, deadline, payload, events),
             Err(e) => {
-                events.complete(net_proto::Status::UNAVAILABLE, e.to_string().as_bytes());
+                events.failed(net_proto::Status::UNAVAILABLE, e.cause());
                 Ok(())
             }
         }

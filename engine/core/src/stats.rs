@@ -30,6 +30,9 @@ pub struct CoreStats {
     pub calls_completed: u64,
     /// Calls refused because the peer is unknown or the core is shutting down.
     pub calls_refused: u64,
+    /// Sessions re-dialled at once because the peer reset the old one
+    /// (it restarted).
+    pub reconnects: u64,
     /// Handlers that panicked (sync or async); each call was answered `Internal`.
     pub handler_panics: u64,
     /// Async handlers that dropped their call without answering (answered `Internal`).

@@ -95,6 +95,9 @@ pub struct EndpointConfig {
     /// Caps on initiations processed per second (global, and per source
     /// under load) before any public-key work.
     pub handshake_limits: crate::HandshakeLimits,
+    /// Stateless resets this endpoint sends per second at most (answers to
+    /// data packets for sessions it does not hold; see `crate::reset`).
+    pub reset_limit: crate::RateLimit,
     /// Test hook: ignore the peer's call and stream credit, to play a
     /// misbehaving peer in hostile-input tests. Never set in production.
     #[doc(hidden)]
@@ -129,6 +132,7 @@ impl EndpointConfig {
             core_bits: 0,
             lane: 0,
             handshake_limits: crate::HandshakeLimits::default(),
+            reset_limit: crate::DEFAULT_RESET_LIMIT,
             testing_ignore_credit: false,
         }
     }

@@ -42,10 +42,11 @@ use crate::event::{ApiError, CloseReason, Event, SessionId};
 use crate::handshake::{self, mac1_key, AcceptedInit, HandshakeError, RESP_LEN};
 use crate::ids::{CallId, CallKind, ReceiverIndex, ServiceId, Side, Status};
 use crate::pool::BufPool;
+use crate::reset::ResetState;
 use crate::services::Services;
 use crate::session::{Ctx, Session};
 use crate::stats::EndpointStats;
-use crate::wire::{DataHeader, PacketType};
+use crate::wire::{DataHeader, PacketType, ResetPacket, RESET_LEN};
 use crate::FastMap;
 
 /// A datagram to send, written into the buffer given to [`Endpoint::poll_transmit`].
@@ -96,8 +97,19 @@ pub struct Endpoint {
     /// session is gone before the next transmit pass), bounded by
     /// [`MAX_FAREWELLS`].
     farewells: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// Reset key, rate limit and burned indices ([`crate::reset`]).
+    reset: ResetState,
+    /// Resets waiting for `poll_transmit`, bounded by [`MAX_RESETS`].
+    reset_out: VecDeque<(SocketAddr, [u8; RESET_LEN])>,
+    /// Our session by the peer's receiver index, for resets (which name the
+    /// index the peer lost). One entry per index: should two peers choose
+    /// the same index, the later session cannot be reset and ends by its
+    /// failure detector or idle timeout instead.
+    by_peer_index: FastMap<ReceiverIndex, ReceiverIndex>,
 }
 
+/// Most resets queued between two transmit passes.
+const MAX_RESETS: usize = 256;
 /// Most cookie replies queued between two transmit passes.
 const MAX_COOKIE_REPLIES: usize = 256;
 /// Most eviction CLOSEs queued between two transmit passes; beyond it an
@@ -130,6 +142,7 @@ impl Endpoint {
         let cfg_limits = cfg.handshake_limits;
         let rng = ChaCha8Rng::seed_from_u64(cfg.rng_seed);
         let cookies = CookieJar::new(&cfg.identity);
+        let reset = ResetState::new(&cfg.identity, cfg.reset_limit, now);
         Endpoint {
             cfg,
             own_mac1,
@@ -150,6 +163,9 @@ impl Endpoint {
             cookie_out: VecDeque::new(),
             table: SessionTable::default(),
             farewells: VecDeque::new(),
+            reset,
+            reset_out: VecDeque::new(),
+            by_peer_index: FastMap::default(),
         }
     }
 
@@ -212,6 +228,12 @@ impl Endpoint {
             .is_some_and(Session::is_established)
     }
 
+    /// The receiver index the peer chose for `session` (what every packet
+    /// we send it carries), once the handshake gave it.
+    pub fn session_peer_index(&self, session: SessionId) -> Option<ReceiverIndex> {
+        self.sessions.get(&session.0)?.peer_index()
+    }
+
     /// Smoothed RTT of an established session.
     pub fn session_rtt(&self, session: SessionId) -> Option<Duration> {
         self.sessions.get(&session.0)?.rtt()
@@ -234,7 +256,7 @@ impl Endpoint {
         loop {
             let v = (self.rng.gen::<u32>() & !mask) | (self.cfg.core_id & mask);
             let idx = ReceiverIndex::new(v);
-            if v != 0 && !self.sessions.contains_key(&idx) {
+            if v != 0 && !self.sessions.contains_key(&idx) && !self.reset.is_burned(idx) {
                 return idx;
             }
         }
@@ -256,8 +278,9 @@ impl Endpoint {
         }
         let idx = self.alloc_index();
         let id = SessionId(idx);
-        self.sessions
-            .insert(idx, Session::initiator(id, peer, addr, now, &self.cfg));
+        let token = self.reset.token(idx, &addr);
+        let s = Session::initiator(id, (peer, addr), token, now, &self.cfg);
+        self.sessions.insert(idx, s);
         self.touch(idx);
         Ok(id)
     }
@@ -271,6 +294,7 @@ impl Endpoint {
             Ok(PacketType::HandshakeInit) => self.handle_init(now, src, datagram),
             Ok(PacketType::HandshakeResponse) => self.handle_response(now, datagram),
             Ok(PacketType::CookieReply) => self.handle_cookie_reply(now, datagram),
+            Ok(PacketType::Reset) => self.handle_reset(now, datagram),
             Err(_) => self.stats.drop_malformed += 1,
         }
     }
@@ -282,6 +306,7 @@ impl Endpoint {
         };
         let Some(s) = self.sessions.get_mut(&hdr.receiver) else {
             self.stats.drop_unknown_index += 1;
+            self.queue_reset(now, src, hdr);
             return;
         };
         let was_half_open = s.is_half_open();
@@ -356,8 +381,9 @@ impl Endpoint {
             room = table.admit(cfg, total, &new)?;
             Ok(())
         };
+        let token = self.reset.token(idx, &src);
         let local = self.local();
-        match handshake::respond(&local, datagram, idx, admit, &mut resp) {
+        match handshake::respond(&local, datagram, (idx, &token), admit, &mut resp) {
             Ok((acc, _)) => self.accept_init(now, src, idx, acc, resp, room),
             Err(e) => self.stats.handshake_error(&e),
         }
@@ -412,18 +438,9 @@ impl Endpoint {
             }
             self.touch(old.session);
         }
-        let s = Session::responder(
-            SessionId(idx),
-            acc.peer,
-            src,
-            acc.lane,
-            acc.keys,
-            acc.peer_index,
-            acc.params,
-            resp,
-            now,
-            &self.cfg,
-        );
+        self.by_peer_index.insert(acc.session.peer_index, idx);
+        let peer = (acc.peer, src, acc.lane);
+        let s = Session::responder(SessionId(idx), peer, acc.session, resp, now, &self.cfg);
         self.sessions.insert(idx, s);
         self.table.added(&self.cfg, key.0);
         self.touch(idx);
@@ -508,6 +525,53 @@ impl Endpoint {
             return;
         };
         s.handle_handshake_response(&mut ctx!(self, now), datagram, &self.own_mac1);
+        if let Some(peer_index) = s.peer_index() {
+            self.by_peer_index.insert(peer_index, idx);
+        }
+        self.touch(idx);
+    }
+
+    /// A data packet for a session we do not hold: answer with a stateless
+    /// reset (within the rate limit), so a peer whose session we lost —
+    /// we restarted — handshakes again at once. Never for a reset (those
+    /// are not data packets), so two nodes cannot loop.
+    fn queue_reset(&mut self, now: Instant, src: SocketAddr, hdr: DataHeader) {
+        if self.reset_out.len() >= MAX_RESETS || !self.reset.allow(now) {
+            self.stats.resets_rate_limited += 1;
+            return;
+        }
+        let packet = ResetPacket {
+            steer: hdr.reply_hint,
+            index: hdr.receiver,
+            token: self.reset.token(hdr.receiver, &src),
+        };
+        let mut out = [0u8; RESET_LEN];
+        packet.encode(&mut out);
+        self.reset.burn(hdr.receiver);
+        self.reset_out.push_back((src, out));
+    }
+
+    /// A reset from a peer: if it names a session's peer index and carries
+    /// that peer's token, the peer lost the session; close it (`PeerReset`).
+    fn handle_reset(&mut self, now: Instant, datagram: &[u8]) {
+        let Ok(reset) = ResetPacket::decode(datagram) else {
+            self.stats.resets_invalid += 1;
+            return;
+        };
+        let Some(&idx) = self.by_peer_index.get(&reset.index) else {
+            self.stats.resets_invalid += 1;
+            return;
+        };
+        let Some(s) = self
+            .sessions
+            .get_mut(&idx)
+            .filter(|s| s.is_reset_token(&reset.token))
+        else {
+            self.stats.resets_invalid += 1;
+            return;
+        };
+        self.stats.resets_rx += 1;
+        s.close(&mut ctx!(self, now), CloseReason::PeerReset);
         self.touch(idx);
     }
 
@@ -519,6 +583,11 @@ impl Endpoint {
         };
         if s.is_closed() {
             let (key, side) = (s.lane_key(), s.side());
+            if let Some(p) = s.peer_index() {
+                if self.by_peer_index.get(&p) == Some(&idx) {
+                    self.by_peer_index.remove(&p);
+                }
+            }
             self.sessions.remove(&idx);
             if side == Side::Responder {
                 self.table.removed(&self.cfg, key.0);
@@ -551,6 +620,18 @@ impl Endpoint {
             return Some(Transmit {
                 dst,
                 len: COOKIE_REPLY_LEN,
+            });
+        }
+        if let (Some(out), Some((dst, reset))) =
+            (buf.get_mut(..RESET_LEN), self.reset_out.pop_front())
+        {
+            out.copy_from_slice(&reset);
+            self.stats.resets_tx += 1;
+            self.stats.datagrams_tx += 1;
+            self.stats.bytes_tx += RESET_LEN as u64;
+            return Some(Transmit {
+                dst,
+                len: RESET_LEN,
             });
         }
         if let Some((dst, close)) = self.farewells.pop_front() {

@@ -46,10 +46,58 @@ pub enum CloseReason {
     /// A newer session to the same peer and lane replaced this one.
     #[error("superseded by a newer session")]
     Superseded,
+    /// The peer lost its state (crash or restart) and said so with a valid
+    /// stateless reset: it no longer knows this session.
+    #[error("peer reset (it restarted and lost the session)")]
+    PeerReset,
     /// The session table was full and this unreserved peer's session gave
     /// way to a new one (see the admission policy of the endpoint).
     #[error("evicted from a full session table")]
     Evicted,
+}
+
+/// Why a call ended without an answer from its callee: the engine's own
+/// verdict, given with the status (`Unavailable`, `Timeout`, ...) so the
+/// caller learns the cause, not only that it failed.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Cause {
+    /// The call's deadline passed before the answer arrived.
+    #[error("deadline exceeded")]
+    Deadline,
+    /// The session carrying the call ended (the reason says how: peer
+    /// reset, handshake failure, idle timeout, eviction, ...).
+    #[error("{0}")]
+    Session(CloseReason),
+    /// The failure detector holds the peer down: calls fail at once until
+    /// it is heard from again.
+    #[error("peer down (no sign of life within the failure detector's bound)")]
+    PeerDown,
+    /// This node is shutting down, or the core that held the call stopped.
+    #[error("this node is shutting down")]
+    Shutdown,
+    /// The peer is not configured on this node: there is no address to
+    /// reach it at.
+    #[error("peer not configured on this node (no address)")]
+    UnknownPeer,
+    /// The session table is full and no session could be evicted for a
+    /// new one to this peer.
+    #[error("session table full")]
+    TooManySessions,
+    /// Routing by service name found no node advertising the service.
+    #[error("no node advertises the service")]
+    NoProvider,
+    /// Routing by service name found only providers this node does not
+    /// trust for the service (no allow-list entry, no `nrpc-serve:` token).
+    #[error(
+        "no trusted provider among {advertising} node(s) advertising the service (trust one \
+         with an allow-list or a token chain scoped `nrpc-serve:<service>`; \
+         call_service_untrusted opts out)"
+    )]
+    NoTrustedProvider {
+        /// Nodes advertising the service, none of them trusted.
+        advertising: usize,
+    },
 }
 
 /// An authenticated peer broke a rule; the session is closed with this.
@@ -118,6 +166,9 @@ pub enum Event {
         status: Status,
         /// Response body (empty unless the handler returned one).
         payload: Vec<u8>,
+        /// `None` if the callee answered; otherwise why the endpoint ended
+        /// the call itself (deadline, session closed).
+        cause: Option<Cause>,
     },
     /// The next stream message of a call, in order.
     Message {

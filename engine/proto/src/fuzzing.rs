@@ -14,12 +14,14 @@ use std::time::Instant;
 use crate::ranges::RangeSet;
 use crate::replay::{ReplayError, ReplayWindow, WINDOW};
 use crate::wire::{
-    self, encode_ack, steering_index, AckFrame, DataHeader, Frame, PacketType, WireError, Writer,
-    DATA_HEADER_LEN, MAX_ACK_RANGES,
+    self, encode_ack, steering_index, AckFrame, DataHeader, Frame, PacketType, ResetPacket,
+    WireError, Writer, DATA_HEADER_LEN, MAX_ACK_RANGES, RESET_LEN,
 };
 
-/// Fuzz target `header`: packet classification and the data header.
+/// Fuzz target `header`: packet classification, the data header and the
+/// stateless reset packet.
 pub fn header(data: &[u8]) {
+    reset_packet(data);
     let parsed = PacketType::parse(data);
     match DataHeader::decode(data) {
         Ok(h) => {
@@ -31,6 +33,27 @@ pub fn header(data: &[u8]) {
         Err(e) => match parsed {
             Err(pe) => assert_eq!(e, pe),
             Ok(PacketType::Data) => {
+                assert!(matches!(e, WireError::Truncated | WireError::ReservedFlags))
+            }
+            Ok(other) => assert_eq!(e, WireError::UnexpectedPacketType(other as u8)),
+        },
+    }
+}
+
+/// The reset decoder: only canonical resets are accepted (they re-encode
+/// exactly and steer by their steering byte); anything else is refused
+/// with the classification error or a reset-specific one.
+fn reset_packet(data: &[u8]) {
+    match ResetPacket::decode(data) {
+        Ok(r) => {
+            let mut out = [0u8; RESET_LEN];
+            r.encode(&mut out);
+            assert_eq!(&out[..], data);
+            assert_eq!(steering_index(data), Some(u32::from(r.steer)));
+        }
+        Err(e) => match PacketType::parse(data) {
+            Err(pe) => assert_eq!(e, pe),
+            Ok(PacketType::Reset) => {
                 assert!(matches!(e, WireError::Truncated | WireError::ReservedFlags))
             }
             Ok(other) => assert_eq!(e, WireError::UnexpectedPacketType(other as u8)),
@@ -265,7 +288,8 @@ fn fuzz_addr() -> std::net::SocketAddr {
 
 /// A responder fed one arbitrary datagram (initiations, data for unknown
 /// sessions, garbage): it never panics, accounts for the datagram, and
-/// answers with at most one handshake response.
+/// answers with at most one handshake response or one reset, never larger
+/// than the datagram that provoked it unless it is a handshake response.
 pub fn handshake_responder(data: &[u8]) {
     let (mut ep, now) = fuzz_endpoint(2);
     let mut buf = data.to_vec();
@@ -274,7 +298,11 @@ pub fn handshake_responder(data: &[u8]) {
     let mut out = vec![0u8; 2048];
     let mut sent = 0;
     while let Some(t) = ep.poll_transmit(now, &mut out) {
-        assert_eq!(t.len, crate::RESP_LEN);
+        if t.len == RESET_LEN {
+            assert!(t.len < data.len(), "a reset must never amplify");
+        } else {
+            assert_eq!(t.len, crate::RESP_LEN);
+        }
         sent += 1;
     }
     assert!(sent <= 1);

@@ -22,7 +22,7 @@ use zeroize::Zeroizing;
 use crate::config::TransportParams;
 use crate::cookie::{mac2_of, Cookie};
 use crate::ids::ReceiverIndex;
-use crate::wire::{PacketType, Reader, WireError, Writer, PROTOCOL_VERSION};
+use crate::wire::{PacketType, Reader, WireError, Writer, PROTOCOL_VERSION, RESET_TOKEN_LEN};
 
 const NOISE_PATTERN: &str = "Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s";
 const PROLOGUE_LABEL: &[u8] = b"net/v1 IKpsk2\0";
@@ -31,15 +31,17 @@ pub(crate) const MAC_LEN: usize = 16;
 const TAG: usize = 16;
 const DH: usize = 32;
 
-/// Timestamp (u64), lane (u16), transport parameters.
-const INIT_PAYLOAD_LEN: usize = 8 + 2 + TransportParams::LEN;
+/// Timestamp (u64), lane (u16), transport parameters, the initiator's
+/// reset token for its index ([`crate::reset`]).
+const INIT_PAYLOAD_LEN: usize = 8 + 2 + TransportParams::LEN + RESET_TOKEN_LEN;
 /// Noise message 1: e, s (encrypted), payload (encrypted).
 const INIT_NOISE_LEN: usize = DH + (DH + TAG) + (INIT_PAYLOAD_LEN + TAG);
 const INIT_HEADER_LEN: usize = 8 + 32;
 /// Size of a handshake initiation on the wire.
 pub const INIT_LEN: usize = INIT_HEADER_LEN + INIT_NOISE_LEN + 2 * MAC_LEN;
 
-const RESP_PAYLOAD_LEN: usize = TransportParams::LEN;
+/// Transport parameters, the responder's reset token for its index.
+const RESP_PAYLOAD_LEN: usize = TransportParams::LEN + RESET_TOKEN_LEN;
 const RESP_NOISE_LEN: usize = DH + (RESP_PAYLOAD_LEN + TAG);
 const RESP_HEADER_LEN: usize = 12;
 /// Size of a handshake response on the wire.
@@ -96,21 +98,31 @@ pub(crate) struct SessionKeys {
     pub r2i: Zeroizing<[u8; 32]>,
 }
 
+/// What either side learns about the session from the other's handshake
+/// message: enough to key the transport.
+pub(crate) struct Negotiated {
+    /// The peer's receiver index: the header of every packet we send.
+    pub peer_index: ReceiverIndex,
+    /// The peer's transport parameters.
+    pub params: TransportParams,
+    /// Transport keys for both directions.
+    pub keys: SessionKeys,
+    /// The token that authenticates the peer's resets of this session.
+    pub reset_token: [u8; RESET_TOKEN_LEN],
+}
+
 /// What a valid initiation tells the responder.
 pub(crate) struct AcceptedInit {
     pub peer: PublicIdentity,
-    pub peer_index: ReceiverIndex,
     pub timestamp: u64,
     pub lane: u16,
-    pub params: TransportParams,
-    pub keys: SessionKeys,
+    pub session: Negotiated,
 }
 
-/// What a valid response tells the initiator.
-pub(crate) struct AcceptedResponse {
-    pub peer_index: ReceiverIndex,
-    pub params: TransportParams,
-    pub keys: SessionKeys,
+fn get_token(r: &mut Reader<'_>) -> Result<[u8; RESET_TOKEN_LEN], WireError> {
+    let mut t = [0u8; RESET_TOKEN_LEN];
+    t.copy_from_slice(r.get_bytes(RESET_TOKEN_LEN)?);
+    Ok(t)
 }
 
 fn noise_params() -> NoiseParams {
@@ -188,11 +200,13 @@ pub(crate) struct Initiation {
 
 impl Initiation {
     /// Builds a fresh initiation (new ephemeral key) into `out`, which must
-    /// hold [`INIT_LEN`] bytes; `cookie` is the peer's latest cookie, if any.
+    /// hold [`INIT_LEN`] bytes; `cookie` is the peer's latest cookie, if
+    /// any; `reset_token` is our token for `sender` (given to the peer).
     pub fn start(
         me: &Local<'_>,
         peer: &PublicIdentity,
         (sender, timestamp, lane): (ReceiverIndex, u64, u16),
+        reset_token: &[u8; RESET_TOKEN_LEN],
         cookie: Option<&Cookie>,
         out: &mut [u8],
     ) -> Result<(Initiation, usize), HandshakeError> {
@@ -213,6 +227,7 @@ impl Initiation {
         w.put_u64(timestamp)?;
         w.put_u16(lane)?;
         params.encode(&mut w)?;
+        w.put_bytes(reset_token)?;
         let mut w = Writer::new(&mut out[..INIT_HEADER_LEN]);
         w.put_u8(PacketType::HandshakeInit as u8)?;
         w.put_u8(PROTOCOL_VERSION)?;
@@ -238,7 +253,7 @@ impl Initiation {
         mut self,
         msg: &[u8],
         own_mac1_key: &[u8; 32],
-    ) -> Result<AcceptedResponse, HandshakeError> {
+    ) -> Result<Negotiated, HandshakeError> {
         if msg.len() != RESP_LEN {
             return Err(WireError::Truncated.into());
         }
@@ -251,11 +266,14 @@ impl Initiation {
             .hs
             .read_message(noise, &mut payload)
             .map_err(|_| HandshakeError::Decrypt)?;
-        let params = TransportParams::decode(&mut Reader::new(&payload[..n]))?;
-        Ok(AcceptedResponse {
+        let mut r = Reader::new(&payload[..n]);
+        let params = TransportParams::decode(&mut r)?;
+        let reset_token = get_token(&mut r)?;
+        Ok(Negotiated {
             peer_index,
             params,
             keys: split(&mut self.hs),
+            reset_token,
         })
     }
 }
@@ -286,11 +304,12 @@ pub(crate) fn claimed_initiator(msg: &[u8]) -> Option<PublicIdentity> {
 /// Responder side: validates an initiation and writes the response into `out`
 /// (which must hold [`RESP_LEN`] bytes). `admit` sees (peer, lane,
 /// timestamp) after the Noise message authenticated them and may refuse
-/// (replay, session limits) before anything is written.
+/// (replay, session limits) before anything is written. `our_token` is our
+/// reset token for `our_index`, given to the initiator.
 pub(crate) fn respond(
     me: &Local<'_>,
     msg: &[u8],
-    our_index: ReceiverIndex,
+    (our_index, our_token): (ReceiverIndex, &[u8; RESET_TOKEN_LEN]),
     admit: impl FnOnce(&NodeId, u16, u64) -> Result<(), HandshakeError>,
     out: &mut [u8],
 ) -> Result<(AcceptedInit, usize), HandshakeError> {
@@ -323,6 +342,7 @@ pub(crate) fn respond(
     let timestamp = r.get_u64()?;
     let lane = r.get_u16()?;
     let peer_params = TransportParams::decode(&mut r)?;
+    let reset_token = get_token(&mut r)?;
     admit(&peer.node_id(), lane, timestamp)?;
 
     let out = out.get_mut(..RESP_LEN).ok_or(WireError::BufferTooSmall)?;
@@ -333,7 +353,9 @@ pub(crate) fn respond(
     w.put_u32(peer_index.get())?;
     w.put_u32(our_index.get())?;
     let mut resp_payload = [0u8; RESP_PAYLOAD_LEN];
-    params.encode(&mut Writer::new(&mut resp_payload))?;
+    let mut w = Writer::new(&mut resp_payload);
+    params.encode(&mut w)?;
+    w.put_bytes(our_token)?;
     hs.write_message(
         &resp_payload,
         &mut out[RESP_HEADER_LEN..RESP_HEADER_LEN + RESP_NOISE_LEN],
@@ -344,11 +366,14 @@ pub(crate) fn respond(
     Ok((
         AcceptedInit {
             peer,
-            peer_index,
             timestamp,
             lane,
-            params: peer_params,
-            keys,
+            session: Negotiated {
+                peer_index,
+                params: peer_params,
+                keys,
+                reset_token,
+            },
         },
         RESP_LEN,
     ))

@@ -129,6 +129,36 @@ impl Default for HandshakeLimits {
     }
 }
 
+/// A rate and a burst: at most `burst` at once, refilled at `per_second`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateLimit {
+    /// Sustained rate.
+    pub per_second: f64,
+    /// Most allowed at once.
+    pub burst: f64,
+}
+
+/// One token bucket under a [`RateLimit`].
+pub(crate) struct Limiter {
+    limit: RateLimit,
+    bucket: Bucket,
+}
+
+impl Limiter {
+    pub fn new(limit: RateLimit, now: Instant) -> Self {
+        Limiter {
+            limit,
+            bucket: Bucket::full(limit.burst, now),
+        }
+    }
+
+    /// Takes one token if there is one at `now`.
+    pub fn allow(&mut self, now: Instant) -> bool {
+        self.bucket
+            .take_at(self.limit.per_second, self.limit.burst, now)
+    }
+}
+
 /// Decides whether an initiation may proceed to public-key work, and
 /// whether it may be answered with a cookie.
 pub(crate) struct InitLimiter {

@@ -64,6 +64,16 @@ pub struct EndpointStats {
     pub cookie_replies_dropped: u64,
     /// Valid cookie replies received (this node's initiations were challenged).
     pub cookie_replies_rx: u64,
+    /// Stateless resets sent (answers to data for sessions we do not hold).
+    pub resets_tx: u64,
+    /// Resets not sent: over the reset rate limit, or the per-pass queue
+    /// was full.
+    pub resets_rate_limited: u64,
+    /// Valid resets received: a peer lost its state and the session closed.
+    pub resets_rx: u64,
+    /// Resets refused: malformed, for no session of ours, or a wrong token
+    /// (forged, replayed or stale).
+    pub resets_invalid: u64,
     /// See [`HandshakeError::Malformed`].
     pub handshake_malformed: u64,
     /// See [`HandshakeError::UnknownIndex`].

@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use net_proto::fuzzing;
 use net_proto::ids::{CallId, CallKind, ReceiverIndex, ServiceId, Side, Status};
 use net_proto::ranges::RangeSet;
-use net_proto::wire::{encode_ack, Credit, DataHeader, Frame, Writer, TAG_LEN};
+use net_proto::wire::{
+    encode_ack, Credit, DataHeader, Frame, ResetPacket, Writer, RESET_LEN, TAG_LEN,
+};
 
 /// Fuzz target name (the directory under `fuzz/corpus/`) → body. Add a row
 /// per new target.
@@ -92,6 +94,20 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         out.push(("header", format!("handshake_{name}"), p));
     }
     out.push(("header", "bad_flags".into(), bad_flags()));
+    let mut reset = [0u8; RESET_LEN];
+    ResetPacket {
+        steer: 1,
+        index: ReceiverIndex::new(0x0102_0304),
+        token: [0x5a; 16],
+    }
+    .encode(&mut reset);
+    out.push(("header", "reset".into(), reset.to_vec()));
+    let mut reset_bad = reset;
+    reset_bad[5] = 1;
+    out.push(("header", "reset_bad_steer".into(), reset_bad.to_vec()));
+    let mut stale = header(false, 0x0bad_0001, 9).to_vec();
+    stale.extend_from_slice(&[0u8; TAG_LEN + 8]);
+    out.push(("handshake_responder", "data_unknown_index".into(), stale));
     for (name, bytes) in frame_seeds() {
         out.push(("frames", name, bytes));
     }
@@ -104,6 +120,7 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
 fn header(key_phase: bool, receiver: u32, counter: u64) -> [u8; 16] {
     DataHeader {
         key_phase,
+        reply_hint: 0,
         receiver: ReceiverIndex::new(receiver),
         counter,
     }
@@ -112,7 +129,7 @@ fn header(key_phase: bool, receiver: u32, counter: u64) -> [u8; 16] {
 
 fn bad_flags() -> Vec<u8> {
     let mut p = header(false, 7, 7).to_vec();
-    p[2] = 0x80;
+    p[3] = 0x80;
     p.resize(40, 0);
     p
 }

@@ -114,7 +114,7 @@ fn registries_are_pinned_and_consistent() {
     // The wire values and names of docs/PROTOCOL.md §1.3, §2 and §3.
     assert_eq!(
         PacketType::ALL.iter().map(|&t| t as u8).collect::<Vec<_>>(),
-        vec![1, 2, 3, 4]
+        vec![1, 2, 3, 4, 5]
     );
     assert_eq!(
         FrameType::ALL.iter().map(|&t| t as u8).collect::<Vec<_>>(),

@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use net_crypto::NodeId;
-use net_proto::{ApiError, CallId, CallKind, FastMap, SessionId, Status};
+use net_proto::{ApiError, CallId, CallKind, Cause, FastMap, SessionId, Status};
 
 use crate::config::PeerConfig;
 use crate::core_loop::{Core, Waiter};
@@ -85,7 +85,7 @@ impl OwnCalls {
     }
 
     /// `session` to `peer` closed: forget it, and hand back the calls that
-    /// were waiting for it (to be refused).
+    /// were waiting for it (to be refused, or re-sent on a new session).
     pub fn session_closed(&mut self, peer: &NodeId, session: SessionId) -> VecDeque<Pending> {
         if self.sessions.get(peer) == Some(&session) {
             self.sessions.remove(peer);
@@ -116,35 +116,45 @@ impl OwnCalls {
     }
 }
 
-fn status_of(e: ApiError) -> Status {
+/// The status a call refused by the endpoint completes with, and (for
+/// failures of the engine's own making) why.
+fn status_of(e: ApiError) -> (Status, Option<Cause>) {
     match e {
-        ApiError::PayloadTooLarge { .. } => Status::PAYLOAD_TOO_LARGE,
-        ApiError::CallsBlocked => Status::BACKPRESSURE,
-        _ => Status::UNAVAILABLE,
+        ApiError::PayloadTooLarge { .. } => (Status::PAYLOAD_TOO_LARGE, None),
+        ApiError::CallsBlocked => (Status::BACKPRESSURE, None),
+        ApiError::TooManySessions => (Status::UNAVAILABLE, Some(Cause::TooManySessions)),
+        _ => (
+            Status::UNAVAILABLE,
+            Some(Cause::Session(net_proto::CloseReason::Local)),
+        ),
     }
 }
 
 impl Core {
     /// This core's session to `peer`, connecting if it is a configured peer.
-    fn session_for(&mut self, now: Instant, peer: NodeId) -> Option<SessionId> {
+    pub(crate) fn session_for(&mut self, now: Instant, peer: NodeId) -> Result<SessionId, Cause> {
         if let Some(&s) = self.own.sessions.get(&peer) {
             if self.ep.session_peer(s).is_some() {
-                return Some(s);
+                return Ok(s);
             }
             self.own.sessions.remove(&peer);
         }
-        let cfg = *self.own.peers.get(&peer)?;
-        let s = self.ep.connect(now, cfg.identity, cfg.addr).ok()?;
+        let cfg = *self.own.peers.get(&peer).ok_or(Cause::UnknownPeer)?;
+        let s = self
+            .ep
+            .connect(now, cfg.identity, cfg.addr)
+            .map_err(|_| Cause::TooManySessions)?;
         self.own.sessions.insert(peer, s);
-        Some(s)
+        Ok(s)
     }
 
     pub(crate) fn open_call(&mut self, now: Instant, p: Pending) {
         if self.draining.is_some() {
-            return self.refuse(now, p, Status::UNAVAILABLE);
+            return self.refuse(now, p, Status::UNAVAILABLE, Some(Cause::Shutdown));
         }
-        let Some(session) = self.session_for(now, p.peer) else {
-            return self.refuse(now, p, Status::UNAVAILABLE);
+        let session = match self.session_for(now, p.peer) {
+            Ok(s) => s,
+            Err(cause) => return self.refuse(now, p, Status::UNAVAILABLE, Some(cause)),
         };
         let queue = self.own.backlog.entry(session).or_default();
         if !queue.is_empty() {
@@ -195,14 +205,25 @@ impl Core {
                 self.own.backlog.entry(session).or_default().push_front(p);
                 return false;
             }
-            Err(e) => self.refuse(now, p, status_of(e)),
+            Err(e) => {
+                let (status, cause) = status_of(e);
+                self.refuse(now, p, status, cause);
+            }
         }
         true
     }
 
-    pub(crate) fn refuse(&mut self, now: Instant, p: Pending, status: Status) {
+    /// Completes a call that never reached the endpoint with `status`, and
+    /// `cause` if the failure is the engine's own.
+    pub(crate) fn refuse(
+        &mut self,
+        now: Instant,
+        p: Pending,
+        status: Status,
+        cause: Option<Cause>,
+    ) {
         self.stats.calls_refused += 1;
-        self.complete(now, p.waiter, status, &[]);
+        self.complete(now, p.waiter, (status, cause), &[]);
         self.ep.recycle(p.payload);
     }
 
@@ -220,17 +241,20 @@ impl Core {
         }
     }
 
+    /// Completes a waiter with the callee's answer (`cause` `None`), or
+    /// with the engine's own failure and its cause.
     pub(crate) fn complete(
         &mut self,
         now: Instant,
         waiter: Waiter,
-        status: Status,
+        (status, cause): (Status, Option<Cause>),
         payload: &[u8],
     ) {
         self.stats.calls_completed += 1;
-        match waiter {
-            Waiter::Events(mut e) => e.complete(status, payload),
-            Waiter::App { token, gen } => self.app.response(now, gen, token, status, payload),
+        match (waiter, cause) {
+            (Waiter::Events(mut e), Some(cause)) => e.failed(status, cause),
+            (Waiter::Events(mut e), None) => e.complete(status, payload),
+            (Waiter::App { token, gen }, _) => self.app.response(now, gen, token, status, payload),
         }
     }
 

@@ -5,7 +5,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
 use net_crypto::NodeId;
-use net_proto::{CallId, CloseReason, Event, SessionId, Status};
+use net_proto::{CallId, Cause, CloseReason, Event, SessionId, Status};
 
 use crate::core_loop::{Core, Waiter};
 use crate::handler::{Handler, RequestInfo};
@@ -52,7 +52,8 @@ impl Core {
                 call,
                 status,
                 payload,
-            } => self.on_response(now, (session, call), status, payload),
+                cause,
+            } => self.on_response(now, (session, call), (status, cause), payload),
             Event::Message {
                 session,
                 call,
@@ -100,10 +101,16 @@ impl Core {
 
     /// A caller's call ended: its waiter completes, exactly once (the
     /// waiter leaves `waiting` here, and nowhere else for a live call).
-    fn on_response(&mut self, now: Instant, key: Key, status: Status, payload: Vec<u8>) {
+    fn on_response(
+        &mut self,
+        now: Instant,
+        key: Key,
+        (status, cause): (Status, Option<Cause>),
+        payload: Vec<u8>,
+    ) {
         let status = self.end_own(key, status);
         if let Some(w) = self.own.take_waiter(key) {
-            self.complete(now, w, status, &payload);
+            self.complete(now, w, (status, cause), &payload);
         }
         self.ep.recycle(payload);
     }
@@ -132,9 +139,15 @@ impl Core {
     }
 
     /// A session ended: every call on it ends now (backlogged calls are
-    /// refused `Unavailable`, open ones end with the session).
+    /// refused `Unavailable`, open ones end with the session). After a
+    /// peer reset the peer is reachable again at once: this core
+    /// handshakes anew right away, and the backlogged calls — never sent,
+    /// so never executed — go out on the new session.
     fn on_closed(&mut self, now: Instant, session: SessionId, peer: NodeId, reason: CloseReason) {
         match reason {
+            CloseReason::PeerReset => {
+                tracing::info!(core = self.index, peer = %peer.short(), "peer reset (it restarted): calls in flight fail, handshaking again");
+            }
             CloseReason::Protocol(_) => {
                 tracing::warn!(core = self.index, peer = %peer.short(), %reason, "session closed: peer broke the protocol");
             }
@@ -144,10 +157,24 @@ impl Core {
             _ => {}
         }
         self.trust.session_closed(session);
-        for p in self.own.session_closed(&peer, session) {
-            self.refuse(now, p, Status::UNAVAILABLE);
-        }
+        let ours = self.own.session_of(&peer) == Some(session);
+        let backlog = self.own.session_closed(&peer, session);
         self.close_calls_of(session);
+        if reason == CloseReason::PeerReset && self.draining.is_none() {
+            // Only sessions this core dialled are re-dialled: a session the
+            // peer opened is the peer's to reopen.
+            if ours && self.session_for(now, peer).is_ok() {
+                self.stats.reconnects += 1;
+            }
+            for p in backlog {
+                self.open_call(now, p);
+            }
+            return;
+        }
+        let cause = Some(Cause::Session(reason));
+        for p in backlog {
+            self.refuse(now, p, Status::UNAVAILABLE, cause);
+        }
     }
 
     fn on_request(

@@ -330,7 +330,7 @@ impl Core {
         self.inbox.close();
         for w in self.own.drain_waiters() {
             if let Waiter::Events(mut e) = w {
-                e.complete(status, &[]);
+                e.failed(status, net_proto::Cause::Shutdown);
             }
         }
         self.handoffs.end_all(status);

@@ -221,6 +221,18 @@ pub(crate) enum NoProvider {
     },
 }
 
+impl NoProvider {
+    /// The typed cause a call routed by name fails with.
+    pub fn cause(&self) -> net_proto::Cause {
+        match self {
+            NoProvider::NotAdvertised { .. } => net_proto::Cause::NoProvider,
+            NoProvider::Untrusted { advertising, .. } => net_proto::Cause::NoTrustedProvider {
+                advertising: *advertising,
+            },
+        }
+    }
+}
+
 impl SharedTrust {
     /// The discovery trust rule for `service` at `now_ms`: its advertisers,
     /// and those listed in `allow` (the caller's allow-list for it) or

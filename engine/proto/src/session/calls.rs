@@ -13,7 +13,7 @@ use std::cmp::Reverse;
 use std::time::Instant;
 
 use super::{Ctx, Sent, Session};
-use crate::event::{ApiError, Event, ProtocolViolation};
+use crate::event::{ApiError, Cause, CloseReason, Event, ProtocolViolation};
 use crate::ids::{CallId, CallKind, ServiceId, Side, Status};
 use crate::stream::{Accepted, Forgery, RecvStream, SendStream};
 use crate::wire::Frame;
@@ -381,7 +381,7 @@ impl Session {
             match call.role {
                 Role::Caller(_) => {
                     let _ = self.cancel_call(ctx, id, Status::TIMEOUT);
-                    self.emit_response(ctx, id, Status::TIMEOUT, Vec::new());
+                    self.emit_failure(ctx, id, Status::TIMEOUT, Cause::Deadline);
                 }
                 Role::Callee(_) => {
                     ctx.stats.calls_cancelled += 1;
@@ -403,15 +403,34 @@ impl Session {
             call,
             status,
             payload,
+            cause: None,
         });
     }
 
-    /// A call is dropped while the session closes.
-    pub(super) fn abandon_call(&mut self, ctx: &mut Ctx<'_>, id: CallId, mut call: Call) {
+    /// Ends a call of ours without the callee's answer, saying why.
+    fn emit_failure(&mut self, ctx: &mut Ctx<'_>, call: CallId, status: Status, cause: Cause) {
+        ctx.stats.calls_completed += 1;
+        ctx.events.push_back(Event::Response {
+            session: self.id,
+            call,
+            status,
+            payload: Vec::new(),
+            cause: Some(cause),
+        });
+    }
+
+    /// A call is dropped while the session closes for `reason`.
+    pub(super) fn abandon_call(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: CallId,
+        mut call: Call,
+        reason: CloseReason,
+    ) {
         release_streams(ctx, &mut call);
         match &call.role {
             Role::Caller(c) if c.cancel.is_none() => {
-                self.emit_response(ctx, id, Status::UNAVAILABLE, Vec::new())
+                self.emit_failure(ctx, id, Status::UNAVAILABLE, Cause::Session(reason))
             }
             Role::Callee(c) if c.response.is_none() => ctx.services.release(call.service),
             _ => {}

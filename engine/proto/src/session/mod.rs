@@ -22,7 +22,7 @@ use net_crypto::{NodeId, PublicIdentity, Suite};
 use crate::config::{EndpointConfig, TransportParams};
 use crate::cookie::Cookie;
 use crate::event::{CloseReason, Event, SessionId};
-use crate::handshake::{HandshakeError, Initiation, SessionKeys, RESP_LEN};
+use crate::handshake::{HandshakeError, Initiation, Negotiated, RESP_LEN};
 use crate::ids::{CallId, ReceiverIndex, Side};
 use crate::keys::TransportKeys;
 use crate::pool::BufPool;
@@ -32,6 +32,7 @@ use crate::replay::ReplayWindow;
 use crate::services::Services;
 use crate::stats::EndpointStats;
 use crate::stream::SeenWindow;
+use crate::wire::RESET_TOKEN_LEN;
 use crate::FastMap;
 
 pub(crate) use calls::Call;
@@ -79,6 +80,8 @@ struct Initiating {
     init: Option<Initiation>,
     /// Build and send a fresh initiation at the next transmit opportunity.
     send_now: bool,
+    /// Our reset token for this session's index, sent in every initiation.
+    reset_token: [u8; RESET_TOKEN_LEN],
     /// Initiations written so far; the handshake gives up at
     /// `handshake_attempts`.
     attempts: u32,
@@ -177,10 +180,11 @@ impl Acks {
 struct Transport {
     /// Packet protection for both directions, with key-phase updates.
     keys: TransportKeys,
-    /// The peer's receiver index: the header of every packet we send.
-    peer_index: ReceiverIndex,
     /// What the peer announced in the handshake; fixed.
     peer_params: TransportParams,
+    /// The peer's token for its receiver index: a reset carrying it ends the
+    /// session ([`crate::reset`]).
+    peer_reset_token: [u8; RESET_TOKEN_LEN],
     /// Number of our next data packet; strictly increasing, below
     /// `MAX_COUNTER` (the session closes before it wraps).
     next_pn: u64,
@@ -193,14 +197,13 @@ struct Transport {
 }
 
 impl Transport {
-    fn new(
-        cfg: &EndpointConfig,
-        side: Side,
-        keys: SessionKeys,
-        peer_index: ReceiverIndex,
-        peer_params: TransportParams,
-        now: Instant,
-    ) -> Self {
+    fn new(cfg: &EndpointConfig, side: Side, peer: Negotiated, now: Instant) -> Self {
+        let Negotiated {
+            params: peer_params,
+            keys,
+            reset_token,
+            peer_index: _,
+        } = peer;
         let (send, recv) = match side {
             Side::Initiator => (keys.i2r, keys.r2i),
             Side::Responder => (keys.r2i, keys.i2r),
@@ -208,8 +211,8 @@ impl Transport {
         let suite = Suite::agree(cfg.params.aead_suites, peer_params.aead_suites);
         Transport {
             keys: TransportKeys::new((cfg.aead, suite), send, recv, now),
-            peer_index,
             peer_params,
+            peer_reset_token: reset_token,
             next_pn: 0,
             replay: ReplayWindow::new(),
             acks: Acks::new(now),
@@ -251,6 +254,10 @@ struct Peer {
     addr: SocketAddr,
     /// The initiator's lane (one session per peer and lane is confirmed).
     lane: u16,
+    /// The peer's receiver index for this session (the header of every
+    /// packet we send), from its handshake message; kept after the session
+    /// closes so the endpoint can unlist it.
+    index: Option<ReceiverIndex>,
 }
 
 /// Calls this side opens, and the peer's credit for them.
@@ -386,6 +393,7 @@ impl Session {
                 node: identity.node_id(),
                 addr,
                 lane,
+                index: None,
             },
             phase,
             calls: FastMap::default(),
@@ -423,17 +431,19 @@ impl Session {
         }
     }
 
-    /// A session we initiate; the first initiation goes out at the next transmit.
+    /// A session we initiate; the first initiation goes out at the next
+    /// transmit. `reset_token` is our token for `id` as seen from `addr`.
     pub fn initiator(
         id: SessionId,
-        peer: PublicIdentity,
-        addr: SocketAddr,
+        (peer, addr): (PublicIdentity, SocketAddr),
+        reset_token: [u8; RESET_TOKEN_LEN],
         now: Instant,
         cfg: &EndpointConfig,
     ) -> Self {
         let init = Initiating {
             init: None,
             send_now: true,
+            reset_token,
             attempts: 0,
             retry_at: now,
             sent_at: now,
@@ -449,36 +459,27 @@ impl Session {
         s
     }
 
-    /// A session accepted from a valid initiation; `response` is sent once.
-    #[allow(clippy::too_many_arguments)]
+    /// A session accepted from a valid initiation (`peer` is identity,
+    /// address, lane); `response` is sent once.
     pub fn responder(
         id: SessionId,
-        peer: PublicIdentity,
-        addr: SocketAddr,
-        lane: u16,
-        keys: SessionKeys,
-        peer_index: ReceiverIndex,
-        peer_params: TransportParams,
+        peer: (PublicIdentity, SocketAddr, u16),
+        negotiated: Negotiated,
         response: [u8; RESP_LEN],
         now: Instant,
         cfg: &EndpointConfig,
     ) -> Self {
-        let transport = Box::new(Transport::new(
-            cfg,
-            Side::Responder,
-            keys,
-            peer_index,
-            peer_params,
-            now,
-        ));
+        let (max_calls, peer_index) = (negotiated.params.max_calls, negotiated.peer_index);
+        let transport = Box::new(Transport::new(cfg, Side::Responder, negotiated, now));
         let phase = Phase::Responding {
             transport,
             response: Box::new(response),
             response_sent: false,
             expires: now + HALF_OPEN_TIMEOUT,
         };
-        let mut s = Session::base(id, Side::Responder, (peer, addr, lane), phase, now, cfg);
-        s.ours.limit = u64::from(peer_params.max_calls);
+        let mut s = Session::base(id, Side::Responder, peer, phase, now, cfg);
+        s.ours.limit = u64::from(max_calls);
+        s.peer.index = Some(peer_index);
         s
     }
 
@@ -500,7 +501,7 @@ impl Session {
             return;
         };
         match pending.finish(datagram, own_mac1) {
-            Ok(acc) => self.on_handshake_response(ctx, acc.keys, acc.peer_index, acc.params),
+            Ok(negotiated) => self.on_handshake_response(ctx, negotiated),
             Err(e) => {
                 ctx.stats.handshake_error(&e);
                 init.last_error = Some(e);
@@ -509,17 +510,13 @@ impl Session {
     }
 
     /// Initiator: the response arrived and produced keys.
-    fn on_handshake_response(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        keys: SessionKeys,
-        peer_index: ReceiverIndex,
-        params: TransportParams,
-    ) {
+    fn on_handshake_response(&mut self, ctx: &mut Ctx<'_>, negotiated: Negotiated) {
         let Phase::Initiating(init) = &self.phase else {
             return;
         };
-        let mut t = Transport::new(ctx.cfg, Side::Initiator, keys, peer_index, params, ctx.now);
+        let params = negotiated.params;
+        self.peer.index = Some(negotiated.peer_index);
+        let mut t = Transport::new(ctx.cfg, Side::Initiator, negotiated, ctx.now);
         if init.attempts == 1 {
             // A clean exchange gives the first RTT sample (Karn: only if not retransmitted).
             let sample = ctx.now.saturating_duration_since(init.sent_at);
@@ -583,7 +580,7 @@ impl Session {
         ids.sort_unstable();
         for id in ids {
             if let Some(call) = self.calls.remove(&id) {
-                self.abandon_call(ctx, id, call);
+                self.abandon_call(ctx, id, call, reason);
             }
         }
         ctx.stats.sessions_closed += 1;
@@ -724,6 +721,19 @@ impl Session {
     /// Where the session's datagrams go.
     pub fn addr(&self) -> SocketAddr {
         self.peer.addr
+    }
+
+    /// The peer's receiver index, once keys exist (also after the close).
+    pub fn peer_index(&self) -> Option<ReceiverIndex> {
+        self.peer.index
+    }
+
+    /// Whether `token` is the peer's reset token for this session
+    /// (constant time; never true before keys exist).
+    pub fn is_reset_token(&self, token: &[u8; RESET_TOKEN_LEN]) -> bool {
+        self.transport().is_some_and(|t| {
+            subtle::ConstantTimeEq::ct_eq(&t.peer_reset_token[..], &token[..]).into()
+        })
     }
 
     /// Calls (either role) whose state is still held.

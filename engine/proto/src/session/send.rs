@@ -84,6 +84,7 @@ impl Session {
             &me,
             &self.peer.identity,
             (sender, ts, self.peer.lane),
+            &i.reset_token,
             cookie,
             buf,
         ) {
@@ -108,6 +109,7 @@ impl Session {
     fn write_data(&mut self, ctx: &mut Ctx<'_>, buf: &mut [u8]) -> Option<usize> {
         let now = ctx.now;
         let budget = self.datagram_budget(ctx.cfg).min(buf.len());
+        let receiver = self.peer.index?;
         let Phase::Established(t) = &mut self.phase else {
             return None;
         };
@@ -141,7 +143,9 @@ impl Session {
         t.next_pn += 1;
         let hdr = DataHeader {
             key_phase: t.keys.phase(),
-            receiver: t.peer_index,
+            // The low byte: core bits never exceed 8 (groups of ≤ 256).
+            reply_hint: self.id.0.get() as u8,
+            receiver,
             counter: pn,
         };
         let header: &mut [u8; DATA_HEADER_LEN] = header.try_into().ok()?;

@@ -36,6 +36,9 @@ wire_registry! {
         CookieReply = 3 => "CookieReply",
         /// Encrypted transport packet carrying frames.
         Data = 4 => "Data",
+        /// Stateless reset: "I hold no session for this index" from a node
+        /// that lost its state (see [`ResetPacket`]).
+        Reset = 5 => "Reset",
     }
 }
 
@@ -69,15 +72,20 @@ pub fn steering_index(datagram: &[u8]) -> Option<u32> {
 /// Header of a data packet. Sent in clear and authenticated as AEAD
 /// associated data, so a forged or flipped bit fails decryption.
 ///
-/// Layout (16 bytes): `[0] = 4`, `[1] = PROTOCOL_VERSION`, `[2..4]` flags
-/// (u16 BE; bit 0 = key phase, all other bits zero), `[4..8]` receiver index
-/// (u32 BE), `[8..16]` packet counter (u64 BE).
+/// Layout (16 bytes): `[0] = 4`, `[1] = PROTOCOL_VERSION`, `[2]` reply
+/// hint, `[3]` flags (bit 0 = key phase, all other bits zero), `[4..8]`
+/// receiver index (u32 BE), `[8..16]` packet counter (u64 BE).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DataHeader {
     /// Which of the two current key generations sealed the packet; flips on
     /// every rekey so that the receiver can pick the key without trial
     /// decryption.
     pub key_phase: bool,
+    /// The low byte of the *sender's* receiver index: a receiver that lost
+    /// the session echoes it in a [`ResetPacket`]'s steering field, so the
+    /// kernel steers the reset to the sender's owning core (whose index
+    /// bits are at most 8 wide).
+    pub reply_hint: u8,
     /// The receiver's session index (see [`ReceiverIndex`]).
     pub receiver: ReceiverIndex,
     /// Packet number: the AEAD nonce, the replay-window position and the
@@ -86,16 +94,16 @@ pub struct DataHeader {
 }
 
 impl DataHeader {
-    const FLAG_KEY_PHASE: u16 = 0x0001;
+    const FLAG_KEY_PHASE: u8 = 0x01;
 
     /// Writes the header. Infallible: every field value has an encoding.
     pub fn encode(&self, out: &mut [u8; DATA_HEADER_LEN]) {
-        let flags = if self.key_phase {
+        let f1 = if self.key_phase {
             Self::FLAG_KEY_PHASE
         } else {
             0
         };
-        let [f0, f1] = flags.to_be_bytes();
+        let f0 = self.reply_hint;
         let [r0, r1, r2, r3] = self.receiver.get().to_be_bytes();
         let [c0, c1, c2, c3, c4, c5, c6, c7] = self.counter.to_be_bytes();
         *out = [
@@ -143,13 +151,13 @@ impl DataHeader {
         let h = datagram
             .first_chunk::<DATA_HEADER_LEN>()
             .ok_or(WireError::Truncated)?;
-        let [_, _, f0, f1, r0, r1, r2, r3, c0, c1, c2, c3, c4, c5, c6, c7] = *h;
-        let flags = u16::from_be_bytes([f0, f1]);
+        let [_, _, hint, flags, r0, r1, r2, r3, c0, c1, c2, c3, c4, c5, c6, c7] = *h;
         if flags & !Self::FLAG_KEY_PHASE != 0 {
             return Err(WireError::ReservedFlags);
         }
         Ok(DataHeader {
             key_phase: flags & Self::FLAG_KEY_PHASE != 0,
+            reply_hint: hint,
             receiver: ReceiverIndex::new(u32::from_be_bytes([r0, r1, r2, r3])),
             counter: u64::from_be_bytes([c0, c1, c2, c3, c4, c5, c6, c7]),
         })
@@ -170,12 +178,13 @@ mod tests {
     fn header_layout_is_fixed() {
         let h = DataHeader {
             key_phase: true,
+            reply_hint: 0x2a,
             receiver: ReceiverIndex::new(0x0102_0304),
             counter: 0x1112_1314_1516_1718,
         };
         assert_eq!(
             h.to_bytes(),
-            [4, 1, 0, 1, 1, 2, 3, 4, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18]
+            [4, 1, 0x2a, 1, 1, 2, 3, 4, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18]
         );
         let p = packet(&h, TAG_LEN);
         assert_eq!(DataHeader::decode(&p), Ok(h));
@@ -187,6 +196,7 @@ mod tests {
     fn decode_rejects_short_wrong_type_and_flags() {
         let h = DataHeader {
             key_phase: false,
+            reply_hint: 0,
             receiver: ReceiverIndex::new(9),
             counter: u64::MAX,
         };
@@ -200,9 +210,8 @@ mod tests {
         assert_eq!(DataHeader::decode(&[]), Err(WireError::Truncated));
 
         let mut bad = ok.clone();
-        bad[2] = 0x80;
+        bad[3] = 0x80;
         assert_eq!(DataHeader::decode(&bad), Err(WireError::ReservedFlags));
-        bad[2] = 0;
         bad[3] = 0x02;
         assert_eq!(DataHeader::decode(&bad), Err(WireError::ReservedFlags));
 
@@ -230,18 +239,18 @@ mod tests {
     fn packet_type_parse_order() {
         assert_eq!(PacketType::parse(&[4]), Err(WireError::Truncated));
         assert_eq!(
-            PacketType::parse(&[5, 1]),
-            Err(WireError::UnknownPacketType(5))
+            PacketType::parse(&[6, 1]),
+            Err(WireError::UnknownPacketType(6))
         );
         assert_eq!(
-            PacketType::parse(&[5, 9]),
-            Err(WireError::UnknownPacketType(5))
+            PacketType::parse(&[6, 9]),
+            Err(WireError::UnknownPacketType(6))
         );
         assert_eq!(
             PacketType::parse(&[3, 0]),
             Err(WireError::UnsupportedVersion(0))
         );
-        for t in 1..=4u8 {
+        for t in 1..=5u8 {
             assert_eq!(PacketType::parse(&[t, 1]).map(|p| p as u8), Ok(t));
         }
         assert_eq!(steering_index(&[0; 7]), None);

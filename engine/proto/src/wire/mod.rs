@@ -15,6 +15,7 @@ mod cursor;
 mod frame;
 mod header;
 pub(crate) mod registry;
+mod reset;
 
 pub use ack::{encode_ack, AckFrame, AckRanges, MAX_ACK_RANGES};
 pub use cursor::{varint_len, Reader, Writer, MAX_VARINT};
@@ -23,6 +24,7 @@ pub use header::{
     steering_index, DataHeader, PacketType, DATA_HEADER_LEN, MIN_DATA_PACKET, PROTOCOL_VERSION,
     STEERING_INDEX_OFFSET, TAG_LEN,
 };
+pub use reset::{ResetPacket, RESET_LEN, RESET_TOKEN_LEN};
 
 use thiserror::Error;
 

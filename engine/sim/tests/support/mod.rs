@@ -77,6 +77,8 @@ pub struct Client {
     pub messages: HashMap<CallId, Vec<Vec<u8>>>,
     pub responses: HashMap<CallId, (Status, Vec<u8>)>,
     pub closed: Vec<net_proto::CloseReason>,
+    /// Causes of calls the endpoint ended itself, in order.
+    pub causes: Vec<net_proto::Cause>,
     pub connected: bool,
     /// Stream upload: (call, bytes left, message size, next seq).
     pub upload: Option<(CallId, u64, usize, u64)>,
@@ -129,6 +131,12 @@ impl RpcNode {
         self.client.completed >= self.client.total
     }
 
+    /// Adds `n` calls to the workload, on the client's current session.
+    pub fn call_more(&mut self, now: Instant, n: u64) {
+        self.client.total += n;
+        self.issue(now);
+    }
+
     fn issue(&mut self, now: Instant) {
         let c = &mut self.client;
         let (Some(session), Some(service)) = (c.session, c.service) else {
@@ -178,8 +186,14 @@ impl RpcNode {
                 call,
                 status,
                 payload,
+                cause,
                 ..
-            } => self.on_response(now, call, status, payload),
+            } => {
+                if let Some(c) = cause {
+                    self.client.causes.push(c);
+                }
+                self.on_response(now, call, status, payload)
+            }
             Event::Message {
                 session,
                 call,

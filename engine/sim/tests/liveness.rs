@@ -1,0 +1,195 @@
+//! Liveness on the simulated network: a restarted peer's stateless reset
+//! ends the stale session within one round trip; forged, replayed and
+//! excess resets change nothing.
+
+mod support;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use net_proto::wire::{ResetPacket, RESET_LEN};
+use net_proto::{Cause, CloseReason, Status};
+use net_sim::{LinkConfig, Sim};
+use support::*;
+
+/// Client and server with a session after `n` completed calls.
+fn warmed_up(seed: u64, n: u64) -> Sim<RpcNode> {
+    let mut sim = pair(seed, PSK);
+    let now = sim.now();
+    sim.node_mut(addr(CLIENT))
+        .start_calls(now, identity(SERVER).public(), addr(SERVER), n, 1, 32);
+    sim.run_until(Duration::from_secs(5), |s| s.node(addr(CLIENT)).done())
+        .expect("warm-up calls complete");
+    sim
+}
+
+/// The server process dies and a new one starts on the same address with
+/// the same identity: every session state is gone.
+fn restart_server(sim: &mut Sim<RpcNode>) {
+    let now = sim.now();
+    let mut cfg = config(SERVER, PSK);
+    cfg.rng_seed = 0x5eed;
+    *sim.node_mut(addr(SERVER)) = RpcNode::new(cfg, now);
+}
+
+/// Records every reset datagram the network carries.
+fn capture_resets(sim: &mut Sim<RpcNode>) -> Rc<RefCell<Vec<Vec<u8>>>> {
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let sink = seen.clone();
+    sim.set_tap(Box::new(move |_, _, _, bytes| {
+        if packet_type(bytes) == 5 {
+            sink.borrow_mut().push(bytes.to_vec());
+        }
+    }));
+    seen
+}
+
+#[test]
+fn a_restarted_peer_resets_the_stale_session_within_one_round_trip() {
+    let mut sim = warmed_up(1, 10);
+    restart_server(&mut sim);
+    let resets = capture_resets(&mut sim);
+    let start = sim.now();
+    sim.node_mut(addr(CLIENT)).call_more(start, 1);
+    sim.run_until(Duration::from_secs(1), |s| {
+        !s.node(addr(CLIENT)).client.closed.is_empty()
+    })
+    .expect("the stale session ends");
+    // One-way delay is 50 µs: the call goes out, the reset comes back.
+    let took = sim.now() - start;
+    assert!(took <= Duration::from_micros(110), "took {took:?}");
+    let client = &sim.node(addr(CLIENT));
+    assert_eq!(client.client.closed, vec![CloseReason::PeerReset]);
+    assert_eq!(
+        client.client.causes,
+        vec![Cause::Session(CloseReason::PeerReset)]
+    );
+    assert_eq!(
+        client.client.statuses.get(&Status::UNAVAILABLE.get()),
+        Some(&1)
+    );
+    assert_eq!(client.ep.stats().resets_rx, 1);
+    assert_eq!(sim.node(addr(SERVER)).ep.stats().resets_tx, 1);
+    assert_eq!(resets.borrow().len(), 1);
+    assert_eq!(resets.borrow()[0].len(), RESET_LEN);
+    // The new server never saw the call: it was not executed.
+    assert!(sim.node(addr(SERVER)).server.by_tag.is_empty());
+
+    // A fresh handshake to the restarted node works at once.
+    let now = sim.now();
+    sim.node_mut(addr(CLIENT))
+        .start_calls(now, identity(SERVER).public(), addr(SERVER), 16, 1, 32);
+    sim.run_until(Duration::from_secs(1), |s| {
+        s.node(addr(CLIENT)).client.completed >= 16
+    })
+    .expect("calls on the new session complete");
+}
+
+#[test]
+fn forged_and_replayed_resets_change_nothing() {
+    let mut sim = warmed_up(2, 10);
+    restart_server(&mut sim);
+    let resets = capture_resets(&mut sim);
+    let now = sim.now();
+    sim.node_mut(addr(CLIENT)).call_more(now, 1);
+    sim.run_until(Duration::from_secs(1), |s| {
+        !s.node(addr(CLIENT)).client.closed.is_empty()
+    })
+    .expect("reset");
+    let captured = resets.borrow()[0].clone();
+    let now = sim.now();
+    sim.node_mut(addr(CLIENT))
+        .start_calls(now, identity(SERVER).public(), addr(SERVER), 16, 1, 32);
+    sim.run_until(Duration::from_secs(1), |s| {
+        s.node(addr(CLIENT)).client.completed >= 16
+    })
+    .expect("new session");
+    let session = sim.node(addr(CLIENT)).client.session.expect("session");
+
+    // Replayed: the old reset names the old session's index.
+    let now = sim.now();
+    let client = sim.node_mut(addr(CLIENT));
+    client.ep.handle(now, addr(SERVER), &mut captured.clone());
+    // Forged: the live session's peer index (an observer sees it in every
+    // packet) with a guessed token, and with the replayed token.
+    let live = ResetPacket::decode(&captured).expect("reset decodes");
+    for token in [[0u8; 16], [0xff; 16], live.token] {
+        let forged = ResetPacket {
+            steer: 0,
+            index: live_peer_index(&sim, session),
+            token,
+        };
+        let mut b = [0u8; RESET_LEN];
+        forged.encode(&mut b);
+        sim.node_mut(addr(CLIENT))
+            .ep
+            .handle(now, addr(SERVER), &mut b);
+    }
+    let client = sim.node(addr(CLIENT));
+    assert_eq!(client.ep.stats().resets_invalid, 4);
+    assert_eq!(client.ep.stats().resets_rx, 1, "only the genuine one");
+    assert!(client.ep.is_established(session), "session untouched");
+    assert_eq!(client.client.closed.len(), 1);
+    sim.node_mut(addr(CLIENT)).call_more(now, 3);
+    sim.run_until(Duration::from_secs(1), |s| {
+        s.node(addr(CLIENT)).client.completed >= 19
+    })
+    .expect("the session still carries calls");
+}
+
+/// The receiver index the server chose for the client's live session, as
+/// the client's packets carry it (read off the wire).
+fn live_peer_index(sim: &Sim<RpcNode>, session: net_proto::SessionId) -> net_proto::ReceiverIndex {
+    sim.node(addr(CLIENT))
+        .ep
+        .session_peer_index(session)
+        .expect("established")
+}
+
+#[test]
+fn resets_cannot_be_provoked_faster_than_their_rate_limit() {
+    let mut sim = pair(3, PSK);
+    let mut cfg = config(SERVER, PSK);
+    cfg.reset_limit = net_proto::RateLimit {
+        per_second: 10.0,
+        burst: 3.0,
+    };
+    let now = sim.now();
+    *sim.node_mut(addr(SERVER)) = RpcNode::new(cfg, now);
+    // A flood of 40-byte data packets for sessions the server does not hold.
+    let flood = |sim: &mut Sim<RpcNode>, base: u32| {
+        let now = sim.now();
+        for i in 0..100u32 {
+            let mut p = net_proto::wire::DataHeader {
+                key_phase: false,
+                reply_hint: 0,
+                receiver: net_proto::ReceiverIndex::new(base + i),
+                counter: 0,
+            }
+            .to_bytes()
+            .to_vec();
+            p.resize(40, 0);
+            sim.node_mut(addr(SERVER))
+                .ep
+                .handle(now, addr(CLIENT), &mut p);
+        }
+    };
+    let resets = capture_resets(&mut sim);
+    flood(&mut sim, 1000);
+    sim.run_for(Duration::from_millis(1)).expect("run");
+    assert_eq!(resets.borrow().len(), 3, "the burst");
+    sim.set_default_link(LinkConfig::default());
+    sim.run_for(Duration::from_millis(999)).expect("run");
+    flood(&mut sim, 2000);
+    sim.run_for(Duration::from_millis(1)).expect("run");
+    // One second refills 10 tokens, capped at the burst of 3.
+    assert_eq!(resets.borrow().len(), 6);
+    let stats = sim.node(addr(SERVER)).ep.stats();
+    assert_eq!(stats.resets_tx, 6);
+    assert_eq!(stats.resets_rate_limited, 194);
+    assert!(resets
+        .borrow()
+        .iter()
+        .all(|r| r.len() == RESET_LEN && r.len() < 40));
+}
