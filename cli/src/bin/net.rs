@@ -462,13 +462,14 @@ fn core_json(s: &CoreStats) -> serde_json::Value {
         stream_bytes_buffered, stream_bytes_buffered_peak, stream_bytes_discarded, packets_lost,
         ptos, frames_retransmitted, key_updates, duplicate_requests, calls_not_found,
         calls_backpressure, calls_cancelled, requests_delivered, calls_completed,
-        sessions_closed, sessions_evicted);
+        sessions_closed, sessions_evicted, resets_tx, resets_rate_limited, resets_not_ours,
+        resets_rx, resets_invalid);
     let t = fields!(s.trust; verified, malformed, oversize, unknown_version, node_id_mismatch,
         bad_signature, expired, future, ttl_too_long, stale, batch_verifies, gate_denied,
         gate_allowed, reservation_rejected, token_rejected, wrong_class, own_entry, fold_full,
-        batch_fallbacks, over_quota, fold_evicted);
+        batch_fallbacks, over_quota, fold_evicted, provider_grants_evicted, no_trusted_provider);
     let mut c = fields!(s; core, loops, parks, inbox_wakes, commands, inline_handled,
-        async_handled, calls_completed, calls_refused, open_calls, handler_panics,
+        async_handled, calls_completed, calls_refused, reconnects, open_calls, handler_panics,
         handlers_unanswered, handlers_busy, stream_msgs_dropped, streams_incomplete,
         answers_skipped, announces_skipped, credit_reports_late, replies_unheard, core_panics);
     if let serde_json::Value::Object(m) = &mut c {

@@ -43,13 +43,37 @@ pub(crate) fn bind_group(
         if let Some(us) = busy_poll_us {
             set_busy_poll(&s, us);
         }
-        s.bind(&target.into())?;
+        bind_retrying(&s, target)?;
         if i == 0 {
             target = local_addr(&s)?;
         }
         socks.push(s);
     }
     Ok(socks)
+}
+
+/// How long a bind waits for a port still held by a process that is
+/// exiting (a node restarted right after a crash: `SIGKILL` returns before
+/// the kernel has closed the dead process's sockets).
+const BIND_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Binds `s` to `addr`, retrying `AddrInUse` for up to [`BIND_GRACE`]: a
+/// port still held after that belongs to a live process, and the error
+/// stands.
+fn bind_retrying(s: &Socket, addr: SocketAddr) -> io::Result<()> {
+    let give_up = std::time::Instant::now() + BIND_GRACE;
+    loop {
+        match s.bind(&addr.into()) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && addr.port() != 0 => {
+                if std::time::Instant::now() >= give_up {
+                    return Err(e);
+                }
+                // Startup only, never on the data path.
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            r => return r,
+        }
+    }
 }
 
 /// The bound address of `s` as a std address.

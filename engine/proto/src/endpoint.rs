@@ -535,7 +535,17 @@ impl Endpoint {
     /// reset (within the rate limit), so a peer whose session we lost —
     /// we restarted — handshakes again at once. Never for a reset (those
     /// are not data packets), so two nodes cannot loop.
+    ///
+    /// Only for an index this core would own (its low `core_bits` name this
+    /// core): a packet steered to the wrong core of a live node — the
+    /// kernel's group reshuffling while a socket closes, say — belongs to a
+    /// session another core holds, and a reset would end it.
     fn queue_reset(&mut self, now: Instant, src: SocketAddr, hdr: DataHeader) {
+        let mask = (1u32 << self.cfg.core_bits.min(16)) - 1;
+        if hdr.receiver.get() & mask != self.cfg.core_id & mask {
+            self.stats.resets_not_ours += 1;
+            return;
+        }
         if self.reset_out.len() >= MAX_RESETS || !self.reset.allow(now) {
             self.stats.resets_rate_limited += 1;
             return;

@@ -69,6 +69,10 @@ pub struct EndpointStats {
     /// Resets not sent: over the reset rate limit, or the per-pass queue
     /// was full.
     pub resets_rate_limited: u64,
+    /// Data for an unknown index another core of this node would own
+    /// (mis-steered): dropped without a reset, which could end a live
+    /// session there.
+    pub resets_not_ours: u64,
     /// Valid resets received: a peer lost its state and the session closed.
     pub resets_rx: u64,
     /// Resets refused: malformed, for no session of ours, or a wrong token
