@@ -32,10 +32,12 @@ mod mesh;
 pub use bytes::Bytes;
 pub use call::{CallOptions, ClientStream, DuplexCall, ServerStream};
 pub use error::{MeshError, RpcError};
-pub use mesh::{Mesh, MeshBuilder, Request, ServeHandle};
+pub use mesh::{Mesh, MeshBuilder, PeerEvents, Request, ServeHandle};
 pub use net_crypto::{Identity, NodeId, PublicIdentity};
 pub use net_engine::{
     AlreadyAnswered, CallEvents, CoreStats, DriverChoice, DriverKind, IncomingCall, MemNet,
     RequestInfo, Responder, SendError,
 };
-pub use net_proto::{Cause, CloseReason, HandshakeError, Status};
+pub use net_proto::{
+    Cause, CloseReason, DetectorConfig, HandshakeError, PeerEvent, PeerState, Status,
+};

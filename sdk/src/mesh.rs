@@ -11,7 +11,7 @@ use net_engine::{
     CoreStats, DriverChoice, Handler, IncomingCall, MeshNode, MeshNodeConfig, RequestInfo,
     ServeOptions,
 };
-use net_proto::{ServiceId, Status};
+use net_proto::{PeerEvent, PeerState, ServiceId, Status};
 
 use crate::error::MeshError;
 
@@ -27,6 +27,7 @@ pub struct MeshBuilder {
     pin: Option<bool>,
     peers: Vec<(SocketAddr, PublicIdentity)>,
     trusted_providers: Vec<(String, Vec<NodeId>)>,
+    detector: Option<net_proto::DetectorConfig>,
     base: Option<MeshNodeConfig>,
 }
 
@@ -64,6 +65,12 @@ impl MeshBuilder {
     /// Pin core `i` to CPU `i` (default off; see `MeshNodeConfig::with_cpus`).
     pub fn pin(mut self, pin: bool) -> Self {
         self.pin = Some(pin);
+        self
+    }
+    /// The failure detector (default: heartbeat 1 s, Suspect after 3 s and
+    /// Down after 6 s of silence); checked by `build`.
+    pub fn failure_detector(mut self, d: net_proto::DetectorConfig) -> Self {
+        self.detector = Some(d);
         self
     }
     /// A peer this node may call.
@@ -124,15 +131,48 @@ impl MeshBuilder {
         if let Some(p) = self.pin {
             cfg = cfg.with_pinning(p);
         }
+        if let Some(d) = self.detector {
+            cfg = cfg.with_failure_detector(d);
+        }
         for (addr, id) in self.peers {
             cfg = cfg.with_peer(addr, id);
         }
         for (service, providers) in self.trusted_providers {
             cfg = cfg.with_trusted_providers(&service, providers);
         }
-        Ok(Mesh {
-            node: Arc::new(MeshNode::new(cfg)?),
-        })
+        let node = Arc::new(MeshNode::new(cfg)?);
+        let (peers, _) = tokio::sync::broadcast::channel(PEER_EVENTS_BUFFER);
+        let tx = peers.clone();
+        node.on_peer_event(Arc::new(move |e: &PeerEvent| {
+            // Fails only while nobody subscribes: then nobody is told.
+            let _ = tx.send(*e);
+        }));
+        Ok(Mesh { node, peers })
+    }
+}
+
+/// Peer-state changes a slow [`PeerEvents`] subscriber may fall behind by
+/// before it misses some (and is told how many).
+const PEER_EVENTS_BUFFER: usize = 1024;
+
+/// Changes of the node's view of its peers' liveness, from
+/// [`Mesh::peer_events`]: a `Stream` of [`PeerEvent`]s (Up, Suspect,
+/// Down). A subscriber that falls more than 1 024 changes behind gets
+/// `Err(missed)` with how many it missed; [`Mesh::peer_state`] then gives
+/// the current view.
+pub struct PeerEvents(tokio_stream::wrappers::BroadcastStream<PeerEvent>);
+
+impl tokio_stream::Stream for PeerEvents {
+    type Item = Result<PeerEvent, u64>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged;
+        std::pin::Pin::new(&mut self.0)
+            .poll_next(cx)
+            .map(|item| item.map(|r| r.map_err(|Lagged(n)| n)))
     }
 }
 
@@ -140,6 +180,8 @@ impl MeshBuilder {
 #[derive(Clone)]
 pub struct Mesh {
     pub(crate) node: Arc<MeshNode>,
+    /// Peer-state changes, fanned out to [`PeerEvents`] subscribers.
+    peers: tokio::sync::broadcast::Sender<PeerEvent>,
 }
 
 /// Unregisters its service (and withdraws its advertisement) when dropped.
@@ -205,6 +247,22 @@ impl Mesh {
                 .unwrap_or_default(),
             self.node.aead(),
         )
+    }
+
+    /// The node's view of `peer`'s liveness (failure detector): Up,
+    /// Suspect or Down; `None` before any session with it. Calls to a peer
+    /// seen Down fail at once with [`Cause::PeerDown`](crate::Cause::PeerDown),
+    /// and `call_service` skips Suspect and Down providers.
+    pub fn peer_state(&self, peer: &NodeId) -> Option<PeerState> {
+        self.node.peer_state(peer)
+    }
+
+    /// Every later change of the node's view of a peer, as a `Stream`
+    /// (see [`PeerEvents`]).
+    pub fn peer_events(&self) -> PeerEvents {
+        PeerEvents(tokio_stream::wrappers::BroadcastStream::new(
+            self.peers.subscribe(),
+        ))
     }
 
     /// Per-core counters.

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use net::{CallOptions, CloseReason, Identity, Mesh, RpcError, Status};
+use net::{CallOptions, Identity, Mesh, RpcError, Status};
 use net_testkit::eventually;
 
 const PSK: [u8; 32] = [9; 32];
@@ -223,8 +223,7 @@ fn a_killed_server_is_reached_again_within_200ms_of_its_restart() {
         match &r.result {
             Ok(()) => {}
             Err(RpcError::Failed { status, cause })
-                if *status == Status::UNAVAILABLE
-                    && *cause == net::Cause::Session(CloseReason::PeerReset) =>
+                if *status == Status::UNAVAILABLE && *cause == net::Cause::PeerReset =>
             {
                 reset += 1
             }
@@ -262,6 +261,110 @@ fn a_killed_server_is_reached_again_within_200ms_of_its_restart() {
         gap <= RECOVERY_BOUND,
         "first successful call {gap:?} after the restarted server listened"
     );
+    client
+        .shutdown(Duration::from_secs(1))
+        .expect("client shutdown");
+}
+
+/// The next peer event (bounded wait), as (state, time since `since`).
+async fn next_event(
+    events: &mut net::PeerEvents,
+    peer: net::NodeId,
+    since: Instant,
+) -> (net::PeerState, Duration) {
+    use tokio_stream::StreamExt;
+    let e = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("a peer event in time")
+        .expect("stream open")
+        .expect("no missed events");
+    assert_eq!(e.peer, peer);
+    (e.state, since.elapsed())
+}
+
+/// A killed server that stays down: the client's detector reports it
+/// Suspect then Down within the configured bounds (events on the stream),
+/// calls then fail at once with `PeerDown`, and once the server is back the
+/// peer is Up again and calls succeed.
+#[test]
+fn a_dead_server_goes_down_calls_fail_fast_and_it_comes_back_up() {
+    let port = free_udp_port();
+    let log = std::env::temp_dir().join(format!("net-down-{}-{port}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let mut server = spawn_server(port, &log);
+    let server_id = Identity::from_seed(&SERVER_SEED);
+    let peer = server_id.node_id();
+    let detector = net::DetectorConfig {
+        heartbeat: Duration::from_millis(50),
+        suspect_after: Duration::from_millis(150),
+        down_after: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let client = Mesh::builder()
+        .identity(Identity::from_seed(&CLIENT_SEED))
+        .psk(PSK)
+        .peer(SocketAddr::from(([127, 0, 0, 1], port)), server_id.public())
+        .failure_detector(detector)
+        .cores(1)
+        .pin(false)
+        .build()
+        .expect("client");
+    client.start().expect("client start");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut events = client.peer_events();
+        let call = |c: &Mesh| {
+            let opts = CallOptions {
+                deadline: Some(Duration::from_secs(5)),
+            };
+            let c = c.clone();
+            async move { c.call_with(peer, "exec", 1u64.to_be_bytes().to_vec(), opts).await }
+        };
+        call(&client).await.expect("first call");
+        assert_eq!(client.peer_state(&peer), Some(net::PeerState::Up));
+        // The first session made the peer known, Up.
+        let (s0, _) = next_event(&mut events, peer, Instant::now()).await;
+        assert_eq!(s0, net::PeerState::Up);
+
+        server.child.kill().expect("SIGKILL");
+        server.child.wait().expect("reap");
+        let killed = Instant::now();
+        let (s1, t1) = next_event(&mut events, peer, killed).await;
+        let (s2, t2) = next_event(&mut events, peer, killed).await;
+        assert_eq!((s1, s2), (net::PeerState::Suspect, net::PeerState::Down));
+        // Suspect by last-heard + 150 ms + 25 ms (check cadence), Down by
+        // + 300 ms + 25 ms; the last heartbeat came at most ~50 ms before
+        // the kill. Generous slack for a loaded machine.
+        assert!(t1 >= Duration::from_millis(100) && t1 < Duration::from_millis(1500), "{t1:?}");
+        assert!(t2 >= Duration::from_millis(250) && t2 < Duration::from_millis(2000), "{t2:?}");
+        assert_eq!(client.peer_state(&peer), Some(net::PeerState::Down));
+
+        let t = Instant::now();
+        let err = call(&client).await.expect_err("peer down");
+        let fast = t.elapsed();
+        assert_eq!(err.cause(), Some(net::Cause::PeerDown), "{err}");
+        assert_eq!(err.status(), Some(Status::UNAVAILABLE));
+
+        let mut server = spawn_server(port, &log);
+        let (s3, _) = next_event(&mut events, peer, killed).await;
+        assert_eq!(s3, net::PeerState::Up);
+        let back = server.listening.elapsed();
+        call(&client).await.expect("a call after the peer came back");
+        println!(
+            "down: Suspect {:.0} ms, Down {:.0} ms after the kill; a call to the down peer failed in {:.3} ms; Up {:.0} ms after the restart",
+            t1.as_secs_f64() * 1e3,
+            t2.as_secs_f64() * 1e3,
+            fast.as_secs_f64() * 1e3,
+            back.as_secs_f64() * 1e3,
+        );
+        assert!(fast < Duration::from_millis(50), "a call to a Down peer took {fast:?}");
+        server.child.kill().expect("SIGKILL");
+        server.child.wait().expect("reap");
+    });
+    let _ = std::fs::remove_file(&log);
     client
         .shutdown(Duration::from_secs(1))
         .expect("client shutdown");

@@ -33,7 +33,7 @@ pub struct MeshNodeConfig {
     pub(crate) handshake_retry: Duration,
     pub(crate) handshake_attempts: u32,
     pub(crate) idle_timeout: Duration,
-    pub(crate) keepalive: Duration,
+    pub(crate) detector: net_proto::DetectorConfig,
     pub(crate) max_in_flight: u32,
     pub(crate) inbox: usize,
     pub(crate) announce: net_trust::AnnouncePolicy,
@@ -72,7 +72,7 @@ impl MeshNodeConfig {
             handshake_retry: Duration::from_millis(250),
             handshake_attempts: 8,
             idle_timeout: Duration::from_secs(30),
-            keepalive: Duration::from_secs(10),
+            detector: net_proto::DetectorConfig::default(),
             max_in_flight: 4096,
             inbox: 4096,
             announce: net_trust::AnnouncePolicy {
@@ -145,10 +145,26 @@ impl MeshNodeConfig {
         self
     }
 
-    /// Session idle timeout and keepalive interval.
-    pub fn with_timeouts(mut self, idle: Duration, keepalive: Duration) -> Self {
+    /// Session idle timeout, and the heartbeat: a session that sent nothing
+    /// for that long sends a PING (keepalive). The failure detector keeps
+    /// its proportions: a peer silent for 3 heartbeats is Suspect, for 6
+    /// Down (set them apart with [`with_failure_detector`](Self::with_failure_detector)).
+    pub fn with_timeouts(mut self, idle: Duration, heartbeat: Duration) -> Self {
         self.idle_timeout = idle;
-        self.keepalive = keepalive;
+        self.detector = net_proto::DetectorConfig {
+            heartbeat,
+            suspect_after: heartbeat * 3,
+            down_after: heartbeat * 6,
+            ..self.detector
+        };
+        self
+    }
+
+    /// The failure detector: heartbeat (also the keepalive), how long a
+    /// silent peer takes to become Suspect and Down, and how many peers each
+    /// core watches. Checked by [`MeshNode::new`](crate::MeshNode::new).
+    pub fn with_failure_detector(mut self, detector: net_proto::DetectorConfig) -> Self {
+        self.detector = detector;
         self
     }
 
@@ -331,7 +347,7 @@ impl MeshNodeConfig {
         c.handshake_retry = self.handshake_retry;
         c.handshake_attempts = self.handshake_attempts;
         c.idle_timeout = self.idle_timeout;
-        c.keepalive = self.keepalive;
+        c.detector = self.detector;
         c.core_id = core as u32;
         c.core_bits = self.core_bits();
         c.lane = core as u16;

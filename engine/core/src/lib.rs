@@ -17,6 +17,7 @@ mod handler;
 mod inbox;
 pub mod loadgen;
 mod node;
+mod peers;
 mod stats;
 mod trust;
 
@@ -28,4 +29,5 @@ pub use handler::{
 };
 pub use net_io::{DriverChoice, DriverKind, MemNet};
 pub use node::{EngineError, MeshNode, ServeOptions};
+pub use peers::PeerListener;
 pub use stats::CoreStats;

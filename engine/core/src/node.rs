@@ -43,6 +43,9 @@ pub enum EngineError {
     /// by its deadline (they are detached and exit on their own).
     #[error("{0} core thread(s) did not stop within the shutdown timeout")]
     ShutdownTimeout(usize),
+    /// The failure detector's settings are inconsistent.
+    #[error("failure detector: {0}")]
+    Detector(#[from] net_proto::detector::DetectorConfigError),
 }
 
 struct CoreHandle {
@@ -92,6 +95,8 @@ pub struct MeshNode {
     services: Mutex<HashMap<ServiceId, (Handler, u32, crate::trust::Advert)>>,
     next_core: AtomicUsize,
     trust: Arc<Mutex<crate::trust::SharedTrust>>,
+    /// Peers' liveness, merged from the cores' failure detectors.
+    board: Arc<crate::peers::PeerBoard>,
     /// Last reservation sequence used (time-based, strictly increasing).
     reservation_seq: std::sync::atomic::AtomicU64,
 }
@@ -100,8 +105,11 @@ impl MeshNode {
     /// A node with this configuration (nothing is bound until [`start`](Self::start)).
     pub fn new(cfg: MeshNodeConfig) -> Result<Self, EngineError> {
         let aead = Backend::select(cfg.aead)?;
+        cfg.detector.validate()?;
         let fold = crate::trust::discovery_fold(&cfg);
+        let board = Arc::new(crate::peers::PeerBoard::new(cfg.cores));
         Ok(MeshNode {
+            board,
             cfg,
             aead,
             running: Mutex::new(None),
@@ -284,6 +292,7 @@ impl MeshNode {
             peers,
             handlers,
             trust,
+            board: self.board.clone(),
         })
     }
 
@@ -418,7 +427,8 @@ impl MeshNode {
         route: crate::trust::Route,
     ) -> Result<NodeId, crate::trust::NoProvider> {
         let mut t = self.trust.lock().unwrap_or_else(|e| e.into_inner());
-        t.pick(name, self.allowed_providers(name), route, wall_ms())
+        let live = |n: &NodeId| self.board.routable(n);
+        t.pick(name, self.allowed_providers(name), route, &live, wall_ms())
     }
 
     /// The trusted provider of `name` the next call goes to: round robin
@@ -484,6 +494,21 @@ impl MeshNode {
                 Ok(())
             }
         }
+    }
+
+    /// The node's view of `peer`'s liveness: the best any core holds (a
+    /// core that still hears it makes it Up); `None` if no core watches it
+    /// (no session yet). Calls to a peer a core sees Down fail at once
+    /// with `Cause::PeerDown`.
+    pub fn peer_state(&self, peer: &NodeId) -> Option<net_proto::PeerState> {
+        self.board.state(peer)
+    }
+
+    /// Calls `listener` on every change of the node's view of a peer (see
+    /// [`peer_state`](Self::peer_state)), from the core thread that saw it:
+    /// it must not block.
+    pub fn on_peer_event(&self, listener: crate::PeerListener) {
+        self.board.listen(listener);
     }
 
     /// Trust counters of the node-wide fold (announcements applied, stale,

@@ -53,8 +53,11 @@ pub struct EndpointConfig {
     pub initial_rtt: Duration,
     /// A session with nothing received for this long is closed.
     pub idle_timeout: Duration,
-    /// A session that has sent nothing for this long sends a PING.
-    pub keepalive: Duration,
+    /// The failure detector (Up / Suspect / Down per peer). Its `heartbeat`
+    /// is also the keepalive: a session that has sent nothing for that
+    /// long sends a PING, so a live peer is heard at least that often.
+    /// Must pass [`DetectorConfig::validate`](crate::DetectorConfig::validate).
+    pub detector: crate::DetectorConfig,
     /// Update keys after this many packets sent under one key phase.
     pub rekey_after_packets: u64,
     /// Update keys after a key phase is this old.
@@ -118,7 +121,7 @@ impl EndpointConfig {
             handshake_attempts: 8,
             initial_rtt: Duration::from_millis(50),
             idle_timeout: Duration::from_secs(30),
-            keepalive: Duration::from_secs(10),
+            detector: crate::DetectorConfig::default(),
             rekey_after_packets: 1 << 32,
             rekey_after_time: Duration::from_secs(120),
             key_grace: Duration::from_secs(2),

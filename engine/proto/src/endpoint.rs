@@ -38,7 +38,8 @@ use rand_chacha::ChaCha8Rng;
 use crate::admission::{Candidate, Room, SessionTable, CLOSE_EVICTED};
 use crate::config::EndpointConfig;
 use crate::cookie::{self, CookieJar, COOKIE_REPLY_LEN};
-use crate::event::{ApiError, CloseReason, Event, SessionId};
+use crate::detector::{FailureDetector, PeerState};
+use crate::event::{ApiError, Cause, CloseReason, Event, SessionId};
 use crate::handshake::{self, mac1_key, AcceptedInit, HandshakeError, RESP_LEN};
 use crate::ids::{CallId, CallKind, ReceiverIndex, ServiceId, Side, Status};
 use crate::pool::BufPool;
@@ -106,6 +107,12 @@ pub struct Endpoint {
     /// the same index, the later session cannot be reset and ends by its
     /// failure detector or idle timeout instead.
     by_peer_index: FastMap<ReceiverIndex, ReceiverIndex>,
+    /// Up / Suspect / Down per peer, from authenticated traffic.
+    detector: FailureDetector,
+    /// Established sessions per watched peer: a peer is forgotten by the
+    /// detector when its last one ends, unless it is Down (then it stays,
+    /// so calls keep failing fast until it is heard from again).
+    watched: FastMap<NodeId, u32>,
 }
 
 /// Most resets queued between two transmit passes.
@@ -137,12 +144,22 @@ impl Endpoint {
     /// Creates an endpoint. `wall_nanos` is the wall-clock time at `now` in
     /// nanoseconds since the Unix epoch; it only seeds handshake timestamps,
     /// which must increase across restarts of a node.
+    ///
+    /// # Panics
+    ///
+    /// If `cfg.detector` fails [`DetectorConfig::validate`](crate::DetectorConfig::validate)
+    /// (a programming error: engines validate configuration first).
     pub fn new(cfg: EndpointConfig, now: Instant, wall_nanos: u64) -> Self {
         let own_mac1 = mac1_key(&cfg.identity.public());
         let cfg_limits = cfg.handshake_limits;
         let rng = ChaCha8Rng::seed_from_u64(cfg.rng_seed);
         let cookies = CookieJar::new(&cfg.identity);
         let reset = ResetState::new(&cfg.identity, cfg.reset_limit, now);
+        let mut detector = FailureDetector::new(cfg.detector).unwrap_or_else(|e| {
+            panic!("EndpointConfig::detector is invalid ({e}); validate it before building")
+        });
+        // Starts the check cadence: `next_check` then needs no clock.
+        detector.check_all(now);
         Endpoint {
             cfg,
             own_mac1,
@@ -166,6 +183,8 @@ impl Endpoint {
             reset,
             reset_out: VecDeque::new(),
             by_peer_index: FastMap::default(),
+            detector,
+            watched: FastMap::default(),
         }
     }
 
@@ -312,11 +331,88 @@ impl Endpoint {
         let was_half_open = s.is_half_open();
         let mut ctx = ctx!(self, now);
         s.handle_data(&mut ctx, src, hdr, datagram);
+        // Authenticated packets (only they move `last_recv`) are heartbeats.
+        if let Some(slot) = s.watch().filter(|_| s.last_recv() == now) {
+            self.detector.heard(slot, now);
+        }
         if was_half_open && s.is_established() {
             let key = s.lane_key();
             self.on_confirmed(now, key, hdr.receiver);
+            self.watch(now, hdr.receiver);
         }
         self.touch(hdr.receiver);
+    }
+
+    /// A session is established: the detector watches its peer (a peer
+    /// heard from anew is Up).
+    fn watch(&mut self, now: Instant, idx: ReceiverIndex) {
+        let Some(s) = self.sessions.get_mut(&idx) else {
+            return;
+        };
+        let peer = s.peer_node();
+        if self.detector.state(&peer).is_none() {
+            // A newly watched peer: its first state (later ones come from
+            // the detector).
+            self.events.push_back(Event::PeerState {
+                peer,
+                state: PeerState::Up,
+                silent_for: Duration::ZERO,
+            });
+        }
+        match self.detector.track(peer, now) {
+            Ok(slot) => {
+                self.detector.heard(slot, now);
+                s.set_watch(slot);
+                *self.watched.entry(peer).or_default() += 1;
+            }
+            Err(_) => self.stats.detector_full += 1,
+        }
+    }
+
+    /// A watched session ended: forget its peer with its last session,
+    /// unless the peer is Down.
+    fn unwatch(&mut self, peer: NodeId) {
+        let Some(n) = self.watched.get_mut(&peer) else {
+            return;
+        };
+        *n -= 1;
+        if *n == 0 {
+            self.watched.remove(&peer);
+            if self.detector.state(&peer) != Some(PeerState::Down) {
+                self.detector.forget(&peer);
+            }
+        }
+    }
+
+    /// The failure detector's changes become events; a peer gone Down has
+    /// every call we made to it failed at once (`Cause::PeerDown`).
+    fn detector_events(&mut self, now: Instant) {
+        while let Some(e) = self.detector.poll_event() {
+            if e.state == PeerState::Down {
+                let ids: Vec<ReceiverIndex> = self
+                    .sessions
+                    .iter()
+                    .filter(|(_, s)| s.peer_node() == e.peer)
+                    .map(|(&i, _)| i)
+                    .collect();
+                for idx in ids {
+                    if let Some(s) = self.sessions.get_mut(&idx) {
+                        s.fail_own_calls(&mut ctx!(self, now), Cause::PeerDown);
+                    }
+                    self.touch(idx);
+                }
+            }
+            self.events.push_back(Event::PeerState {
+                peer: e.peer,
+                state: e.state,
+                silent_for: e.silent_for,
+            });
+        }
+    }
+
+    /// The failure detector's view of `peer`, if it is watched.
+    pub fn peer_state(&self, peer: &NodeId) -> Option<PeerState> {
+        self.detector.state(peer)
     }
 
     /// A responder session was confirmed: it becomes the (peer, lane)'s
@@ -524,9 +620,13 @@ impl Endpoint {
             self.stats.handshake_error(&HandshakeError::UnknownIndex);
             return;
         };
+        let was_established = s.is_established();
         s.handle_handshake_response(&mut ctx!(self, now), datagram, &self.own_mac1);
         if let Some(peer_index) = s.peer_index() {
             self.by_peer_index.insert(peer_index, idx);
+        }
+        if !was_established && s.is_established() {
+            self.watch(now, idx);
         }
         self.touch(idx);
     }
@@ -592,7 +692,7 @@ impl Endpoint {
             return;
         };
         if s.is_closed() {
-            let (key, side) = (s.lane_key(), s.side());
+            let (key, side, watched) = (s.lane_key(), s.side(), s.watch().is_some());
             if let Some(p) = s.peer_index() {
                 if self.by_peer_index.get(&p) == Some(&idx) {
                     self.by_peer_index.remove(&p);
@@ -606,6 +706,9 @@ impl Endpoint {
                 if map.get(&key).is_some_and(|e| e.session == idx) {
                     map.remove(&key);
                 }
+            }
+            if watched {
+                self.unwatch(key.0);
             }
             return;
         }
@@ -675,18 +778,28 @@ impl Endpoint {
     /// When [`handle_timeout`](Self::handle_timeout) next has work.
     #[must_use]
     pub fn poll_timeout(&mut self) -> Option<Instant> {
+        // `check_all` ran at creation, so the detector needs no clock here.
+        let check = self.detector.next_check(self.wall_base.0);
         while let Some(&Reverse((t, idx))) = self.timers.peek() {
             if self.sessions.get(&idx).is_some_and(|s| s.timer_armed_at(t)) {
-                return Some(t);
+                return Some(check.map_or(t, |c| c.min(t)));
             }
             self.timers.pop();
         }
-        None
+        check
     }
 
     /// Runs every timer due at `now`. Timers re-armed at or before `now` by
     /// this call wait for the next one, so a bug cannot spin here.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self
+            .detector
+            .next_check(self.wall_base.0)
+            .is_some_and(|c| c <= now)
+        {
+            self.detector.check_all(now);
+        }
+        self.detector_events(now);
         let mut due = std::mem::take(&mut self.due);
         while let Some(&Reverse((t, idx))) = self.timers.peek() {
             if t > now {
@@ -710,6 +823,16 @@ impl Endpoint {
     /// Next event for the application.
     #[must_use = "an event not taken is lost"]
     pub fn poll_event(&mut self) -> Option<Event> {
+        // Peers heard again (Up) since the last timeout: `Down` only comes
+        // from `check_all`, whose events `handle_timeout` drains at once.
+        while let Some(e) = self.detector.poll_event() {
+            debug_assert_ne!(e.state, PeerState::Down);
+            self.events.push_back(Event::PeerState {
+                peer: e.peer,
+                state: e.state,
+                silent_for: e.silent_for,
+            });
+        }
         self.events.pop_front()
     }
 

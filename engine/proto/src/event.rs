@@ -1,11 +1,12 @@
 //! What the endpoint tells the application ([`Endpoint::poll_event`](crate::Endpoint::poll_event)).
 
 use std::fmt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use net_crypto::NodeId;
 use thiserror::Error;
 
+use crate::detector::PeerState;
 use crate::handshake::HandshakeError;
 use crate::ids::{CallId, CallKind, ReceiverIndex, ServiceId, Status};
 use crate::stream::StreamViolation;
@@ -65,9 +66,13 @@ pub enum Cause {
     /// The call's deadline passed before the answer arrived.
     #[error("deadline exceeded")]
     Deadline,
-    /// The session carrying the call ended (the reason says how: peer
-    /// reset, handshake failure, idle timeout, eviction, ...).
-    #[error("{0}")]
+    /// The peer restarted and lost the call's session (a valid stateless
+    /// reset): the call may or may not have run there before the crash.
+    #[error("peer reset (it restarted; the call's outcome is unknown)")]
+    PeerReset,
+    /// The session carrying the call ended otherwise (the reason says how:
+    /// handshake failure, idle timeout, eviction, closed by the peer, ...).
+    #[error("session ended: {0}")]
     Session(CloseReason),
     /// The failure detector holds the peer down: calls fail at once until
     /// it is heard from again.
@@ -98,6 +103,16 @@ pub enum Cause {
         /// Nodes advertising the service, none of them trusted.
         advertising: usize,
     },
+}
+
+impl From<CloseReason> for Cause {
+    /// A session's end as a call's cause (`PeerReset` is its own cause).
+    fn from(reason: CloseReason) -> Self {
+        match reason {
+            CloseReason::PeerReset => Cause::PeerReset,
+            other => Cause::Session(other),
+        }
+    }
 }
 
 /// An authenticated peer broke a rule; the session is closed with this.
@@ -207,6 +222,18 @@ pub enum Event {
     CallsAvailable {
         /// The session.
         session: SessionId,
+    },
+    /// The failure detector changed its view of a peer (see
+    /// [`crate::detector`]). On `Down`, the calls we made to the peer have
+    /// already failed (`Cause::PeerDown`); its sessions stay open, and the
+    /// first authenticated packet from it makes it `Up` again.
+    PeerState {
+        /// The peer.
+        peer: NodeId,
+        /// Its new state.
+        state: PeerState,
+        /// How long it had been silent when the state changed.
+        silent_for: Duration,
     },
     /// An ANNOUNCE payload from the peer (opaque at this layer).
     Announce {

@@ -64,6 +64,11 @@ pub struct EndpointStats {
     pub cookie_replies_dropped: u64,
     /// Valid cookie replies received (this node's initiations were challenged).
     pub cookie_replies_rx: u64,
+    /// Keepalive PINGs (heartbeats): sent only by a session that sent
+    /// nothing for a whole heartbeat interval, never while calls flow.
+    pub keepalives_tx: u64,
+    /// Peers the failure detector could not watch (its table was full).
+    pub detector_full: u64,
     /// Stateless resets sent (answers to data for sessions we do not hold).
     pub resets_tx: u64,
     /// Resets not sent: over the reset rate limit, or the per-pass queue

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use net_proto::wire::{ResetPacket, RESET_LEN};
-use net_proto::{Cause, CloseReason, Status};
+use net_proto::{Cause, CloseReason, PeerState, Status};
 use net_sim::{LinkConfig, Sim};
 use support::*;
 
@@ -61,10 +61,7 @@ fn a_restarted_peer_resets_the_stale_session_within_one_round_trip() {
     assert!(took <= Duration::from_micros(110), "took {took:?}");
     let client = &sim.node(addr(CLIENT));
     assert_eq!(client.client.closed, vec![CloseReason::PeerReset]);
-    assert_eq!(
-        client.client.causes,
-        vec![Cause::Session(CloseReason::PeerReset)]
-    );
+    assert_eq!(client.client.causes, vec![Cause::PeerReset]);
     assert_eq!(
         client.client.statuses.get(&Status::UNAVAILABLE.get()),
         Some(&1)
@@ -192,4 +189,127 @@ fn resets_cannot_be_provoked_faster_than_their_rate_limit() {
         .borrow()
         .iter()
         .all(|r| r.len() == RESET_LEN && r.len() < 40));
+}
+
+fn partition(sim: &mut Sim<RpcNode>, loss: f64) {
+    let cfg = LinkConfig {
+        loss,
+        ..LinkConfig::default()
+    };
+    sim.set_link_both(addr(CLIENT), addr(SERVER), cfg);
+}
+
+/// Runs until the client's detector reports `state` (its `n`th change).
+fn until_peer_state(
+    sim: &mut Sim<RpcNode>,
+    n: usize,
+    state: PeerState,
+    limit: Duration,
+) -> Duration {
+    let start = sim.now();
+    sim.run_until(limit, |s| {
+        s.node(addr(CLIENT)).client.peer_states.len() >= n
+    })
+    .unwrap_or_else(|e| panic!("no change to {state}: {e}"));
+    let seen = sim.node(addr(CLIENT)).client.peer_states[n - 1];
+    assert_eq!(seen, (identity(SERVER).node_id(), state));
+    sim.now() - start
+}
+
+#[test]
+fn a_partitioned_peer_goes_suspect_then_down_and_up_after_the_heal() {
+    let mut sim = warmed_up(4, 10);
+    // Idle but connected: keepalives keep the peer Up.
+    sim.run_for(Duration::from_secs(10)).expect("idle");
+    let client = sim.node(addr(CLIENT));
+    let server_id = identity(SERVER).node_id();
+    // Known (Up) since the session opened, and nothing since.
+    assert_eq!(client.client.peer_states, vec![(server_id, PeerState::Up)]);
+    assert!(client.ep.stats().keepalives_tx > 0);
+    assert_eq!(
+        client.ep.peer_state(&identity(SERVER).node_id()),
+        Some(PeerState::Up)
+    );
+
+    partition(&mut sim, 1.0);
+    let now = sim.now();
+    sim.node_mut(addr(CLIENT)).call_more(now, 1);
+    // Defaults: heartbeat 1 s, Suspect after 3 s, Down after 6 s of
+    // silence, checked every 0.5 s; the peer was last heard at most one
+    // heartbeat (plus a round trip) before the partition.
+    let suspect = until_peer_state(&mut sim, 2, PeerState::Suspect, Duration::from_secs(10));
+    assert!(
+        suspect >= Duration::from_secs(2) && suspect <= Duration::from_millis(3_510),
+        "Suspect after {suspect:?}"
+    );
+    let down = suspect + until_peer_state(&mut sim, 3, PeerState::Down, Duration::from_secs(10));
+    assert!(
+        down >= Duration::from_secs(5) && down <= Duration::from_millis(6_510),
+        "Down after {down:?}"
+    );
+    // The call in flight failed at once, with the cause.
+    let client = &sim.node(addr(CLIENT)).client;
+    assert_eq!(client.causes, vec![Cause::PeerDown]);
+    assert_eq!(client.completed, 11);
+    // The server's detector saw the client go the same way.
+    let server = sim.node(addr(SERVER));
+    assert_eq!(
+        server.ep.peer_state(&identity(CLIENT).node_id()),
+        Some(PeerState::Down)
+    );
+
+    partition(&mut sim, 0.0);
+    // The session's own probes (loss-recovery PINGs, backing off) find the
+    // healed path; the first authenticated packet makes the peer Up.
+    let up = until_peer_state(&mut sim, 4, PeerState::Up, Duration::from_secs(30));
+    eprintln!(
+        "partition: Suspect after {suspect:?}, Down after {down:?}; Up {up:?} after the heal"
+    );
+    let now = sim.now();
+    sim.node_mut(addr(CLIENT)).call_more(now, 3);
+    sim.run_until(Duration::from_secs(1), |s| {
+        s.node(addr(CLIENT)).client.completed >= 14
+    })
+    .expect("calls flow again");
+    assert_eq!(
+        sim.node(addr(CLIENT))
+            .client
+            .statuses
+            .get(&Status::OK.get()),
+        Some(&13)
+    );
+}
+
+#[test]
+fn no_heartbeat_is_sent_while_calls_flow() {
+    let mut sim = pair(5, PSK);
+    let now = sim.now();
+    // 30 000 sequential calls: about 3 s of traffic at a 100 µs round trip,
+    // three heartbeat intervals.
+    sim.node_mut(addr(CLIENT)).start_calls(
+        now,
+        identity(SERVER).public(),
+        addr(SERVER),
+        30_000,
+        1,
+        32,
+    );
+    sim.run_until(Duration::from_secs(60), |s| s.node(addr(CLIENT)).done())
+        .expect("calls complete");
+    assert!(
+        sim.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        sim.elapsed()
+    );
+    for n in [CLIENT, SERVER] {
+        assert_eq!(sim.node(addr(n)).ep.stats().keepalives_tx, 0, "node {n}");
+    }
+    // Idle, the heartbeat starts; the peer stays Up.
+    sim.run_for(Duration::from_secs(3)).expect("idle");
+    assert!(sim.node(addr(CLIENT)).ep.stats().keepalives_tx > 0);
+    assert_eq!(
+        sim.node(addr(CLIENT)).client.peer_states.len(),
+        1,
+        "only the first Up"
+    );
 }

@@ -156,6 +156,11 @@ impl Core {
             Ok(s) => s,
             Err(cause) => return self.refuse(now, p, Status::UNAVAILABLE, Some(cause)),
         };
+        if self.ep.peer_state(&p.peer) == Some(net_proto::PeerState::Down) {
+            // Fail fast; the session (kept, or just dialled) is the probe
+            // that makes the peer Up again once it answers.
+            return self.refuse(now, p, Status::UNAVAILABLE, Some(Cause::PeerDown));
+        }
         let queue = self.own.backlog.entry(session).or_default();
         if !queue.is_empty() {
             queue.push_back(p);

@@ -77,6 +77,19 @@ impl Core {
                 peer,
                 reason,
             } => self.on_closed(now, session, peer, reason),
+            Event::PeerState {
+                peer,
+                state,
+                silent_for,
+            } => {
+                tracing::info!(core = self.index, peer = %peer.short(), %state, silent_ms = silent_for.as_millis() as u64, "peer state");
+                let e = net_proto::PeerEvent {
+                    peer,
+                    state,
+                    silent_for,
+                };
+                self.board.report(self.index, &e);
+            }
             Event::Announce {
                 session,
                 peer,

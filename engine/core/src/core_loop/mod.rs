@@ -112,6 +112,8 @@ pub(crate) struct Core {
     /// This core's copy of the trust state: its announcement, the callee
     /// gate, verification of peers' announcements.
     trust: crate::trust::CoreTrust,
+    /// Where this core reports its failure detector's changes.
+    board: Arc<crate::peers::PeerBoard>,
 }
 
 /// What a core is built from (the rest starts empty).
@@ -124,6 +126,7 @@ pub(crate) struct CoreParts {
     pub peers: FastMap<net_crypto::NodeId, crate::config::PeerConfig>,
     pub handlers: FastMap<ServiceId, Service>,
     pub trust: crate::trust::CoreTrust,
+    pub board: Arc<crate::peers::PeerBoard>,
 }
 
 impl Core {
@@ -143,6 +146,7 @@ impl Core {
             stats: CoreStats::default(),
             draining: None,
             trust: p.trust,
+            board: p.board,
         }
     }
 

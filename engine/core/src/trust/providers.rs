@@ -219,12 +219,21 @@ pub(crate) enum NoProvider {
         /// How many nodes advertise it.
         advertising: usize,
     },
+    /// Every provider it may go to is Suspect or Down (failure detector).
+    #[error("all {candidates} provider(s) of service `{service}` are suspect or down")]
+    AllDown {
+        /// The service asked for.
+        service: String,
+        /// How many it may go to.
+        candidates: usize,
+    },
 }
 
 impl NoProvider {
     /// The typed cause a call routed by name fails with.
     pub fn cause(&self) -> net_proto::Cause {
         match self {
+            NoProvider::AllDown { .. } => net_proto::Cause::PeerDown,
             NoProvider::NotAdvertised { .. } => net_proto::Cause::NoProvider,
             NoProvider::Untrusted { advertising, .. } => net_proto::Cause::NoTrustedProvider {
                 advertising: *advertising,
@@ -252,7 +261,8 @@ impl SharedTrust {
     }
 
     /// The provider a call to `service` goes to now: the next of those
-    /// `route` admits, round robin per service. A refusal for want of
+    /// `route` admits and `live` holds reachable (not Suspect or Down),
+    /// round robin per service. A refusal for want of
     /// trust is counted (`no_trusted_provider`) and logged, at `warn` at
     /// most every ten seconds.
     pub fn pick(
@@ -260,6 +270,7 @@ impl SharedTrust {
         service: &str,
         allow: &[NodeId],
         route: Route,
+        live: &dyn Fn(&NodeId) -> bool,
         now_ms: u64,
     ) -> Result<NodeId, NoProvider> {
         let p = self.providers(service, allow, now_ms);
@@ -267,12 +278,19 @@ impl SharedTrust {
             Route::Trusted => &p.trusted,
             Route::AnyAdvertiser => &p.advertising,
         };
-        if let Some(node) = self.turns.take(service, among) {
+        let up: Vec<NodeId> = among.iter().copied().filter(|n| live(n)).collect();
+        if let Some(node) = self.turns.take(service, &up) {
             return Ok(node);
         }
         if p.advertising.is_empty() {
             return Err(NoProvider::NotAdvertised {
                 service: service.to_string(),
+            });
+        }
+        if !among.is_empty() {
+            return Err(NoProvider::AllDown {
+                service: service.to_string(),
+                candidates: among.len(),
             });
         }
         self.stats.no_trusted_provider += 1;

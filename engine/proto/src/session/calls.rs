@@ -364,6 +364,25 @@ impl Session {
         Ok(())
     }
 
+    /// The peer is down (failure detector): every call we made that is
+    /// still open completes `UNAVAILABLE` with `cause` and is cancelled at
+    /// the peer (the CANCEL goes out should the peer come back). Calls the
+    /// peer made are left to their deadline or the session's end.
+    pub fn fail_own_calls(&mut self, ctx: &mut Ctx<'_>, cause: Cause) {
+        let mut ids: Vec<CallId> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.is_caller() && !c.is_done())
+            .map(|(&id, _)| id)
+            .collect();
+        ids.sort_unstable();
+        for id in ids {
+            if self.cancel_call(ctx, id, Status::UNAVAILABLE).is_ok() {
+                self.emit_failure(ctx, id, Status::UNAVAILABLE, cause);
+            }
+        }
+    }
+
     /// Deadlines that passed: callers complete with TIMEOUT and cancel; callees
     /// answer TIMEOUT themselves so their state and credit are freed.
     pub(super) fn expire_deadlines(&mut self, ctx: &mut Ctx<'_>) {
@@ -430,7 +449,7 @@ impl Session {
         release_streams(ctx, &mut call);
         match &call.role {
             Role::Caller(c) if c.cancel.is_none() => {
-                self.emit_failure(ctx, id, Status::UNAVAILABLE, Cause::Session(reason))
+                self.emit_failure(ctx, id, Status::UNAVAILABLE, Cause::from(reason))
             }
             Role::Callee(c) if c.response.is_none() => ctx.services.release(call.service),
             _ => {}

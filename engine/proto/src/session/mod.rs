@@ -21,6 +21,7 @@ use net_crypto::{NodeId, PublicIdentity, Suite};
 
 use crate::config::{EndpointConfig, TransportParams};
 use crate::cookie::Cookie;
+use crate::detector::PeerSlot;
 use crate::event::{CloseReason, Event, SessionId};
 use crate::handshake::{HandshakeError, Initiation, Negotiated, RESP_LEN};
 use crate::ids::{CallId, ReceiverIndex, Side};
@@ -370,6 +371,9 @@ pub(crate) struct Session {
     close_pending: Option<u16>,
     /// The endpoint's ready-queue and timer-heap bookkeeping.
     slot: Slot,
+    /// The peer's slot in the endpoint's failure detector, once established
+    /// (every authenticated packet is a heartbeat).
+    watch: Option<PeerSlot>,
     /// Reused lists for frames acknowledged / lost.
     scratch: Scratch,
 }
@@ -424,6 +428,7 @@ impl Session {
                 queued: false,
                 timer: None,
             },
+            watch: None,
             scratch: Scratch {
                 acked: Vec::new(),
                 lost: Vec::new(),
@@ -629,7 +634,8 @@ impl Session {
             t.keys.next_expiry(),
             self.deadlines.peek().map(|Reverse((d, _))| *d),
             Some(self.liveness.last_recv + cfg.idle_timeout),
-            (!self.liveness.ping_pending).then_some(self.liveness.last_sent + cfg.keepalive),
+            (!self.liveness.ping_pending)
+                .then_some(self.liveness.last_sent + cfg.detector.heartbeat),
         ]
         .into_iter()
         .flatten()
@@ -689,7 +695,11 @@ impl Session {
             t.ledger.on_pto(now, |f| lost.push(f));
             self.liveness.ping_pending = true;
         }
-        if now >= self.liveness.last_sent + ctx.cfg.keepalive {
+        if now >= self.liveness.last_sent + ctx.cfg.detector.heartbeat
+            && !self.liveness.ping_pending
+        {
+            // A heartbeat: nothing went out for a whole interval.
+            ctx.stats.keepalives_tx += 1;
             self.liveness.ping_pending = true;
         }
         for f in lost.drain(..) {
@@ -721,6 +731,16 @@ impl Session {
     /// Where the session's datagrams go.
     pub fn addr(&self) -> SocketAddr {
         self.peer.addr
+    }
+
+    /// The peer's failure-detector slot, once watched.
+    pub fn watch(&self) -> Option<PeerSlot> {
+        self.watch
+    }
+
+    /// The endpoint watches the peer through `slot`.
+    pub fn set_watch(&mut self, slot: PeerSlot) {
+        self.watch = Some(slot);
     }
 
     /// The peer's receiver index, once keys exist (also after the close).

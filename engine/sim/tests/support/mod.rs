@@ -77,6 +77,8 @@ pub struct Client {
     pub messages: HashMap<CallId, Vec<Vec<u8>>>,
     pub responses: HashMap<CallId, (Status, Vec<u8>)>,
     pub closed: Vec<net_proto::CloseReason>,
+    /// Failure-detector changes, in order.
+    pub peer_states: Vec<(net_crypto::NodeId, net_proto::PeerState)>,
     /// Causes of calls the endpoint ended itself, in order.
     pub causes: Vec<net_proto::Cause>,
     pub connected: bool,
@@ -210,6 +212,7 @@ impl RpcNode {
             Event::Writable { .. } => self.client.writable_events += 1,
             Event::Closed { reason, .. } => self.client.closed.push(reason),
             Event::Announce { .. } => {}
+            Event::PeerState { peer, state, .. } => self.client.peer_states.push((peer, state)),
         }
     }
 

@@ -140,7 +140,9 @@ fn only_allow_listed_or_granted_advertisers_are_trusted() {
 fn no_trusted_provider_is_refused_with_its_reason_and_counted() {
     let mut t = shared();
     advertise(&mut t, 1, &["vault"]);
-    let e = t.pick("vault", &[], Route::Trusted, NOW).unwrap_err();
+    let e = t
+        .pick("vault", &[], Route::Trusted, &|_| true, NOW)
+        .unwrap_err();
     assert_eq!(
         e,
         NoProvider::Untrusted {
@@ -153,8 +155,13 @@ fn no_trusted_provider_is_refused_with_its_reason_and_counted() {
         .starts_with("no trusted provider for service `vault` among 1 advertising it"));
     assert_eq!(t.stats.no_trusted_provider, 1);
     // The explicit opt-in reaches the advertiser.
-    assert_eq!(t.pick("vault", &[], Route::AnyAdvertiser, NOW), Ok(id(1)));
-    let e = t.pick("nobody", &[], Route::Trusted, NOW).unwrap_err();
+    assert_eq!(
+        t.pick("vault", &[], Route::AnyAdvertiser, &|_| true, NOW),
+        Ok(id(1))
+    );
+    let e = t
+        .pick("nobody", &[], Route::Trusted, &|_| true, NOW)
+        .unwrap_err();
     assert!(matches!(e, NoProvider::NotAdvertised { .. }));
     assert_eq!(t.stats.no_trusted_provider, 1, "not a trust refusal");
 }
@@ -171,8 +178,12 @@ fn trusted_providers_alternate_per_service() {
     let allow = [id(1), id(2)];
     let mut vault = Vec::new();
     for _ in 0..6 {
-        vault.push(t.pick("vault", &allow, Route::Trusted, NOW).unwrap());
-        t.pick("logs", &allow, Route::Trusted, NOW).unwrap();
+        vault.push(
+            t.pick("vault", &allow, Route::Trusted, &|_| true, NOW)
+                .unwrap(),
+        );
+        t.pick("logs", &allow, Route::Trusted, &|_| true, NOW)
+            .unwrap();
     }
     let (a, b) = (vault[0], vault[1]);
     assert_ne!(a, b);
@@ -214,4 +225,28 @@ fn a_presented_chain_grants_serving_node_wide() {
         assert!(!t.grants.covers(&id(peer), "vault", NOW), "peer {peer}");
     }
     assert_eq!(t.grants.len(), 1);
+}
+
+/// Suspect and Down providers (the failure detector's view) are skipped;
+/// with all of them down the call fails with that cause, not a trust one.
+#[test]
+fn providers_the_detector_holds_down_are_skipped() {
+    let mut t = shared();
+    for seed in [1, 2] {
+        advertise(&mut t, seed, &["vault"]);
+    }
+    let allow = [id(1), id(2)];
+    let only_2 = |n: &NodeId| *n == id(2);
+    for _ in 0..4 {
+        assert_eq!(
+            t.pick("vault", &allow, Route::Trusted, &only_2, NOW),
+            Ok(id(2))
+        );
+    }
+    let e = t
+        .pick("vault", &allow, Route::Trusted, &|_| false, NOW)
+        .unwrap_err();
+    assert!(matches!(e, NoProvider::AllDown { candidates: 2, .. }));
+    assert_eq!(e.cause(), net_proto::Cause::PeerDown);
+    assert_eq!(t.stats.no_trusted_provider, 0);
 }
