@@ -466,3 +466,83 @@ fn bench_without_nrpc_qps_beside_it_says_how_to_run_it() {
         o.stderr
     );
 }
+
+/// `net call` tells a down node, a wrong PSK and a wrong identity apart,
+/// each within `--timeout-ms`, and the callee's log names the wrong-PSK
+/// and wrong-identity attempts.
+#[test]
+fn call_failures_name_their_cause_and_the_callee_logs_rejected_handshakes() {
+    let d = TempDir::new("causes");
+    let dir = &d.0;
+    let [(pub_a, _), (pub_b, _)] = quickstart_files(&d);
+    ok(dir, &["psk", "--out", "other.psk"]);
+    d.write(
+        "wrong-psk.toml",
+        "identity = \"a.seed\"\npsk_file = \"other.psk\"\nlisten = \"127.0.0.1:0\"\n",
+        0o600,
+    );
+    let mut node_b = Node::start(dir, "b.toml");
+    let addr_b = field(
+        &node_b.wait_line("net node listening on"),
+        "net node listening on",
+    );
+    let free = std::net::UdpSocket::bind("127.0.0.1:0").expect("probe");
+    let dead = free.local_addr().expect("addr");
+    drop(free);
+
+    const TIMEOUT_MS: u64 = 1500;
+    let timeout = TIMEOUT_MS.to_string();
+    let failing_call = |config: &str, peer: &str| -> String {
+        let args = [
+            "call",
+            "--config",
+            config,
+            "--peer",
+            peer,
+            "--timeout-ms",
+            &timeout,
+        ];
+        let t = Instant::now();
+        let err = fails(dir, &args);
+        // Process start and teardown on top of the call itself.
+        let took = t.elapsed();
+        assert!(
+            took < Duration::from_millis(TIMEOUT_MS + 1500),
+            "`net {}` took {took:?}",
+            args.join(" ")
+        );
+        err
+    };
+    let down = failing_call("a.toml", &format!("{pub_b}@{dead}"));
+    let psk = failing_call("wrong-psk.toml", &format!("{pub_b}@{addr_b}"));
+    let identity = failing_call("a.toml", &format!("{pub_a}@{addr_b}"));
+    eprintln!("down:     {down}wrong PSK: {psk}wrong id: {identity}");
+    assert!(down.contains("no node is listening at"), "{down}");
+    assert!(psk.contains("its mesh PSK differs"), "{psk}");
+    assert!(
+        identity.contains("did not answer") && identity.contains("public identity"),
+        "{identity}"
+    );
+    for (a, b) in [(&down, &psk), (&psk, &identity), (&down, &identity)] {
+        assert_ne!(a, b);
+    }
+
+    // The callee saw initiations naming another identity (mac1) at once,
+    // and, once its half-open session expired, that the wrong-PSK caller
+    // never confirmed its response.
+    let log = || {
+        node_b
+            .stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    };
+    net_testkit::eventually("the callee logs the wrong-identity attempts", || {
+        let l = log();
+        l.contains("handshake rejected") && l.contains("mac1 mismatch")
+    });
+    net_testkit::eventually("the callee logs the wrong-PSK attempt", || {
+        log().contains("never confirmed our response")
+    });
+    assert!(node_b.stop("-TERM").success());
+}

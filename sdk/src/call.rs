@@ -21,6 +21,9 @@ use crate::mesh::Mesh;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CallOptions {
     /// Give up (status `Timeout`, and cancel at the callee) after this long.
+    /// `None` on a unary call means the mesh's default
+    /// ([`MeshBuilder::call_deadline`](crate::MeshBuilder::call_deadline),
+    /// 30 s unless set); streaming calls have no default deadline.
     pub deadline: Option<Duration>,
 }
 
@@ -247,6 +250,9 @@ impl Mesh {
         payload: impl Into<Vec<u8>>,
         opts: CallOptions,
     ) -> Result<Bytes, RpcError> {
+        let opts = CallOptions {
+            deadline: opts.deadline.or(self.call_deadline),
+        };
         let parts = self.open(peer, service, CallKind::Unary, payload.into(), opts)?;
         let r = parts.done.await;
         drop(parts.guard);

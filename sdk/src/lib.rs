@@ -32,7 +32,7 @@ mod mesh;
 pub use bytes::Bytes;
 pub use call::{CallOptions, ClientStream, DuplexCall, ServerStream};
 pub use error::{MeshError, RpcError};
-pub use mesh::{Mesh, MeshBuilder, PeerEvents, Request, ServeHandle};
+pub use mesh::{Mesh, MeshBuilder, PeerEvents, Request, ServeHandle, DEFAULT_CALL_DEADLINE};
 pub use net_crypto::{Identity, NodeId, PublicIdentity};
 pub use net_engine::{
     AlreadyAnswered, CallEvents, CoreStats, DriverChoice, DriverKind, IncomingCall, MemNet,

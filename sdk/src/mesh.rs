@@ -28,6 +28,7 @@ pub struct MeshBuilder {
     peers: Vec<(SocketAddr, PublicIdentity)>,
     trusted_providers: Vec<(String, Vec<NodeId>)>,
     detector: Option<net_proto::DetectorConfig>,
+    call_deadline: Option<Option<Duration>>,
     base: Option<MeshNodeConfig>,
 }
 
@@ -71,6 +72,13 @@ impl MeshBuilder {
     /// Down after 6 s of silence); checked by `build`.
     pub fn failure_detector(mut self, d: net_proto::DetectorConfig) -> Self {
         self.detector = Some(d);
+        self
+    }
+    /// Deadline of unary calls made without one (default 30 s; `None`:
+    /// wait for the outcome however long it takes). A call never waits
+    /// minutes silently: past it, it fails `Timeout` with the cause.
+    pub fn call_deadline(mut self, d: Option<Duration>) -> Self {
+        self.call_deadline = Some(d);
         self
     }
     /// A peer this node may call.
@@ -147,9 +155,17 @@ impl MeshBuilder {
             // Fails only while nobody subscribes: then nobody is told.
             let _ = tx.send(*e);
         }));
-        Ok(Mesh { node, peers })
+        let call_deadline = self.call_deadline.unwrap_or(Some(DEFAULT_CALL_DEADLINE));
+        Ok(Mesh {
+            node,
+            peers,
+            call_deadline,
+        })
     }
 }
+
+/// Deadline of unary calls made without one ([`MeshBuilder::call_deadline`]).
+pub const DEFAULT_CALL_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Peer-state changes a slow [`PeerEvents`] subscriber may fall behind by
 /// before it misses some (and is told how many).
@@ -182,6 +198,8 @@ pub struct Mesh {
     pub(crate) node: Arc<MeshNode>,
     /// Peer-state changes, fanned out to [`PeerEvents`] subscribers.
     peers: tokio::sync::broadcast::Sender<PeerEvent>,
+    /// Deadline of unary calls made without one.
+    pub(crate) call_deadline: Option<Duration>,
 }
 
 /// Unregisters its service (and withdraws its advertisement) when dropped.

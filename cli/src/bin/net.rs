@@ -501,18 +501,85 @@ fn client(args: &ClientArgs, reload: &Option<Reload>) -> Result<Mesh, CliError> 
     Ok(mesh)
 }
 
-fn call_error(e: RpcError, args: &ClientArgs, service: &str) -> CliError {
-    let hint = match e.status() {
-        Some(Status::TIMEOUT | Status::UNAVAILABLE) => format!(
-            " (within {} ms) — is a node listening at {}, does it use the same mesh PSK, \
-             and is {} its public identity (not its node id)?",
-            args.timeout_ms, args.peer.addr, args.peer.identity
-        ),
-        Some(Status::NOT_FOUND) => format!(": the peer does not serve `{service}`"),
-        Some(Status::PAYLOAD_TOO_LARGE) => ": a unary message must fit one packet (~1.2 KB)".into(),
-        _ => String::new(),
+/// Time kept back from `--timeout-ms` to tell a dead address from a
+/// silent one after a handshake got no answer ([`nothing_listens`]).
+const PROBE: Duration = Duration::from_millis(100);
+
+/// Whether nothing listens at `addr`: a datagram to it draws an ICMP port
+/// unreachable (`ECONNREFUSED` on a connected socket) within [`PROBE`].
+/// `false` if anything (or nothing) else happens, e.g. a firewall or a host
+/// that is down altogether. Only run after a failed handshake: a live node
+/// counts the probe byte as a malformed datagram.
+fn nothing_listens(addr: SocketAddr) -> bool {
+    let local: SocketAddr = if addr.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     };
-    CliError::Call(format!("call to `{service}` failed: {e}{hint}"))
+    let Ok(s) = std::net::UdpSocket::bind(local) else {
+        return false;
+    };
+    let sent = s.connect(addr).and_then(|()| s.send(&[0]));
+    let refused = |e: std::io::Error| e.kind() == std::io::ErrorKind::ConnectionRefused;
+    match sent {
+        Err(e) => refused(e),
+        Ok(_) => {
+            s.set_read_timeout(Some(PROBE)).is_ok()
+                && s.recv(&mut [0u8; 1]).err().is_some_and(refused)
+        }
+    }
+}
+
+/// The message for a failed call: what went wrong, and what to check.
+fn call_error(e: RpcError, args: &ClientArgs, service: &str) -> CliError {
+    use net::{Cause, HandshakeError};
+    let (addr, ms) = (args.peer.addr, args.timeout_ms);
+    let why = match (&e, e.cause()) {
+        (_, Some(Cause::Handshake(HandshakeError::NoAnswer { attempts }))) => {
+            if nothing_listens(addr) {
+                format!("no node is listening at {addr} (connection refused): is it running?")
+            } else {
+                format!(
+                    "{addr} did not answer {attempts} handshake attempt(s) within {ms} ms: \
+                     a node there answers only initiations naming its own public identity — \
+                     is {} the identity of the node at {addr} (`net id --public`, not its node \
+                     id)? Otherwise the host is down or a firewall drops UDP",
+                    args.peer.identity
+                )
+            }
+        }
+        (_, Some(Cause::Handshake(HandshakeError::WrongPsk))) => format!(
+            "the node at {addr} answered, but the handshake did not authenticate: its mesh PSK \
+             differs from the one in {}",
+            args.config.display()
+        ),
+        (_, Some(Cause::Handshake(HandshakeError::CookieLoop { .. }))) => format!(
+            "the node at {addr} is under load and kept answering with cookies within {ms} ms; \
+             retry later"
+        ),
+        (_, Some(cause @ (Cause::PeerDown | Cause::PeerReset))) => format!("{cause}"),
+        (_, Some(Cause::Deadline)) => format!(
+            "no answer within {ms} ms: the call reached the peer, whose handler did not answer \
+             in time"
+        ),
+        (_, Some(cause)) => format!("{cause}"),
+        (RpcError::Status { status, .. }, None) => match *status {
+            Status::NOT_FOUND => format!("the peer does not serve `{service}`"),
+            Status::PAYLOAD_TOO_LARGE => {
+                "a unary message must fit one packet (~1.2 KB across a 1500-byte MTU)".into()
+            }
+            s => format!("the peer answered {s}"),
+        },
+        (e, None) => e.to_string(),
+    };
+    CliError::Call(format!("call to `{service}` failed: {why}"))
+}
+
+/// The engine's deadline for a call: `--timeout-ms` less the time a
+/// failure diagnosis may take, so the whole command ends within it.
+fn call_deadline(args: &ClientArgs) -> Duration {
+    let total = Duration::from_millis(args.timeout_ms);
+    total.saturating_sub(PROBE).max(total / 2)
 }
 
 /// Bounds `fut` by `--timeout-ms` on this side too: the engine's deadline
@@ -524,9 +591,9 @@ async fn bounded<T>(
     let limit = Duration::from_millis(args.timeout_ms);
     tokio::time::timeout(limit, fut)
         .await
-        .unwrap_or(Err(RpcError::Status {
+        .unwrap_or(Err(RpcError::Failed {
             status: Status::TIMEOUT,
-            payload: Bytes::new(),
+            cause: net::Cause::Deadline,
         }))
 }
 
@@ -540,7 +607,7 @@ fn call(
     let mesh = client(args, reload)?;
     let peer = args.peer.identity.node_id();
     let opts = CallOptions {
-        deadline: Some(Duration::from_millis(args.timeout_ms)),
+        deadline: Some(call_deadline(args)),
     };
     let rt = runtime()?;
     let result = rt.block_on(async {
@@ -567,7 +634,7 @@ fn call(
 
 async fn fetch_stats(mesh: &Mesh, args: &ClientArgs) -> Result<Vec<u8>, RpcError> {
     let opts = CallOptions {
-        deadline: Some(Duration::from_millis(args.timeout_ms)),
+        deadline: Some(call_deadline(args)),
     };
     let peer = args.peer.identity.node_id();
     let mut s = mesh.call_server_stream(peer, "stats", Vec::new(), opts)?;

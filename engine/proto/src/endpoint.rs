@@ -109,11 +109,20 @@ pub struct Endpoint {
     by_peer_index: FastMap<ReceiverIndex, ReceiverIndex>,
     /// Up / Suspect / Down per peer, from authenticated traffic.
     detector: FailureDetector,
+    /// Rate of `HandshakeRejected` reports (the log's, not the counters').
+    rejects: crate::ratelimit::Limiter,
     /// Established sessions per watched peer: a peer is forgotten by the
     /// detector when its last one ends, unless it is Down (then it stays,
     /// so calls keep failing fast until it is heard from again).
     watched: FastMap<NodeId, u32>,
 }
+
+/// How many refused handshakes per second become `HandshakeRejected`
+/// events (for the operator's log); a flood is counted, not narrated.
+const REJECT_REPORTS: crate::RateLimit = crate::RateLimit {
+    per_second: 2.0,
+    burst: 10.0,
+};
 
 /// Most resets queued between two transmit passes.
 const MAX_RESETS: usize = 256;
@@ -184,6 +193,7 @@ impl Endpoint {
             reset_out: VecDeque::new(),
             by_peer_index: FastMap::default(),
             detector,
+            rejects: crate::ratelimit::Limiter::new(REJECT_REPORTS, now),
             watched: FastMap::default(),
         }
     }
@@ -438,7 +448,7 @@ impl Endpoint {
     fn handle_init(&mut self, now: Instant, src: SocketAddr, datagram: &[u8]) {
         if let Err(e) = handshake::precheck_init(datagram, &self.own_mac1) {
             self.stats.handshake_error(&e);
-            return;
+            return self.report_reject(now, src, datagram, e);
         }
         let under_load = self.limiter.offer(now);
         if under_load && !self.cookies.check_mac2(datagram, &src, self.wall_secs(now)) {
@@ -447,11 +457,11 @@ impl Endpoint {
         }
         if !self.limiter.allow(under_load.then_some(src.ip()), now) {
             self.stats.handshake_rate_limited += 1;
-            return;
+            return self.report_reject(now, src, datagram, HandshakeError::Overloaded);
         }
         if let Err(e) = self.room_for_init(datagram) {
             self.stats.handshake_error(&e);
-            return;
+            return self.report_reject(now, src, datagram, e);
         }
         let idx = self.alloc_index();
         let mut resp = [0u8; RESP_LEN];
@@ -481,7 +491,33 @@ impl Endpoint {
         let local = self.local();
         match handshake::respond(&local, datagram, (idx, &token), admit, &mut resp) {
             Ok((acc, _)) => self.accept_init(now, src, idx, acc, resp, room),
-            Err(e) => self.stats.handshake_error(&e),
+            Err(e) => {
+                self.stats.handshake_error(&e);
+                self.report_reject(now, src, datagram, e);
+            }
+        }
+    }
+
+    /// A refused initiation becomes a `HandshakeRejected` event, within the
+    /// report rate (always counted in the stats by the caller). The
+    /// identity it names in clear is reported, unauthenticated.
+    fn report_reject(&mut self, now: Instant, src: SocketAddr, init: &[u8], error: HandshakeError) {
+        let peer = handshake::claimed_initiator(init).map(|p| p.node_id());
+        self.report(now, src, peer, error);
+    }
+
+    fn report(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        peer: Option<NodeId>,
+        error: HandshakeError,
+    ) {
+        if self.rejects.allow(now) {
+            self.events
+                .push_back(Event::HandshakeRejected { src, peer, error });
+        } else {
+            self.stats.handshake_rejects_unreported += 1;
         }
     }
 
@@ -814,7 +850,12 @@ impl Endpoint {
             let Some(s) = self.sessions.get_mut(&idx) else {
                 continue;
             };
+            let half_open = s.is_half_open();
             s.fire_timer(&mut ctx!(self, now));
+            if half_open && s.is_closed() {
+                let (src, peer) = (s.addr(), s.peer_node());
+                self.report(now, src, Some(peer), HandshakeError::Unconfirmed);
+            }
             self.touch(idx);
         }
         self.due = due;

@@ -66,6 +66,10 @@ pub enum Cause {
     /// The call's deadline passed before the answer arrived.
     #[error("deadline exceeded")]
     Deadline,
+    /// The session's handshake did not complete (no answer, only cookies,
+    /// a response that did not authenticate, ...): the call never left.
+    #[error("handshake: {0}")]
+    Handshake(HandshakeError),
     /// The peer restarted and lost the call's session (a valid stateless
     /// reset): the call may or may not have run there before the crash.
     #[error("peer reset (it restarted; the call's outcome is unknown)")]
@@ -110,6 +114,7 @@ impl From<CloseReason> for Cause {
     fn from(reason: CloseReason) -> Self {
         match reason {
             CloseReason::PeerReset => Cause::PeerReset,
+            CloseReason::Handshake(e) => Cause::Handshake(e),
             other => Cause::Session(other),
         }
     }
@@ -234,6 +239,20 @@ pub enum Event {
         state: PeerState,
         /// How long it had been silent when the state changed.
         silent_for: Duration,
+    },
+    /// A handshake was refused or did not complete on the responder side
+    /// (wrong identity in mac1, a different PSK, replay, overload, ...):
+    /// for the operator's log. Rate-limited (see
+    /// `EndpointStats::handshake_rejects_unreported`); every rejection is
+    /// counted in the stats regardless.
+    HandshakeRejected {
+        /// Where the handshake came from.
+        src: std::net::SocketAddr,
+        /// The identity the initiator claimed (authenticated only for
+        /// [`HandshakeError::Unconfirmed`] and later errors).
+        peer: Option<NodeId>,
+        /// Why.
+        error: HandshakeError,
     },
     /// An ANNOUNCE payload from the peer (opaque at this layer).
     Announce {

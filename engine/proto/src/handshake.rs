@@ -56,7 +56,10 @@ pub enum HandshakeError {
     #[error("malformed handshake message: {0}")]
     Malformed(#[from] WireError),
     /// mac1 does not match: the sender does not know our public identity.
-    #[error("handshake mac1 mismatch")]
+    #[error(
+        "handshake mac1 mismatch: the initiator does not know this node's public identity \
+         (it dialled another identity at this address)"
+    )]
     Mac1,
     /// The initiator named an identity that is not a valid Ed25519 key.
     #[error("invalid initiator identity")]
@@ -71,9 +74,34 @@ pub enum HandshakeError {
     /// this peer and lane: a replay.
     #[error("replayed handshake initiation")]
     Replay,
-    /// No response after all retransmissions.
-    #[error("handshake timed out")]
-    Timeout,
+    /// Initiator: no answer to any of our initiations (the peer is down or
+    /// unreachable, or does not hold the public identity we dialled: a
+    /// responder drops initiations whose mac1 names another identity).
+    #[error(
+        "no answer to {attempts} handshake initiation(s): the peer is down or unreachable, \
+         or does not hold the public identity we dialled"
+    )]
+    NoAnswer {
+        /// Initiations sent.
+        attempts: u32,
+    },
+    /// Initiator: the peer answered only with cookies (it is under load)
+    /// and never completed the handshake.
+    #[error("the peer answered {cookies} time(s) with a cookie (under load) but never completed the handshake")]
+    CookieLoop {
+        /// Cookie replies received.
+        cookies: u32,
+    },
+    /// Initiator: the peer answered, but its response did not authenticate:
+    /// its mesh PSK differs from ours (or the response was tampered with).
+    #[error(
+        "the peer answered but its handshake did not authenticate: its mesh PSK differs from ours"
+    )]
+    WrongPsk,
+    /// Responder: the initiator never confirmed our response (it could not
+    /// authenticate it: most likely a different mesh PSK).
+    #[error("the initiator never confirmed our response (a different mesh PSK?)")]
+    Unconfirmed,
     /// Too many unconfirmed responder sessions; the initiation was dropped.
     #[error("too many half-open handshakes")]
     Overloaded,

@@ -69,6 +69,10 @@ pub struct EndpointStats {
     pub keepalives_tx: u64,
     /// Peers the failure detector could not watch (its table was full).
     pub detector_full: u64,
+    /// Responder sessions whose initiator never confirmed our response.
+    pub handshake_unconfirmed: u64,
+    /// Rejected handshakes not reported as events (over the report rate).
+    pub handshake_rejects_unreported: u64,
     /// Stateless resets sent (answers to data for sessions we do not hold).
     pub resets_tx: u64,
     /// Resets not sent: over the reset rate limit, or the per-pass queue
@@ -153,7 +157,9 @@ impl EndpointStats {
             HandshakeError::PeerSessionLimit => &mut self.handshake_peer_limit,
             HandshakeError::SessionTableFull => &mut self.handshake_table_full,
             HandshakeError::UnknownIndex => &mut self.handshake_unknown_index,
-            HandshakeError::Timeout => return,
+            HandshakeError::WrongPsk => &mut self.handshake_decrypt,
+            HandshakeError::Unconfirmed => &mut self.handshake_unconfirmed,
+            HandshakeError::NoAnswer { .. } | HandshakeError::CookieLoop { .. } => return,
         };
         *c += 1;
     }

@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use net_proto::{CallKind, CloseReason, HandshakeError, Status};
+use net_proto::{CallKind, Cause, CloseReason, HandshakeError, Status};
 use net_sim::{LinkConfig, Sim};
 use support::*;
 
@@ -165,7 +165,7 @@ fn wrong_psk_fails_the_handshake_with_a_typed_error() {
     let client = sim.node(addr(CLIENT));
     assert_eq!(
         client.client.closed,
-        vec![CloseReason::Handshake(HandshakeError::Decrypt)]
+        vec![CloseReason::Handshake(HandshakeError::WrongPsk)]
     );
     assert!(client.ep.stats().handshake_decrypt > 0);
     assert_eq!(
@@ -173,7 +173,46 @@ fn wrong_psk_fails_the_handshake_with_a_typed_error() {
         Some(&1),
         "the queued call failed as unavailable"
     );
+    assert_eq!(
+        client.client.causes,
+        vec![Cause::Handshake(HandshakeError::WrongPsk)]
+    );
     assert_eq!(sim.node(addr(SERVER)).server.by_tag.len(), 0);
+    // The callee cannot see the PSK differs, but it sees its responses
+    // never confirmed, and reports that.
+    let server = sim.node(addr(SERVER));
+    assert!(server
+        .server
+        .rejected
+        .contains(&HandshakeError::Unconfirmed));
+    assert!(server.ep.stats().handshake_unconfirmed > 0);
+}
+
+/// (e2) Dialling an address with the wrong public identity gets no answer
+/// (mac1 names another node); the caller's cause says so, and the callee
+/// reports the refused initiations.
+#[test]
+fn dialling_the_wrong_identity_gets_no_answer_and_the_callee_reports_it() {
+    let mut sim = pair(4, PSK);
+    let now = sim.now();
+    let stranger = identity(9).public();
+    sim.node_mut(addr(CLIENT))
+        .start_calls(now, stranger, addr(SERVER), 1, 1, 8);
+    sim.run_until(Duration::from_secs(300), |s| {
+        !s.node(addr(CLIENT)).client.closed.is_empty()
+    })
+    .expect("handshake gives up");
+    let client = sim.node(addr(CLIENT));
+    let attempts = 8;
+    let no_answer = HandshakeError::NoAnswer { attempts };
+    assert_eq!(
+        client.client.closed,
+        vec![CloseReason::Handshake(no_answer)]
+    );
+    assert_eq!(client.client.causes, vec![Cause::Handshake(no_answer)]);
+    let server = sim.node(addr(SERVER));
+    assert_eq!(server.ep.stats().handshake_mac1, u64::from(attempts));
+    assert_eq!(server.server.rejected, vec![HandshakeError::Mac1; 8]);
 }
 
 /// (f) Key updates in the middle of a call stream lose no call.

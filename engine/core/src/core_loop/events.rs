@@ -77,6 +77,10 @@ impl Core {
                 peer,
                 reason,
             } => self.on_closed(now, session, peer, reason),
+            Event::HandshakeRejected { src, peer, error } => {
+                let claimed = peer.map(|p| p.short()).unwrap_or_else(|| "?".into());
+                tracing::warn!(core = self.index, %src, claimed_peer = %claimed, %error, "handshake rejected");
+            }
             Event::PeerState {
                 peer,
                 state,
@@ -141,6 +145,7 @@ impl Core {
     /// A session is up: announce ourselves on it, then issue the calls
     /// that waited for it, in order.
     fn on_connected(&mut self, now: Instant, session: SessionId, peer: NodeId) {
+        tracing::debug!(core = self.index, peer = %peer.short(), %session, "session open");
         self.own.adopt_session(peer, session);
         if let Some(bytes) = self.trust.current().map(<[u8]>::to_vec) {
             self.announce_on(now, session, &bytes);
@@ -157,6 +162,7 @@ impl Core {
     /// handshakes anew right away, and the backlogged calls — never sent,
     /// so never executed — go out on the new session.
     fn on_closed(&mut self, now: Instant, session: SessionId, peer: NodeId, reason: CloseReason) {
+        tracing::debug!(core = self.index, peer = %peer.short(), %session, %reason, "session closed");
         match reason {
             CloseReason::PeerReset => {
                 tracing::info!(core = self.index, peer = %peer.short(), "peer reset (it restarted): calls in flight fail, handshaking again");

@@ -400,7 +400,11 @@ impl Session {
             match call.role {
                 Role::Caller(_) => {
                     let _ = self.cancel_call(ctx, id, Status::TIMEOUT);
-                    self.emit_failure(ctx, id, Status::TIMEOUT, Cause::Deadline);
+                    // Still handshaking: the deadline passed because of that.
+                    let cause = self
+                        .handshake_verdict()
+                        .map_or(Cause::Deadline, Cause::Handshake);
+                    self.emit_failure(ctx, id, Status::TIMEOUT, cause);
                 }
                 Role::Callee(_) => {
                     ctx.stats.calls_cancelled += 1;

@@ -74,6 +74,24 @@ pub(crate) struct Ctx<'a> {
     pub wall_base: (Instant, u64),
 }
 
+impl Initiating {
+    /// Why the handshake has not completed, as far as we can tell: a
+    /// response that failed to authenticate means a different PSK; only
+    /// cookies means the peer is under load; nothing at all, no answer.
+    fn verdict(&self) -> HandshakeError {
+        match self.last_error {
+            Some(HandshakeError::Decrypt) => HandshakeError::WrongPsk,
+            Some(e) => e,
+            None if self.cookies > 0 => HandshakeError::CookieLoop {
+                cookies: self.cookies,
+            },
+            None => HandshakeError::NoAnswer {
+                attempts: self.attempts,
+            },
+        }
+    }
+}
+
 /// Initiator waiting for the handshake response.
 struct Initiating {
     /// The handshake state of the initiation in flight, taken by the first
@@ -81,6 +99,8 @@ struct Initiating {
     init: Option<Initiation>,
     /// Build and send a fresh initiation at the next transmit opportunity.
     send_now: bool,
+    /// Valid cookie replies received (the peer is under load).
+    cookies: u32,
     /// Our reset token for this session's index, sent in every initiation.
     reset_token: [u8; RESET_TOKEN_LEN],
     /// Initiations written so far; the handshake gives up at
@@ -448,6 +468,7 @@ impl Session {
         let init = Initiating {
             init: None,
             send_now: true,
+            cookies: 0,
             reset_token,
             attempts: 0,
             retry_at: now,
@@ -657,7 +678,7 @@ impl Session {
                     return;
                 }
                 if i.attempts >= ctx.cfg.handshake_attempts {
-                    let err = i.last_error.unwrap_or(HandshakeError::Timeout);
+                    let err = i.verdict();
                     self.close(ctx, CloseReason::Handshake(err));
                     return;
                 }
@@ -665,7 +686,8 @@ impl Session {
             }
             Phase::Responding { expires, .. } => {
                 if now >= *expires {
-                    self.close(ctx, CloseReason::Handshake(HandshakeError::Timeout));
+                    ctx.stats.handshake_error(&HandshakeError::Unconfirmed);
+                    self.close(ctx, CloseReason::Handshake(HandshakeError::Unconfirmed));
                 }
             }
             Phase::Established(_) => self.on_transport_timeout(ctx),
@@ -731,6 +753,15 @@ impl Session {
     /// Where the session's datagrams go.
     pub fn addr(&self) -> SocketAddr {
         self.peer.addr
+    }
+
+    /// Initiator still handshaking: why the handshake has not completed
+    /// yet (see [`HandshakeError::NoAnswer`] and siblings).
+    pub fn handshake_verdict(&self) -> Option<HandshakeError> {
+        match &self.phase {
+            Phase::Initiating(i) => Some(i.verdict()),
+            _ => None,
+        }
     }
 
     /// The peer's failure-detector slot, once watched.

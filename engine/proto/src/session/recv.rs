@@ -33,6 +33,7 @@ impl Session {
         match cookie::open_reply(reply, &self.peer.identity, &mac1, ctx.cfg.aead) {
             Ok(c) => {
                 ctx.stats.cookie_replies_rx += 1;
+                i.cookies += 1;
                 i.last_mac1 = None;
                 i.cookie = Some((c, ctx.now));
                 i.send_now = i.attempts < ctx.cfg.handshake_attempts;

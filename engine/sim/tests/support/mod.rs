@@ -51,6 +51,8 @@ pub struct Server {
     pub sink_out_of_order: u64,
     /// Messages each ticker call sends before its trailer.
     pub ticker_count: u32,
+    /// Handshakes this node refused, as reported.
+    pub rejected: Vec<net_proto::HandshakeError>,
 }
 
 /// One outstanding client call.
@@ -212,6 +214,7 @@ impl RpcNode {
             Event::Writable { .. } => self.client.writable_events += 1,
             Event::Closed { reason, .. } => self.client.closed.push(reason),
             Event::Announce { .. } => {}
+            Event::HandshakeRejected { error, .. } => self.server.rejected.push(error),
             Event::PeerState { peer, state, .. } => self.client.peer_states.push((peer, state)),
         }
     }
