@@ -36,7 +36,7 @@ pub const DEFAULT_SPIN_US: u64 = 50;
 /// Engine defaults restated for settings that are applied in pairs (the
 /// engine takes idle timeout with keepalive, handshake retry with attempts).
 const DEFAULT_IDLE_MS: u64 = 30_000;
-const DEFAULT_KEEPALIVE_MS: u64 = 10_000;
+const DEFAULT_KEEPALIVE_MS: u64 = 1_000;
 const DEFAULT_HANDSHAKE_RETRY_MS: u64 = 250;
 const DEFAULT_HANDSHAKE_ATTEMPTS: u64 = 8;
 const DEFAULT_REANNOUNCE_S: u64 = 150;
@@ -205,8 +205,9 @@ pub struct SessionSection {
     /// Close a session idle this long (ms).
     #[serde(default, deserialize_with = "ranged::<_, 100, 86_400_000>")]
     pub idle_timeout_ms: Option<u64>,
-    /// Keepalive interval on an otherwise idle session (ms).
-    #[serde(default, deserialize_with = "ranged::<_, 10, 86_400_000>")]
+    /// Heartbeat (ms): keepalive interval on an otherwise idle session; the
+    /// failure detector holds a peer silent for 3 of them Suspect, 6 Down.
+    #[serde(default, deserialize_with = "ranged::<_, 10, 14_400_000>")]
     pub keepalive_ms: Option<u64>,
     /// First handshake retransmission timeout (ms), doubling per attempt.
     #[serde(default, deserialize_with = "ranged::<_, 1, 60_000>")]
