@@ -25,6 +25,11 @@
 //! one (at most `max_sessions_per_peer` per identity, a share reserved for
 //! configured peers) and which session is evicted when the table is full is
 //! the admission policy of `crate::admission` (`engine/proto/src/admission.rs`).
+//!
+//! # Liveness
+//!
+//! The failure detector's bookkeeping, stateless resets and reports of
+//! refused handshakes live in the child module `liveness`.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -39,7 +44,7 @@ use crate::admission::{Candidate, Room, SessionTable, CLOSE_EVICTED};
 use crate::config::EndpointConfig;
 use crate::cookie::{self, CookieJar, COOKIE_REPLY_LEN};
 use crate::detector::{FailureDetector, PeerState};
-use crate::event::{ApiError, Cause, CloseReason, Event, SessionId};
+use crate::event::{ApiError, CloseReason, Event, SessionId};
 use crate::handshake::{self, mac1_key, AcceptedInit, HandshakeError, RESP_LEN};
 use crate::ids::{CallId, CallKind, ReceiverIndex, ServiceId, Side, Status};
 use crate::pool::BufPool;
@@ -47,7 +52,7 @@ use crate::reset::ResetState;
 use crate::services::Services;
 use crate::session::{Ctx, Session};
 use crate::stats::EndpointStats;
-use crate::wire::{DataHeader, PacketType, ResetPacket, RESET_LEN};
+use crate::wire::{DataHeader, PacketType, RESET_LEN};
 use crate::FastMap;
 
 /// A datagram to send, written into the buffer given to [`Endpoint::poll_transmit`].
@@ -148,6 +153,9 @@ macro_rules! ctx {
         }
     };
 }
+
+// After the macro: the child module uses `ctx!`.
+mod liveness;
 
 impl Endpoint {
     /// Creates an endpoint. `wall_nanos` is the wall-clock time at `now` in
@@ -353,78 +361,6 @@ impl Endpoint {
         self.touch(hdr.receiver);
     }
 
-    /// A session is established: the detector watches its peer (a peer
-    /// heard from anew is Up).
-    fn watch(&mut self, now: Instant, idx: ReceiverIndex) {
-        let Some(s) = self.sessions.get_mut(&idx) else {
-            return;
-        };
-        let peer = s.peer_node();
-        if self.detector.state(&peer).is_none() {
-            // A newly watched peer: its first state (later ones come from
-            // the detector).
-            self.events.push_back(Event::PeerState {
-                peer,
-                state: PeerState::Up,
-                silent_for: Duration::ZERO,
-            });
-        }
-        match self.detector.track(peer, now) {
-            Ok(slot) => {
-                self.detector.heard(slot, now);
-                s.set_watch(slot);
-                *self.watched.entry(peer).or_default() += 1;
-            }
-            Err(_) => self.stats.detector_full += 1,
-        }
-    }
-
-    /// A watched session ended: forget its peer with its last session,
-    /// unless the peer is Down.
-    fn unwatch(&mut self, peer: NodeId) {
-        let Some(n) = self.watched.get_mut(&peer) else {
-            return;
-        };
-        *n -= 1;
-        if *n == 0 {
-            self.watched.remove(&peer);
-            if self.detector.state(&peer) != Some(PeerState::Down) {
-                self.detector.forget(&peer);
-            }
-        }
-    }
-
-    /// The failure detector's changes become events; a peer gone Down has
-    /// every call we made to it failed at once (`Cause::PeerDown`).
-    fn detector_events(&mut self, now: Instant) {
-        while let Some(e) = self.detector.poll_event() {
-            if e.state == PeerState::Down {
-                let ids: Vec<ReceiverIndex> = self
-                    .sessions
-                    .iter()
-                    .filter(|(_, s)| s.peer_node() == e.peer)
-                    .map(|(&i, _)| i)
-                    .collect();
-                for idx in ids {
-                    if let Some(s) = self.sessions.get_mut(&idx) {
-                        s.fail_own_calls(&mut ctx!(self, now), Cause::PeerDown);
-                    }
-                    self.touch(idx);
-                }
-            }
-            self.events.push_back(Event::PeerState {
-                peer: e.peer,
-                state: e.state,
-                silent_for: e.silent_for,
-            });
-        }
-    }
-
-    /// The failure detector's view of `peer`, if it is watched.
-    pub fn peer_state(&self, peer: &NodeId) -> Option<PeerState> {
-        self.detector.state(peer)
-    }
-
     /// A responder session was confirmed: it becomes the (peer, lane)'s
     /// session, superseding an older one.
     fn on_confirmed(&mut self, now: Instant, key: (NodeId, u16), idx: ReceiverIndex) {
@@ -495,29 +431,6 @@ impl Endpoint {
                 self.stats.handshake_error(&e);
                 self.report_reject(now, src, datagram, e);
             }
-        }
-    }
-
-    /// A refused initiation becomes a `HandshakeRejected` event, within the
-    /// report rate (always counted in the stats by the caller). The
-    /// identity it names in clear is reported, unauthenticated.
-    fn report_reject(&mut self, now: Instant, src: SocketAddr, init: &[u8], error: HandshakeError) {
-        let peer = handshake::claimed_initiator(init).map(|p| p.node_id());
-        self.report(now, src, peer, error);
-    }
-
-    fn report(
-        &mut self,
-        now: Instant,
-        src: SocketAddr,
-        peer: Option<NodeId>,
-        error: HandshakeError,
-    ) {
-        if self.rejects.allow(now) {
-            self.events
-                .push_back(Event::HandshakeRejected { src, peer, error });
-        } else {
-            self.stats.handshake_rejects_unreported += 1;
         }
     }
 
@@ -664,60 +577,6 @@ impl Endpoint {
         if !was_established && s.is_established() {
             self.watch(now, idx);
         }
-        self.touch(idx);
-    }
-
-    /// A data packet for a session we do not hold: answer with a stateless
-    /// reset (within the rate limit), so a peer whose session we lost —
-    /// we restarted — handshakes again at once. Never for a reset (those
-    /// are not data packets), so two nodes cannot loop.
-    ///
-    /// Only for an index this core would own (its low `core_bits` name this
-    /// core): a packet steered to the wrong core of a live node — the
-    /// kernel's group reshuffling while a socket closes, say — belongs to a
-    /// session another core holds, and a reset would end it.
-    fn queue_reset(&mut self, now: Instant, src: SocketAddr, hdr: DataHeader) {
-        let mask = (1u32 << self.cfg.core_bits.min(16)) - 1;
-        if hdr.receiver.get() & mask != self.cfg.core_id & mask {
-            self.stats.resets_not_ours += 1;
-            return;
-        }
-        if self.reset_out.len() >= MAX_RESETS || !self.reset.allow(now) {
-            self.stats.resets_rate_limited += 1;
-            return;
-        }
-        let packet = ResetPacket {
-            steer: hdr.reply_hint,
-            index: hdr.receiver,
-            token: self.reset.token(hdr.receiver, &src),
-        };
-        let mut out = [0u8; RESET_LEN];
-        packet.encode(&mut out);
-        self.reset.burn(hdr.receiver);
-        self.reset_out.push_back((src, out));
-    }
-
-    /// A reset from a peer: if it names a session's peer index and carries
-    /// that peer's token, the peer lost the session; close it (`PeerReset`).
-    fn handle_reset(&mut self, now: Instant, datagram: &[u8]) {
-        let Ok(reset) = ResetPacket::decode(datagram) else {
-            self.stats.resets_invalid += 1;
-            return;
-        };
-        let Some(&idx) = self.by_peer_index.get(&reset.index) else {
-            self.stats.resets_invalid += 1;
-            return;
-        };
-        let Some(s) = self
-            .sessions
-            .get_mut(&idx)
-            .filter(|s| s.is_reset_token(&reset.token))
-        else {
-            self.stats.resets_invalid += 1;
-            return;
-        };
-        self.stats.resets_rx += 1;
-        s.close(&mut ctx!(self, now), CloseReason::PeerReset);
         self.touch(idx);
     }
 
