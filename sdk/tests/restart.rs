@@ -148,6 +148,23 @@ async fn call_every_10ms(
     }
 }
 
+/// The client: one core, the server at `port` as its peer.
+fn client_of(port: u16, detector: Option<net::DetectorConfig>) -> Mesh {
+    let server = Identity::from_seed(&SERVER_SEED).public();
+    let mut b = Mesh::builder()
+        .identity(Identity::from_seed(&CLIENT_SEED))
+        .psk(PSK)
+        .peer(SocketAddr::from(([127, 0, 0, 1], port)), server)
+        .cores(1)
+        .pin(false);
+    if let Some(d) = detector {
+        b = b.failure_detector(d);
+    }
+    let client = b.build().expect("client");
+    client.start().expect("client start");
+    client
+}
+
 fn free_udp_port() -> u16 {
     let s = UdpSocket::bind("127.0.0.1:0").expect("probe bind");
     s.local_addr().expect("addr").port()
@@ -160,15 +177,7 @@ fn a_killed_server_is_reached_again_within_200ms_of_its_restart() {
     let _ = std::fs::remove_file(&log);
     let mut server = spawn_server(port, &log);
     let server_id = Identity::from_seed(&SERVER_SEED);
-    let client = Mesh::builder()
-        .identity(Identity::from_seed(&CLIENT_SEED))
-        .psk(PSK)
-        .peer(SocketAddr::from(([127, 0, 0, 1], port)), server_id.public())
-        .cores(1)
-        .pin(false)
-        .build()
-        .expect("client");
-    client.start().expect("client start");
+    let client = client_of(port, None);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -300,16 +309,7 @@ fn a_dead_server_goes_down_calls_fail_fast_and_it_comes_back_up() {
         down_after: Duration::from_millis(300),
         ..Default::default()
     };
-    let client = Mesh::builder()
-        .identity(Identity::from_seed(&CLIENT_SEED))
-        .psk(PSK)
-        .peer(SocketAddr::from(([127, 0, 0, 1], port)), server_id.public())
-        .failure_detector(detector)
-        .cores(1)
-        .pin(false)
-        .build()
-        .expect("client");
-    client.start().expect("client start");
+    let client = client_of(port, Some(detector));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

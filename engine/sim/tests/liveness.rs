@@ -33,8 +33,11 @@ fn restart_server(sim: &mut Sim<RpcNode>) {
     *sim.node_mut(addr(SERVER)) = RpcNode::new(cfg, now);
 }
 
+/// Reset datagrams seen on the wire, in order.
+type Seen = Rc<RefCell<Vec<Vec<u8>>>>;
+
 /// Records every reset datagram the network carries.
-fn capture_resets(sim: &mut Sim<RpcNode>) -> Rc<RefCell<Vec<Vec<u8>>>> {
+fn capture_resets(sim: &mut Sim<RpcNode>) -> Seen {
     let seen = Rc::new(RefCell::new(Vec::new()));
     let sink = seen.clone();
     sim.set_tap(Box::new(move |_, _, _, bytes| {
@@ -45,9 +48,11 @@ fn capture_resets(sim: &mut Sim<RpcNode>) -> Rc<RefCell<Vec<Vec<u8>>>> {
     seen
 }
 
-#[test]
-fn a_restarted_peer_resets_the_stale_session_within_one_round_trip() {
-    let mut sim = warmed_up(1, 10);
+/// A warmed-up pair whose server restarts; the client's next call on the
+/// stale session provokes a reset. Returns the simulator, the resets seen
+/// on the wire and how long the session took to end after the call.
+fn provoke_reset(seed: u64) -> (Sim<RpcNode>, Seen, Duration) {
+    let mut sim = warmed_up(seed, 10);
     restart_server(&mut sim);
     let resets = capture_resets(&mut sim);
     let start = sim.now();
@@ -56,8 +61,26 @@ fn a_restarted_peer_resets_the_stale_session_within_one_round_trip() {
         !s.node(addr(CLIENT)).client.closed.is_empty()
     })
     .expect("the stale session ends");
-    // One-way delay is 50 µs: the call goes out, the reset comes back.
     let took = sim.now() - start;
+    (sim, resets, took)
+}
+
+/// The client dials the (restarted) server anew and completes calls up to
+/// 16 in total.
+fn reconnect(sim: &mut Sim<RpcNode>) {
+    let now = sim.now();
+    sim.node_mut(addr(CLIENT))
+        .start_calls(now, identity(SERVER).public(), addr(SERVER), 16, 1, 32);
+    sim.run_until(Duration::from_secs(1), |s| {
+        s.node(addr(CLIENT)).client.completed >= 16
+    })
+    .expect("calls on the new session complete");
+}
+
+#[test]
+fn a_restarted_peer_resets_the_stale_session_within_one_round_trip() {
+    let (mut sim, resets, took) = provoke_reset(1);
+    // One-way delay is 50 µs: the call goes out, the reset comes back.
     assert!(took <= Duration::from_micros(110), "took {took:?}");
     let client = &sim.node(addr(CLIENT));
     assert_eq!(client.client.closed, vec![CloseReason::PeerReset]);
@@ -74,34 +97,14 @@ fn a_restarted_peer_resets_the_stale_session_within_one_round_trip() {
     assert!(sim.node(addr(SERVER)).server.by_tag.is_empty());
 
     // A fresh handshake to the restarted node works at once.
-    let now = sim.now();
-    sim.node_mut(addr(CLIENT))
-        .start_calls(now, identity(SERVER).public(), addr(SERVER), 16, 1, 32);
-    sim.run_until(Duration::from_secs(1), |s| {
-        s.node(addr(CLIENT)).client.completed >= 16
-    })
-    .expect("calls on the new session complete");
+    reconnect(&mut sim);
 }
 
 #[test]
 fn forged_and_replayed_resets_change_nothing() {
-    let mut sim = warmed_up(2, 10);
-    restart_server(&mut sim);
-    let resets = capture_resets(&mut sim);
-    let now = sim.now();
-    sim.node_mut(addr(CLIENT)).call_more(now, 1);
-    sim.run_until(Duration::from_secs(1), |s| {
-        !s.node(addr(CLIENT)).client.closed.is_empty()
-    })
-    .expect("reset");
+    let (mut sim, resets, _) = provoke_reset(2);
     let captured = resets.borrow()[0].clone();
-    let now = sim.now();
-    sim.node_mut(addr(CLIENT))
-        .start_calls(now, identity(SERVER).public(), addr(SERVER), 16, 1, 32);
-    sim.run_until(Duration::from_secs(1), |s| {
-        s.node(addr(CLIENT)).client.completed >= 16
-    })
-    .expect("new session");
+    reconnect(&mut sim);
     let session = sim.node(addr(CLIENT)).client.session.expect("session");
 
     // Replayed: the old reset names the old session's index.

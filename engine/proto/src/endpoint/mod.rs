@@ -618,39 +618,18 @@ impl Endpoint {
     /// Writes the next datagram to send into `buf` (65 536 bytes suffice).
     #[must_use = "a datagram not taken is not sent"]
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
-        if let (Some(out), Some((dst, reply))) =
-            (buf.get_mut(..COOKIE_REPLY_LEN), self.cookie_out.pop_front())
-        {
-            out.copy_from_slice(&reply);
+        if let Some((dst, len)) = take_fixed(&mut self.cookie_out, buf) {
             self.stats.cookie_replies_tx += 1;
-            self.stats.datagrams_tx += 1;
-            self.stats.bytes_tx += COOKIE_REPLY_LEN as u64;
-            return Some(Transmit {
-                dst,
-                len: COOKIE_REPLY_LEN,
-            });
+            return Some(self.sent(dst, len));
         }
-        if let (Some(out), Some((dst, reset))) =
-            (buf.get_mut(..RESET_LEN), self.reset_out.pop_front())
-        {
-            out.copy_from_slice(&reset);
+        if let Some((dst, len)) = take_fixed(&mut self.reset_out, buf) {
             self.stats.resets_tx += 1;
-            self.stats.datagrams_tx += 1;
-            self.stats.bytes_tx += RESET_LEN as u64;
-            return Some(Transmit {
-                dst,
-                len: RESET_LEN,
-            });
+            return Some(self.sent(dst, len));
         }
         if let Some((dst, close)) = self.farewells.pop_front() {
             if let Some(out) = buf.get_mut(..close.len()) {
                 out.copy_from_slice(&close);
-                self.stats.datagrams_tx += 1;
-                self.stats.bytes_tx += close.len() as u64;
-                return Some(Transmit {
-                    dst,
-                    len: close.len(),
-                });
+                return Some(self.sent(dst, close.len()));
             }
         }
         while let Some(idx) = self.ready.pop_front() {
@@ -662,12 +641,17 @@ impl Endpoint {
             let dst = s.addr();
             self.touch(idx);
             if let Some(len) = written {
-                self.stats.datagrams_tx += 1;
-                self.stats.bytes_tx += len as u64;
-                return Some(Transmit { dst, len });
+                return Some(self.sent(dst, len));
             }
         }
         None
+    }
+
+    /// Counts a datagram written for `poll_transmit`.
+    fn sent(&mut self, dst: SocketAddr, len: usize) -> Transmit {
+        self.stats.datagrams_tx += 1;
+        self.stats.bytes_tx += len as u64;
+        Transmit { dst, len }
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) next has work.
@@ -908,4 +892,16 @@ impl Endpoint {
     pub fn session_side(&self, session: SessionId) -> Option<Side> {
         self.sessions.get(&session.0).map(Session::side)
     }
+}
+
+/// Moves the next fixed-size datagram of `queue` into `buf`, if `buf` can
+/// hold it (else it stays queued).
+fn take_fixed<const N: usize>(
+    queue: &mut VecDeque<(SocketAddr, [u8; N])>,
+    buf: &mut [u8],
+) -> Option<(SocketAddr, usize)> {
+    let out = buf.get_mut(..N)?;
+    let (dst, bytes) = queue.pop_front()?;
+    out.copy_from_slice(&bytes);
+    Some((dst, N))
 }
