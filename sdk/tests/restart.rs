@@ -360,7 +360,8 @@ fn a_dead_server_goes_down_calls_fail_fast_and_it_comes_back_up() {
             fast.as_secs_f64() * 1e3,
             back.as_secs_f64() * 1e3,
         );
-        assert!(fast < Duration::from_millis(50), "a call to a Down peer took {fast:?}");
+        // Locally refused: no round trip, no timer (bounded loosely for a loaded machine).
+        assert!(fast < Duration::from_millis(250), "a call to a Down peer took {fast:?}");
         server.child.kill().expect("SIGKILL");
         server.child.wait().expect("reap");
     });

@@ -85,15 +85,7 @@ impl Core {
                 peer,
                 state,
                 silent_for,
-            } => {
-                tracing::info!(core = self.index, peer = %peer.short(), %state, silent_ms = silent_for.as_millis() as u64, "peer state");
-                let e = net_proto::PeerEvent {
-                    peer,
-                    state,
-                    silent_for,
-                };
-                self.board.report(self.index, &e);
-            }
+            } => self.on_peer_state(peer, state, silent_for),
             Event::Announce {
                 session,
                 peer,
@@ -105,6 +97,34 @@ impl Core {
                 self.ep.recycle(payload);
             }
         }
+    }
+
+    /// This core's failure detector changed its view of `peer`: logged by
+    /// severity, and reported to the node's merged view.
+    fn on_peer_state(
+        &mut self,
+        peer: NodeId,
+        state: net_proto::PeerState,
+        silent_for: std::time::Duration,
+    ) {
+        let (p, ms) = (peer.short(), silent_for.as_millis() as u64);
+        match state {
+            net_proto::PeerState::Up => {
+                tracing::debug!(core = self.index, peer = %p, silent_ms = ms, "peer up")
+            }
+            net_proto::PeerState::Suspect => {
+                tracing::info!(core = self.index, peer = %p, silent_ms = ms, "peer suspect")
+            }
+            _ => {
+                tracing::warn!(core = self.index, peer = %p, silent_ms = ms, "peer down: calls to it fail at once until it is heard again")
+            }
+        }
+        let e = net_proto::PeerEvent {
+            peer,
+            state,
+            silent_for,
+        };
+        self.board.report(self.index, &e);
     }
 
     /// Queues an ANNOUNCE on one session. It fails only when the session is
