@@ -11,8 +11,14 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// RFC 9002 `kGranularity`.
-const GRANULARITY: Duration = Duration::from_millis(1);
+/// RFC 9002 `kGranularity`: the smallest timer the loss and probe rules
+/// use. RFC 9002 suggests 1 ms for OS timers of that resolution; the
+/// engine's timers (`ppoll`, io_uring timeouts) are finer, and on a LAN
+/// 1 ms is ten round trips, so one lost packet would cost that.
+const GRANULARITY: Duration = Duration::from_micros(50);
+/// Shortest ACK delay a receiver uses (and a sender assumes): below it a
+/// delayed ACK saves nothing over an immediate one.
+pub(crate) const MIN_ACK_DELAY: Duration = Duration::from_micros(25);
 /// RFC 9002 `kPacketThreshold`.
 const PACKET_THRESHOLD: u64 = 3;
 /// Exponential backoff stops doubling here, so a long outage probes every
@@ -66,9 +72,25 @@ impl Rtt {
         self.smoothed
     }
 
-    /// Base probe timeout before backoff.
+    /// How long this side delays an ACK (PROTOCOL §7): an eighth of the
+    /// smoothed RTT, within [`MIN_ACK_DELAY`] and the announced maximum.
+    pub fn ack_delay(&self, max_ack_delay: Duration) -> Duration {
+        (self.smoothed / 8).clamp(MIN_ACK_DELAY, max_ack_delay.max(MIN_ACK_DELAY))
+    }
+
+    /// The ACK delay a sender allows the peer in its probe timeout: a
+    /// quarter of its own smoothed RTT (twice what a peer with the same
+    /// RTT estimate delays), within 2 × [`MIN_ACK_DELAY`] and the peer's
+    /// announced maximum.
+    pub fn peer_ack_delay(&self, peer_max_ack_delay: Duration) -> Duration {
+        (self.smoothed / 4).clamp(MIN_ACK_DELAY * 2, peer_max_ack_delay.max(MIN_ACK_DELAY * 2))
+    }
+
+    /// Base probe timeout before backoff, given the peer's announced
+    /// `max_ack_delay` (of which only the RTT-sized part counts, see
+    /// [`peer_ack_delay`](Self::peer_ack_delay)).
     pub fn pto(&self, max_ack_delay: Duration) -> Duration {
-        self.smoothed + (self.var * 4).max(GRANULARITY) + max_ack_delay
+        self.smoothed + (self.var * 4).max(GRANULARITY) + self.peer_ack_delay(max_ack_delay)
     }
 
     /// Time after which an unacknowledged packet older than an acknowledged
@@ -102,6 +124,11 @@ impl<F: Copy> Ledger<F> {
     /// The smoothed round-trip time.
     pub fn smoothed_rtt(&self) -> Duration {
         self.rtt.smoothed()
+    }
+
+    /// How long this side may delay an ACK now (see [`Rtt::ack_delay`]).
+    pub fn ack_delay(&self, max_ack_delay: Duration) -> Duration {
+        self.rtt.ack_delay(max_ack_delay)
     }
 
     /// A round-trip sample taken outside the ledger (the handshake's).
@@ -297,6 +324,29 @@ mod tests {
             rtt.update(Duration::from_millis(10), Duration::ZERO);
         }
         assert!(rtt.smoothed().abs_diff(Duration::from_millis(10)) < Duration::from_micros(100));
+    }
+
+    #[test]
+    fn ack_delays_follow_the_rtt_within_their_bounds() {
+        let max = Duration::from_millis(5);
+        let mut rtt = Rtt::new(Duration::from_micros(800));
+        rtt.update(Duration::from_micros(800), Duration::ZERO);
+        // We delay an eighth of the RTT; we allow the peer a quarter.
+        assert_eq!(rtt.ack_delay(max), Duration::from_micros(100));
+        assert_eq!(rtt.peer_ack_delay(max), Duration::from_micros(200));
+        // A LAN round trip: the floors.
+        let lan = Rtt::new(Duration::from_micros(100));
+        assert_eq!(lan.ack_delay(max), MIN_ACK_DELAY);
+        assert_eq!(lan.peer_ack_delay(max), MIN_ACK_DELAY * 2);
+        // A WAN round trip: the announced maximum caps both.
+        let wan = Rtt::new(Duration::from_millis(200));
+        assert_eq!(wan.ack_delay(max), max);
+        assert_eq!(wan.peer_ack_delay(max), max);
+        // PTO on a LAN: RTT + granularity + the peer's RTT-sized delay.
+        assert_eq!(
+            lan.pto(max),
+            Duration::from_micros(100) + Duration::from_micros(200) + MIN_ACK_DELAY * 2
+        );
     }
 
     #[test]

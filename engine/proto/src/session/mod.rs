@@ -133,6 +133,8 @@ struct Acks {
     deadline: Option<Instant>,
     /// An ACK must go out at the next transmit, alone if need be.
     now: bool,
+    /// A packet arrived out of order since our last ACK.
+    reordered: bool,
     /// When the largest packet number received so far arrived (its ACK
     /// delay is measured from here).
     largest_recv_time: Instant,
@@ -146,27 +148,38 @@ impl Acks {
             unacked_eliciting: 0,
             deadline: None,
             now: false,
+            reordered: false,
             largest_recv_time: now,
         }
     }
 
     /// Packet `pn` authenticated at `now`: it is to be acknowledged.
+    /// Out of order (below the largest seen, or past a gap) means a loss
+    /// or reordering the sender should learn of at once (RFC 9000
+    /// §13.2.1): the next ack-eliciting packet is then acknowledged
+    /// without delay.
     fn on_received(&mut self, pn: u64, now: Instant) {
-        if self.received.max().is_none_or(|m| pn > m) {
-            self.largest_recv_time = now;
+        match self.received.max() {
+            Some(m) if pn > m => {
+                self.largest_recv_time = now;
+                self.reordered |= pn > m + 1;
+            }
+            Some(_) => self.reordered = true,
+            None => self.largest_recv_time = now,
         }
         self.received.insert(pn);
         self.dirty = true;
     }
 
-    /// An ack-eliciting packet was handled: every `ACK_EVERY`th is
-    /// acknowledged at once, the others within `max_ack_delay`.
-    fn on_eliciting(&mut self, now: Instant, max_ack_delay: Duration) {
+    /// An ack-eliciting packet was handled: acknowledged at once if every
+    /// `ACK_EVERY`th or out of order, else within `delay` (RTT-sized, see
+    /// `Rtt::ack_delay`).
+    fn on_eliciting(&mut self, now: Instant, delay: Duration) {
         self.unacked_eliciting += 1;
-        if self.unacked_eliciting >= ACK_EVERY {
+        if self.unacked_eliciting >= ACK_EVERY || self.reordered {
             self.now = true;
         } else if self.deadline.is_none() {
-            self.deadline = Some(now + max_ack_delay);
+            self.deadline = Some(now + delay);
         }
     }
 
@@ -194,6 +207,7 @@ impl Acks {
         self.unacked_eliciting = 0;
         self.deadline = None;
         self.now = false;
+        self.reordered = false;
     }
 }
 
@@ -908,5 +922,47 @@ impl Session {
     pub fn max_payload(&self, cfg: &EndpointConfig) -> usize {
         // Header, tag, an ACK frame and the largest frame header.
         self.datagram_budget(cfg).saturating_sub(16 + 16 + 96 + 40)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DELAY: Duration = Duration::from_micros(40);
+
+    #[test]
+    fn in_order_packets_are_acknowledged_within_the_delay_or_every_second() {
+        let now = Instant::now();
+        let mut a = Acks::new(now);
+        a.on_received(0, now);
+        a.on_eliciting(now, DELAY);
+        assert!(!a.due_now());
+        assert_eq!(a.timer(), Some(now + DELAY));
+        a.on_received(1, now);
+        a.on_eliciting(now, DELAY);
+        assert!(a.due_now(), "every second ack-eliciting packet");
+    }
+
+    #[test]
+    fn out_of_order_packets_are_acknowledged_at_once() {
+        let now = Instant::now();
+        // A gap: packet 1 is missing when 2 arrives.
+        let mut a = Acks::new(now);
+        a.on_received(0, now);
+        a.on_written();
+        a.on_received(2, now);
+        a.on_eliciting(now, DELAY);
+        assert!(a.due_now(), "past a gap");
+        // Reordered: 1 arrives after 2.
+        a.on_written();
+        a.on_received(1, now);
+        a.on_eliciting(now, DELAY);
+        assert!(a.due_now(), "below the largest");
+        // Back in order: delayed again.
+        a.on_written();
+        a.on_received(3, now);
+        a.on_eliciting(now, DELAY);
+        assert!(!a.due_now());
     }
 }

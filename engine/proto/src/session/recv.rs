@@ -89,7 +89,8 @@ impl Session {
         let max_ack_delay = ctx.cfg.params.max_ack_delay();
         if let Some(t) = self.transport_mut() {
             if eliciting {
-                t.acks.on_eliciting(ctx.now, max_ack_delay);
+                let delay = t.ledger.ack_delay(max_ack_delay);
+                t.acks.on_eliciting(ctx.now, delay);
             }
         }
     }

@@ -59,6 +59,7 @@ pub struct Server {
 struct Pending {
     tag: u64,
     payload: Vec<u8>,
+    issued: Instant,
 }
 
 /// Client workload: `total` unary calls to `service`, `concurrency` at a time.
@@ -79,6 +80,8 @@ pub struct Client {
     pub messages: HashMap<CallId, Vec<Vec<u8>>>,
     pub responses: HashMap<CallId, (Status, Vec<u8>)>,
     pub closed: Vec<net_proto::CloseReason>,
+    /// Latency of every completed unary call of the workload.
+    pub latencies: Vec<Duration>,
     /// Failure-detector changes, in order.
     pub peer_states: Vec<(net_crypto::NodeId, net_proto::PeerState)>,
     /// Causes of calls the endpoint ended itself, in order.
@@ -160,7 +163,14 @@ impl RpcNode {
             {
                 Ok(call) => {
                     c.next_tag += 1;
-                    c.in_flight.insert(call, Pending { tag, payload });
+                    c.in_flight.insert(
+                        call,
+                        Pending {
+                            tag,
+                            payload,
+                            issued: now,
+                        },
+                    );
                 }
                 Err(net_proto::ApiError::CallsBlocked) => break,
                 Err(e) => panic!("call failed: {e}"),
@@ -259,6 +269,7 @@ impl RpcNode {
             if status.is_ok() && payload != p.payload {
                 c.mismatches += 1;
             }
+            c.latencies.push(now - p.issued);
             let _ = p.tag;
         } else {
             c.responses.insert(call, (status, payload));
