@@ -5,6 +5,7 @@
 pub mod handshake;
 pub mod nrpc;
 pub mod raw;
+pub mod relay;
 pub mod slices;
 
 use std::time::Duration;
