@@ -357,9 +357,13 @@ pub fn handshake_seeds() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let mut cookie_reply = Vec::new();
     while cookie_reply.is_empty() {
         b.handle(now, fuzz_addr(), &mut init.clone());
-        if let Some(t) = b.poll_transmit(now, &mut out) {
-            assert_eq!(t.len, crate::COOKIE_REPLY_LEN);
-            cookie_reply = out[..t.len].to_vec();
+        // Before the load sets in, the copies get the stored response.
+        while let Some(t) = b.poll_transmit(now, &mut out) {
+            if t.len == crate::COOKIE_REPLY_LEN {
+                cookie_reply = out[..t.len].to_vec();
+            } else {
+                assert_eq!(t.len, crate::RESP_LEN);
+            }
         }
     }
     (init, response, cookie_reply)

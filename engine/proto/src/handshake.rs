@@ -116,6 +116,11 @@ pub enum HandshakeError {
     /// The response names a receiver index we have no handshake for.
     #[error("handshake response for an unknown index")]
     UnknownIndex,
+    /// Responder: a copy of the initiation a half-open session answered
+    /// (the initiator retransmitted it): that session's response is sent
+    /// again, nothing new is created.
+    #[error("duplicate initiation: the response is sent again")]
+    Duplicate,
 }
 
 /// Transport keys for both directions, from the Noise split via HKDF.
@@ -187,6 +192,13 @@ fn check_mac1(msg: &[u8], key: &[u8; 32]) -> Result<(), HandshakeError> {
     } else {
         Err(HandshakeError::Mac1)
     }
+}
+
+/// Rewrites the macs of an initiation kept for retransmission to `peer`,
+/// with its latest cookie (mac1 covers the unchanged message, so only mac2
+/// can change).
+pub(crate) fn refresh_macs(msg: &mut [u8], peer: &PublicIdentity, cookie: Option<&Cookie>) {
+    put_macs(msg, &mac1_key(peer), cookie);
 }
 
 /// Writes mac1 and mac2: mac2 is zero without a cookie (see [`crate::cookie`]).

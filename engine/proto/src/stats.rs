@@ -69,6 +69,8 @@ pub struct EndpointStats {
     pub keepalives_tx: u64,
     /// Peers the failure detector could not watch (its table was full).
     pub detector_full: u64,
+    /// Retransmitted initiations answered again with the stored response.
+    pub handshake_duplicates: u64,
     /// Responder sessions whose initiator never confirmed our response.
     pub handshake_unconfirmed: u64,
     /// Rejected handshakes not reported as events (over the report rate).
@@ -157,6 +159,7 @@ impl EndpointStats {
             HandshakeError::PeerSessionLimit => &mut self.handshake_peer_limit,
             HandshakeError::SessionTableFull => &mut self.handshake_table_full,
             HandshakeError::UnknownIndex => &mut self.handshake_unknown_index,
+            HandshakeError::Duplicate => &mut self.handshake_duplicates,
             HandshakeError::WrongPsk => &mut self.handshake_decrypt,
             HandshakeError::Unconfirmed => &mut self.handshake_unconfirmed,
             HandshakeError::NoAnswer { .. } | HandshakeError::CookieLoop { .. } => return,

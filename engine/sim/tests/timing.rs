@@ -45,3 +45,57 @@ fn one_percent_loss_costs_the_tail_less_than_3x() {
         "p99 {l99:?} with 1% loss vs {p99:?} without"
     );
 }
+
+/// A pair on a link of `one_way` delay (each direction).
+fn long_path(seed: u64, one_way: Duration) -> Sim<RpcNode> {
+    let mut sim: Sim<RpcNode> = pair(seed, PSK);
+    sim.set_default_link(LinkConfig {
+        delay: one_way,
+        ..LinkConfig::default()
+    });
+    sim
+}
+
+fn call_once(sim: &mut Sim<RpcNode>, total: u64) {
+    let now = sim.now();
+    sim.node_mut(addr(CLIENT)).start_calls(
+        now,
+        identity(SERVER).public(),
+        addr(SERVER),
+        total,
+        1,
+        32,
+    );
+    sim.run_until(Duration::from_secs(60), |s| s.node(addr(CLIENT)).done())
+        .expect("the call completes");
+}
+
+fn inits(sim: &Sim<RpcNode>) -> u64 {
+    sim.node(addr(CLIENT)).ep.stats().handshake_init_tx
+}
+
+#[test]
+fn a_handshake_is_sent_once_at_100ms_one_way() {
+    let mut sim = long_path(8, Duration::from_millis(100));
+    call_once(&mut sim, 1);
+    assert_eq!(inits(&sim), 1);
+}
+
+#[test]
+fn a_reconnect_times_its_handshake_by_the_rtt_last_measured() {
+    // 300 ms round trips: longer than the default first retry (250 ms), so
+    // the first handshake to an unknown peer goes out twice.
+    let mut sim = long_path(9, Duration::from_millis(150));
+    // Enough calls for the RTT estimate to converge (early packets are
+    // probed before their ACK can come back, which gives no sample).
+    call_once(&mut sim, 20);
+    assert_eq!(inits(&sim), 2);
+    let now = sim.now();
+    let client = sim.node_mut(addr(CLIENT));
+    let session = client.client.session.expect("session");
+    client.ep.close(now, session, 0).expect("close");
+    sim.run_for(Duration::from_secs(1)).expect("close goes out");
+    // The next one waits twice the measured RTT before retrying: once.
+    call_once(&mut sim, 21);
+    assert_eq!(inits(&sim), 3);
+}

@@ -114,6 +114,10 @@ pub struct Endpoint {
     by_peer_index: FastMap<ReceiverIndex, ReceiverIndex>,
     /// Up / Suspect / Down per peer, from authenticated traffic.
     detector: FailureDetector,
+    /// The smoothed RTT of the last established session to each peer, for
+    /// the next handshake's retransmission timer; at most `max_sessions`
+    /// entries (cleared when full).
+    peer_rtt: FastMap<NodeId, Duration>,
     /// Rate of `HandshakeRejected` reports (the log's, not the counters').
     rejects: crate::ratelimit::Limiter,
     /// Established sessions per watched peer: a peer is forgotten by the
@@ -202,6 +206,7 @@ impl Endpoint {
             by_peer_index: FastMap::default(),
             detector,
             rejects: crate::ratelimit::Limiter::new(REJECT_REPORTS, now),
+            peer_rtt: FastMap::default(),
             watched: FastMap::default(),
         }
     }
@@ -316,7 +321,8 @@ impl Endpoint {
         let idx = self.alloc_index();
         let id = SessionId(idx);
         let token = self.reset.token(idx, &addr);
-        let s = Session::initiator(id, (peer, addr), token, now, &self.cfg);
+        let rtt = self.peer_rtt.get(&peer.node_id()).copied();
+        let s = Session::initiator(id, (peer, addr), (token, rtt), now, &self.cfg);
         self.sessions.insert(idx, s);
         self.touch(idx);
         Ok(id)
@@ -402,11 +408,17 @@ impl Endpoint {
         let idx = self.alloc_index();
         let mut resp = [0u8; RESP_LEN];
         let mut room = Room::Free;
+        let mut duplicate_of = None;
         let (half_open, confirmed, table) = (&self.half_open, &self.confirmed, &self.table);
         let (cfg, total) = (&self.cfg, self.sessions.len());
         // Runs once the initiation authenticated, before the response exists.
         let admit = |node: &NodeId, lane: u16, ts: u64| {
             let (pending, live) = (half_open.get(&(*node, lane)), confirmed.get(&(*node, lane)));
+            if let Some(p) = pending.filter(|p| p.timestamp == ts) {
+                // The initiator retransmitted the initiation we answered.
+                duplicate_of = Some(p.session);
+                return Err(HandshakeError::Duplicate);
+            }
             let newest = [pending, live]
                 .into_iter()
                 .flatten()
@@ -427,6 +439,15 @@ impl Endpoint {
         let local = self.local();
         match handshake::respond(&local, datagram, (idx, &token), admit, &mut resp) {
             Ok((acc, _)) => self.accept_init(now, src, idx, acc, resp, room),
+            Err(HandshakeError::Duplicate) => {
+                self.stats.handshake_error(&HandshakeError::Duplicate);
+                if let Some(idx) = duplicate_of {
+                    if let Some(s) = self.sessions.get_mut(&idx) {
+                        s.resend_response();
+                    }
+                    self.touch(idx);
+                }
+            }
             Err(e) => {
                 self.stats.handshake_error(&e);
                 self.report_reject(now, src, datagram, e);
@@ -588,6 +609,12 @@ impl Endpoint {
         };
         if s.is_closed() {
             let (key, side, watched) = (s.lane_key(), s.side(), s.watch().is_some());
+            if let (true, Some(rtt)) = (watched, s.final_rtt()) {
+                if self.peer_rtt.len() >= self.cfg.max_sessions {
+                    self.peer_rtt.clear();
+                }
+                self.peer_rtt.insert(key.0, rtt);
+            }
             if let Some(p) = s.peer_index() {
                 if self.by_peer_index.get(&p) == Some(&idx) {
                     self.by_peer_index.remove(&p);

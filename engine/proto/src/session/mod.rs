@@ -101,6 +101,15 @@ struct Initiating {
     send_now: bool,
     /// Valid cookie replies received (the peer is under load).
     cookies: u32,
+    /// The initiation in flight, kept to be retransmitted as is (same
+    /// ephemeral key and timestamp) while `init` waits for its response, so
+    /// a response to any copy completes the handshake; the responder
+    /// answers a copy with its stored response.
+    sent: Option<Box<[u8; crate::handshake::INIT_LEN]>>,
+    /// First retransmission timeout (doubles per attempt): the configured
+    /// `handshake_retry`, or twice the RTT last measured to this peer if
+    /// that is longer, so a long path does not get every initiation twice.
+    retry: Duration,
     /// Our reset token for this session's index, sent in every initiation.
     reset_token: [u8; RESET_TOKEN_LEN],
     /// Initiations written so far; the handshake gives up at
@@ -293,6 +302,8 @@ struct Peer {
     /// packet we send), from its handshake message; kept after the session
     /// closes so the endpoint can unlist it.
     index: Option<ReceiverIndex>,
+    /// The smoothed RTT when the session closed, if it had keys.
+    final_rtt: Option<Duration>,
 }
 
 /// Calls this side opens, and the peer's credit for them.
@@ -432,6 +443,7 @@ impl Session {
                 addr,
                 lane,
                 index: None,
+                final_rtt: None,
             },
             phase,
             calls: FastMap::default(),
@@ -471,11 +483,12 @@ impl Session {
     }
 
     /// A session we initiate; the first initiation goes out at the next
-    /// transmit. `reset_token` is our token for `id` as seen from `addr`.
+    /// transmit. `reset_token` is our token for `id` as seen from `addr`;
+    /// `known_rtt` the RTT last measured to this peer, if any.
     pub fn initiator(
         id: SessionId,
         (peer, addr): (PublicIdentity, SocketAddr),
-        reset_token: [u8; RESET_TOKEN_LEN],
+        (reset_token, known_rtt): ([u8; RESET_TOKEN_LEN], Option<Duration>),
         now: Instant,
         cfg: &EndpointConfig,
     ) -> Self {
@@ -483,6 +496,8 @@ impl Session {
             init: None,
             send_now: true,
             cookies: 0,
+            sent: None,
+            retry: known_rtt.map_or(cfg.handshake_retry, |rtt| cfg.handshake_retry.max(rtt * 2)),
             reset_token,
             attempts: 0,
             retry_at: now,
@@ -615,6 +630,7 @@ impl Session {
         if self.is_closed() {
             return;
         }
+        self.peer.final_rtt = self.rtt();
         self.phase = Phase::Closed;
         let mut ids: Vec<CallId> = self.calls.keys().copied().collect();
         ids.sort_unstable();
@@ -811,6 +827,11 @@ impl Session {
         self.liveness.last_recv
     }
 
+    /// The smoothed RTT the session had when it closed (keys existed).
+    pub fn final_rtt(&self) -> Option<Duration> {
+        self.peer.final_rtt
+    }
+
     /// Smoothed RTT, once keys exist.
     pub fn rtt(&self) -> Option<Duration> {
         self.transport().map(|t| t.ledger.smoothed_rtt())
@@ -828,6 +849,14 @@ impl Session {
             self.close_pending = Some(code);
         } else {
             self.close(ctx, CloseReason::Local);
+        }
+    }
+
+    /// Responder: the initiator sent its initiation again (our response
+    /// was lost or slow): send the stored response once more.
+    pub fn resend_response(&mut self) {
+        if let Phase::Responding { response_sent, .. } = &mut self.phase {
+            *response_sent = false;
         }
     }
 

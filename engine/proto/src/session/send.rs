@@ -80,6 +80,18 @@ impl Session {
             .as_ref()
             .filter(|(_, at)| ctx.now.saturating_duration_since(*at) < COOKIE_LIFETIME)
             .map(|(c, _)| c);
+        if let (Some(_), Some(sent)) = (&i.init, &i.sent) {
+            // A retransmission: the same initiation, with the latest cookie.
+            let out = &mut buf[..INIT_LEN];
+            out.copy_from_slice(&sent[..]);
+            crate::handshake::refresh_macs(out, &self.peer.identity, cookie);
+            i.last_mac1 = mac1_of(out).try_into().ok();
+            i.send_now = false;
+            i.attempts += 1;
+            i.retry_at = ctx.now + i.retry * (1u32 << (i.attempts - 1).min(6));
+            ctx.stats.handshake_init_tx += 1;
+            return Some(INIT_LEN);
+        }
         match Initiation::start(
             &me,
             &self.peer.identity,
@@ -90,11 +102,12 @@ impl Session {
         ) {
             Ok((init, len)) => {
                 i.last_mac1 = mac1_of(&buf[..len]).try_into().ok();
+                i.sent = buf[..len].try_into().ok().map(Box::new);
                 i.init = Some(init);
                 i.send_now = false;
                 i.sent_at = ctx.now;
                 i.attempts += 1;
-                i.retry_at = ctx.now + cfg.handshake_retry * (1u32 << (i.attempts - 1).min(6));
+                i.retry_at = ctx.now + i.retry * (1u32 << (i.attempts - 1).min(6));
                 ctx.stats.handshake_init_tx += 1;
                 Some(len)
             }
