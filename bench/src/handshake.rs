@@ -11,7 +11,7 @@
 //! figure is the rate of the slower of the two.
 
 use std::io::ErrorKind;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use net_crypto::{Identity, PublicIdentity};
@@ -33,9 +33,11 @@ fn wall_nanos() -> u64 {
 }
 
 /// Runs `slots` concurrent handshake loops against `server` for `warmup`
-/// then `duration`; latencies are connect → `Connected`.
+/// then `duration`, each slot on a socket bound to `bind`; latencies are
+/// connect → `Connected`.
 pub fn run(
     server: SocketAddr,
+    bind: IpAddr,
     server_id: PublicIdentity,
     psk: [u8; 32],
     slots: usize,
@@ -50,7 +52,7 @@ pub fn run(
             cfg.lane = i as u16;
             cfg.rng_seed = i as u64;
             cfg.handshake_retry = Duration::from_millis(50);
-            let sock = UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+            let sock = UdpSocket::bind(SocketAddr::new(bind, 0))?;
             sock.set_nonblocking(true)?;
             Ok(Slot {
                 ep: Endpoint::new(cfg, t0, wall_nanos()),

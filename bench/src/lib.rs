@@ -53,6 +53,9 @@ pub struct PointResult {
     pub elapsed: Duration,
     /// No progress for [`STALL`].
     pub stalled: bool,
+    /// Datagrams the kernel refused to send (raw baseline; nRPC counts
+    /// its own). Zero where not counted.
+    pub refused_sends: u64,
 }
 
 impl PointResult {
@@ -64,6 +67,7 @@ impl PointResult {
             errors: 0,
             elapsed: Duration::ZERO,
             stalled: false,
+            refused_sends: 0,
         }
     }
 
@@ -204,6 +208,35 @@ pub struct Report {
     /// `--slices N`: every slice pair of every point (absent otherwise).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub slices: Vec<slices::SliceSeries>,
+    /// Points a system did not measure, with the reason (absent if none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped_points: Vec<Skip>,
+}
+
+/// A point one system did not measure (a body its path cannot carry, say),
+/// and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct Skip {
+    /// "nrpc" or "raw".
+    pub system: String,
+    /// Calls in flight.
+    pub conc: usize,
+    /// Payload bytes.
+    pub payload: usize,
+    /// Why, in a sentence.
+    pub reason: String,
+}
+
+impl Skip {
+    /// `system` skipped `point` for `reason`.
+    pub fn new(system: &str, point: &Point, reason: &str) -> Self {
+        Skip {
+            system: system.into(),
+            conc: point.conc,
+            payload: point.payload,
+            reason: reason.into(),
+        }
+    }
 }
 
 /// Pins the calling thread to `cpu`. The CPU is set directly, not looked up

@@ -2,7 +2,7 @@
 //! modes — `engine` (an on-core load generator: no hand-off at all) and
 //! `sdk` (tokio tasks calling through the public async API).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use net_proto::{ServiceId, Status};
 
 use crate::{Point, PointResult, STALL};
 
-/// The bench's mesh PSK (loopback only).
+/// The bench's mesh PSK (loopback and the bench's own namespaces only).
 pub const PSK: [u8; 32] = [0x42; 32];
 /// Backpressure retries in SDK mode stop after this.
 pub const RETRY_DEADLINE: Duration = Duration::from_secs(20);
@@ -54,9 +54,11 @@ fn spin_for(d: Duration) {
     }
 }
 
-/// Starts an echo server node on one core. `extra_work` (zero in every real
-/// run) is busy-waited in the handler per call: see [`INJECT_SPIN_ENV`].
+/// Starts an echo server node on one core, listening on `listen`.
+/// `extra_work` (zero in every real run) is busy-waited in the handler per
+/// call: see [`INJECT_SPIN_ENV`].
 pub fn server(
+    listen: SocketAddr,
     driver: DriverChoice,
     spin: Duration,
     cpu: Option<usize>,
@@ -67,6 +69,7 @@ pub fn server(
     // load would hold to 20/s).
     let unlimited = net_proto::HandshakeLimits::unlimited();
     let mut cfg = MeshNodeConfig::new(Identity::from_seed(&[1; 32]), PSK)
+        .with_listen(listen)
         .with_driver(driver)
         .with_spin(spin)
         .with_handshake_limits(unlimited);
@@ -95,19 +98,23 @@ pub fn server(
     Ok(node)
 }
 
-/// The server's public identity (fixed seed: the bench is loopback-only).
+/// The server's public identity (fixed seed: the bench runs on loopback or
+/// across its own namespaces only).
 pub fn server_identity() -> PublicIdentity {
     Identity::from_seed(&[1; 32]).public()
 }
 
-/// A client node on one core, peered with the server.
+/// A client node on one core, bound to `bind` (any port), peered with the
+/// server.
 pub fn client(
     server: SocketAddr,
+    bind: IpAddr,
     driver: DriverChoice,
     spin: Duration,
     cpu: Option<usize>,
 ) -> Result<MeshNode, String> {
     let mut cfg = MeshNodeConfig::new(Identity::from_seed(&[2; 32]), PSK)
+        .with_listen(SocketAddr::new(bind, 0))
         .with_driver(driver)
         .with_spin(spin)
         .with_peer(server, server_identity());
@@ -117,6 +124,57 @@ pub fn client(
     let node = MeshNode::new(cfg).map_err(|e| e.to_string())?;
     node.start().map_err(|e| e.to_string())?;
     Ok(node)
+}
+
+/// Where a probe call's outcome goes (the engine calls it on its core).
+struct ProbeSink(std::sync::mpsc::SyncSender<Status>);
+
+impl net_engine::CallEvents for ProbeSink {
+    fn complete(&mut self, status: Status, _payload: &[u8]) {
+        // Called once per call, into a channel of one: this fails only if
+        // the prober stopped waiting, and it reports that itself.
+        let _ = self.0.try_send(status);
+    }
+}
+
+/// How long a probe call may take (it may include the handshake).
+const PROBE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// One echo call of `payload` bytes from `node`'s engine, before a point is
+/// measured: its status says whether the point can run at all (a body
+/// larger than one packet on this path is answered `PAYLOAD_TOO_LARGE`
+/// until messages are segmented). `Err` if no status came back.
+pub fn probe_engine(node: &MeshNode, payload: usize) -> Result<Status, String> {
+    let (tx, rx) = sync_channel(1);
+    node.call(
+        server_identity().node_id(),
+        service(),
+        net_proto::CallKind::Unary,
+        Some(Instant::now() + PROBE_DEADLINE),
+        vec![0x5a; payload.max(8)],
+        Box::new(ProbeSink(tx)),
+    )
+    .map_err(|e| format!("probe call: {e}"))?;
+    rx.recv_timeout(PROBE_DEADLINE + Duration::from_secs(5))
+        .map_err(|_| format!("probe call of {payload} B: no outcome"))
+}
+
+/// [`probe_engine`] through the public API.
+pub fn probe_sdk(
+    mesh: &net::Mesh,
+    rt: &tokio::runtime::Runtime,
+    payload: usize,
+) -> Result<Status, String> {
+    let peer = server_identity().node_id();
+    let body = vec![0x5a; payload.max(8)];
+    let call = mesh.call(peer, "echo", body);
+    match rt.block_on(async { tokio::time::timeout(PROBE_DEADLINE, call).await }) {
+        Err(_) => Err(format!("probe call of {payload} B: no outcome")),
+        Ok(Ok(_)) => Ok(Status::OK),
+        Ok(Err(e)) => e
+            .status()
+            .ok_or_else(|| format!("probe call of {payload} B: {e}")),
+    }
 }
 
 /// Engine mode: the load generator runs on the client node's own core.
@@ -148,6 +206,7 @@ pub fn run_engine(node: &MeshNode, point: &Point) -> Result<PointResult, String>
         errors: r.errors,
         elapsed: r.elapsed,
         stalled: r.stalled,
+        refused_sends: 0,
     })
 }
 

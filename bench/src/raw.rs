@@ -3,9 +3,8 @@
 //! `conc` datagrams in flight (c1 with spin on is a busy-poll ping-pong;
 //! c > 1 batches receives and sends through recvmmsg/sendmmsg or io_uring).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use net_io::{Driver, DriverChoice, DriverConfig};
@@ -27,6 +26,12 @@ fn wait(spin: Duration, last: Instant, now: Instant) -> Option<Duration> {
     } else {
         Some(PARK)
     }
+}
+
+/// The largest payload the baseline carries: one datagram of the drivers'
+/// default `max_datagram` (larger points are skipped, not measured).
+pub fn max_payload() -> usize {
+    DriverConfig::default().max_datagram
 }
 
 /// Opens a raw driver bound to `addr`.
@@ -165,10 +170,10 @@ impl Run<'_> {
 }
 
 impl Client {
-    /// Opens a client socket on loopback.
-    pub fn open(driver: DriverChoice) -> std::io::Result<Self> {
+    /// Opens a client socket on `bind` (any port).
+    pub fn open(bind: IpAddr, driver: DriverChoice) -> std::io::Result<Self> {
         Ok(Client {
-            drv: open(SocketAddr::from(([127, 0, 0, 1], 0)), driver)?,
+            drv: open(SocketAddr::new(bind, 0), driver)?,
             runs: 0,
         })
     }
@@ -181,6 +186,7 @@ impl Client {
         stop: &AtomicBool,
     ) -> std::io::Result<PointResult> {
         self.runs += 1;
+        let refused_before = self.drv.stats().tx_errors;
         let first_seq = self.runs << 32;
         let start = Instant::now();
         let gap = point
@@ -220,7 +226,9 @@ impl Client {
         }
         run.drv.flush()?;
         run.drive(point, start, stop)?;
-        Ok(run.result)
+        let mut result = run.result;
+        result.refused_sends = self.drv.stats().tx_errors - refused_before;
+        Ok(result)
     }
 }
 
@@ -280,15 +288,4 @@ impl Run<'_> {
             .min(point.duration);
         Ok(())
     }
-}
-
-/// Runs the baseline client against `server` for one point, on a socket of
-/// its own.
-pub fn run(
-    point: &Point,
-    server: SocketAddr,
-    driver: DriverChoice,
-    stop: Arc<AtomicBool>,
-) -> std::io::Result<PointResult> {
-    Client::open(driver)?.run(point, server, &stop)
 }

@@ -269,6 +269,7 @@ pub fn merge(total: &mut PointResult, slice: &PointResult) -> Result<(), String>
     total.errors += slice.errors;
     total.elapsed += slice.elapsed;
     total.stalled |= slice.stalled;
+    total.refused_sends += slice.refused_sends;
     Ok(())
 }
 

@@ -8,10 +8,18 @@
 //! `--slices N` measures each point as N alternating pairs of short raw and
 //! nRPC stretches on sockets and sessions kept open, and reports the spread
 //! of the per-pair ratios (the CI gate's figure: `scripts/bench-gate.sh`).
+//!
+//! Off loopback (docs/BENCHMARKS.md, "Two hosts: network namespaces"):
+//! `--bind` (client side) and `--server-bind` (servers), `--server-netns`
+//! (server children under `ip netns exec`), or `--server-addr` and
+//! `--raw-server-addr` for servers started by hand with `--role` (behind
+//! `udp_relay`, say). The raw baseline always takes the same path as nRPC.
+//! A point one system cannot carry (a unary body larger than one packet on
+//! the path answers `PayloadTooLarge`) is skipped with its reason.
 #![forbid(unsafe_code)]
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 use std::sync::atomic::AtomicBool;
@@ -20,8 +28,9 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use net_bench::slices::{cpu_spent, cpu_time, merge, SliceFigures, SlicePair, SliceSeries, Spread};
-use net_bench::{nrpc, pin, raw, Host, Point, PointResult, Record, Report};
+use net_bench::{nrpc, pin, raw, Host, Point, PointResult, Record, Report, Skip};
 use net_engine::DriverChoice;
+use net_proto::Status;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -31,9 +40,13 @@ enum Mode {
     Sdk,
 }
 
+/// A server alone (what `nrpc_qps` spawns as its children; also usable by
+/// hand with `--server-bind`, `--server-port` and `--serve-ms`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Role {
+    /// The raw-UDP echo server of the baseline.
     RawServer,
+    /// The nRPC echo server node.
     NrpcServer,
 }
 
@@ -98,9 +111,82 @@ struct Args {
     /// Unmeasured start of each slice (refills the pipeline after a switch).
     #[arg(long, default_value_t = 25)]
     slice_warmup_ms: u64,
-    /// Internal: run as a server child process.
-    #[arg(long, value_enum, hide = true)]
+    /// The client side binds here (any port).
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    bind: IpAddr,
+    /// Servers bind here (default: `--bind`).
+    #[arg(long)]
+    server_bind: Option<IpAddr>,
+    /// Spawn the server children under `ip netns exec NAME` (needs
+    /// `--processes 2`; the servers then bind `--server-bind` inside it).
+    #[arg(long, value_name = "NAME")]
+    server_netns: Option<String>,
+    /// Use this already-running nRPC server (`--role nrpc-server`) instead
+    /// of spawning one; needs `--raw-server-addr` or `--no-baseline`.
+    #[arg(long, value_name = "ADDR")]
+    server_addr: Option<SocketAddr>,
+    /// Use this already-running raw echo server (`--role raw-server`) for
+    /// the baseline; needs `--server-addr`.
+    #[arg(long, value_name = "ADDR", requires = "server_addr")]
+    raw_server_addr: Option<SocketAddr>,
+    /// Run only a server: `nrpc-server` or `raw-server`, bound to
+    /// `--server-bind`:`--server-port`, pinned to `--server-cpu`. Prints
+    /// `READY <addr>`, then serves until its stdin closes or `--serve-ms`
+    /// passes.
+    #[arg(long, value_enum)]
     role: Option<Role>,
+    /// With `--role`: the port to bind (0: any; the READY line names it).
+    #[arg(long, default_value_t = 0)]
+    server_port: u16,
+    /// With `--role`: stop after this long (0: when stdin closes; a
+    /// server started in the background with stdin on /dev/null needs this).
+    #[arg(long, default_value_t = 0)]
+    serve_ms: u64,
+}
+
+impl Args {
+    /// Where servers bind.
+    fn server_ip(&self) -> IpAddr {
+        self.server_bind.unwrap_or(self.bind)
+    }
+
+    /// The already-running server for `role`, if one was named.
+    fn external(&self, role: Role) -> Option<SocketAddr> {
+        match role {
+            Role::RawServer => self.raw_server_addr,
+            Role::NrpcServer => self.server_addr,
+        }
+    }
+
+    /// Refuses combinations that cannot work (exits).
+    fn validate(&self) {
+        if self.server_netns.is_some() && self.processes < 2 {
+            fail("--server-netns runs the servers as child processes: needs --processes 2");
+        }
+        if self.server_addr.is_some() && self.server_netns.is_some() {
+            fail("--server-netns spawns servers; --server-addr uses running ones: pick one");
+        }
+        if self.server_addr.is_some() && self.raw_server_addr.is_none() && !self.no_baseline {
+            fail("--server-addr needs --raw-server-addr (the baseline on the same path) or --no-baseline");
+        }
+    }
+
+    /// One line on where the traffic goes, if not the default loopback.
+    fn path(&self) -> Option<String> {
+        let local = self.bind.is_loopback() && self.server_ip().is_loopback();
+        if local && self.server_netns.is_none() && self.server_addr.is_none() {
+            return None;
+        }
+        let servers = match (self.server_addr, &self.server_netns) {
+            (Some(n), _) => match self.raw_server_addr {
+                Some(r) => format!("running servers nRPC {n}, raw {r}"),
+                None => format!("running nRPC server {n}"),
+            },
+            (None, Some(ns)) => format!("servers on {} in netns {ns}", self.server_ip()),
+            (None, None) => format!("servers on {}", self.server_ip()),
+        };
+        Some(format!("path: client on {}, {servers}", self.bind))
+    }
 }
 
 fn driver(args: &Args) -> DriverChoice {
@@ -117,8 +203,10 @@ fn fail(msg: &str) -> ! {
     std::process::exit(2)
 }
 
-/// A running server: a child process, or a thread with its stop flag.
+/// A running server: a child process, a thread with its stop flag, or one
+/// started by someone else (`--server-addr`, `--raw-server-addr`).
 enum Server {
+    External,
     Child(Child),
     Thread(
         Arc<AtomicBool>,
@@ -129,11 +217,11 @@ enum Server {
 
 impl Server {
     /// The child process's id (a thread server has none: its CPU time is
-    /// this process's).
+    /// this process's; an external one is not counted).
     fn pid(&self) -> Option<u32> {
         match self {
             Server::Child(c) => Some(c.id()),
-            Server::Thread(..) => None,
+            Server::Thread(..) | Server::External => None,
         }
     }
 }
@@ -141,6 +229,7 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         match self {
+            Server::External => {}
             Server::Child(c) => {
                 drop(c.stdin.take());
                 let _ = c.wait();
@@ -158,15 +247,18 @@ impl Drop for Server {
     }
 }
 
-/// Child process: run `role` pinned to the server CPU until stdin closes.
+/// Child process (or a server by hand): run `role` pinned to the server
+/// CPU on `--server-bind`:`--server-port` until stdin closes or
+/// `--serve-ms` passes.
 fn serve_role(args: &Args, role: Role) {
     pin(Some(args.server_cpu));
     let spin = Duration::from_micros(args.spin_us);
     let stop = Arc::new(AtomicBool::new(false));
+    let listen = SocketAddr::new(args.server_ip(), args.server_port);
     let _keep = match role {
         Role::RawServer => {
-            let drv = raw::open(SocketAddr::from(([127, 0, 0, 1], 0)), driver(args))
-                .unwrap_or_else(|e| fail(&e.to_string()));
+            let drv = raw::open(listen, driver(args))
+                .unwrap_or_else(|e| fail(&format!("binding {listen}: {e}")));
             println!("READY {}", drv.local_addr());
             let s = stop.clone();
             Some(std::thread::spawn(move || {
@@ -174,16 +266,33 @@ fn serve_role(args: &Args, role: Role) {
             }))
         }
         Role::NrpcServer => {
-            let node = nrpc::server(driver(args), spin, Some(args.server_cpu), injected_work())
-                .unwrap_or_else(|e| fail(&e));
+            let node = nrpc::server(
+                listen,
+                driver(args),
+                spin,
+                Some(args.server_cpu),
+                injected_work(),
+            )
+            .unwrap_or_else(|e| fail(&format!("binding {listen}: {e}")));
             println!("READY {}", node.local_addr().expect("started"));
-            wait_for_stdin_eof();
+            wait_until_told(args.serve_ms);
             let _ = node.shutdown(Duration::from_millis(200));
             return;
         }
     };
-    wait_for_stdin_eof();
+    wait_until_told(args.serve_ms);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Flushes the READY line, then waits `serve_ms` if set, else until stdin
+/// closes.
+fn wait_until_told(serve_ms: u64) {
+    if serve_ms > 0 {
+        std::io::stdout().flush().ok();
+        std::thread::sleep(Duration::from_millis(serve_ms));
+    } else {
+        wait_for_stdin_eof();
+    }
 }
 
 /// Flushes the READY line, then blocks until the parent closes our stdin
@@ -198,44 +307,23 @@ fn wait_for_stdin_eof() {
     {}
 }
 
+/// The server for `role`: the running one named on the command line, a
+/// child process (`--processes 2`, under `ip netns exec` with
+/// `--server-netns`), or a thread of this process.
 fn start_server(args: &Args, role: Role) -> (Server, SocketAddr) {
+    if let Some(addr) = args.external(role) {
+        return (Server::External, addr);
+    }
     if args.processes >= 2 {
-        let exe = std::env::current_exe().unwrap_or_else(|e| fail(&e.to_string()));
-        let role_arg = match role {
-            Role::RawServer => "raw-server",
-            Role::NrpcServer => "nrpc-server",
-        };
-        let mut child = Command::new(exe)
-            .args([
-                "--role",
-                role_arg,
-                "--driver",
-                &args.driver,
-                "--spin-us",
-                &args.spin_us.to_string(),
-            ])
-            .args(["--server-cpu", &args.server_cpu.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| fail(&format!("spawning server: {e}")));
-        let mut out = BufReader::new(child.stdout.take().expect("piped"));
-        let mut line = String::new();
-        out.read_line(&mut line)
-            .unwrap_or_else(|e| fail(&e.to_string()));
-        let addr = line
-            .trim()
-            .strip_prefix("READY ")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| fail(&format!("server said {line:?}")));
-        return (Server::Child(child), addr);
+        return spawn_server(args, role);
     }
     let stop = Arc::new(AtomicBool::new(false));
     let spin = Duration::from_micros(args.spin_us);
+    let listen = SocketAddr::new(args.server_ip(), 0);
     match role {
         Role::RawServer => {
-            let drv = raw::open(SocketAddr::from(([127, 0, 0, 1], 0)), driver(args))
-                .unwrap_or_else(|e| fail(&e.to_string()));
+            let drv = raw::open(listen, driver(args))
+                .unwrap_or_else(|e| fail(&format!("binding {listen}: {e}")));
             let addr = drv.local_addr();
             let (s, cpu) = (stop.clone(), args.server_cpu);
             let t = std::thread::spawn(move || {
@@ -245,12 +333,83 @@ fn start_server(args: &Args, role: Role) -> (Server, SocketAddr) {
             (Server::Thread(stop, Some(t), None), addr)
         }
         Role::NrpcServer => {
-            let node = nrpc::server(driver(args), spin, Some(args.server_cpu), injected_work())
-                .unwrap_or_else(|e| fail(&e));
+            let node = nrpc::server(
+                listen,
+                driver(args),
+                spin,
+                Some(args.server_cpu),
+                injected_work(),
+            )
+            .unwrap_or_else(|e| fail(&e));
             let addr = node.local_addr().expect("started");
             (Server::Thread(stop, None, Some(Box::new(node))), addr)
         }
     }
+}
+
+/// A server child process; returns once it said READY.
+fn spawn_server(args: &Args, role: Role) -> (Server, SocketAddr) {
+    let exe = std::env::current_exe().unwrap_or_else(|e| fail(&e.to_string()));
+    let role_arg = match role {
+        Role::RawServer => "raw-server",
+        Role::NrpcServer => "nrpc-server",
+    };
+    let mut cmd = match &args.server_netns {
+        Some(ns) => {
+            // `ip netns exec` execs the program: the child's pid is the
+            // server's (its CPU time is read by pid).
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(&exe);
+            c
+        }
+        None => Command::new(&exe),
+    };
+    let mut child = cmd
+        .args([
+            "--role",
+            role_arg,
+            "--driver",
+            &args.driver,
+            "--spin-us",
+            &args.spin_us.to_string(),
+        ])
+        .args(["--server-cpu", &args.server_cpu.to_string()])
+        .args(["--server-bind", &args.server_ip().to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            let what = if args.server_netns.is_some() {
+                "`ip` (iproute2) for --server-netns"
+            } else {
+                "the server"
+            };
+            fail(&format!("spawning {what}: {e}"))
+        });
+    let mut out = BufReader::new(child.stdout.take().expect("piped"));
+    let mut line = String::new();
+    out.read_line(&mut line)
+        .unwrap_or_else(|e| fail(&e.to_string()));
+    let addr = line
+        .trim()
+        .strip_prefix("READY ")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| {
+            if line.is_empty() {
+                let hint = match (&args.server_netns, args.server_bind) {
+                    (Some(ns), None) => format!(
+                        "; it binds --server-bind, which defaults to --bind {}: give an address of netns {ns}",
+                        args.bind
+                    ),
+                    _ => String::new(),
+                };
+                fail(&format!(
+                    "the {role_arg} exited before it was ready (its error is above){hint}"
+                ))
+            }
+            fail(&format!("server said {line:?}"))
+        });
+    (Server::Child(child), addr)
 }
 
 fn points(args: &Args) -> Vec<Point> {
@@ -271,6 +430,9 @@ fn points(args: &Args) -> Vec<Point> {
 }
 
 fn check(point: &Point, system: &str, r: &PointResult) {
+    if let Some(why) = refused(r) {
+        fail(&format!("{system} {}: {why}", point.name()));
+    }
     if r.stalled || r.ok == 0 {
         fail(&format!(
             "{system} {}: no progress for {:?}; transport saturated or broken, not measurable here",
@@ -280,15 +442,46 @@ fn check(point: &Point, system: &str, r: &PointResult) {
     }
 }
 
-fn run_raw(args: &Args, pts: &[Point]) -> Vec<PointResult> {
+/// Why a point completed nothing, if the kernel refused its sends.
+fn refused(r: &PointResult) -> Option<String> {
+    (r.ok == 0 && r.refused_sends > 0).then(|| {
+        format!(
+            "the kernel refused every send ({} datagrams; a UDP GSO batch of datagrams larger than the path MTU gets EMSGSIZE: try --driver portable)",
+            r.refused_sends
+        )
+    })
+}
+
+/// One system's result at one point: its figures, or why it was skipped.
+type Outcome = Result<PointResult, String>;
+
+/// Why the baseline cannot carry `p`, if it cannot.
+fn raw_skip(p: &Point) -> Option<String> {
+    let max = raw::max_payload();
+    (p.payload > max).then(|| format!("the raw baseline sends one datagram of at most {max} B"))
+}
+
+/// The baseline, point by point, on one client socket (a relay in the path
+/// serves one client address: see `udp_relay`).
+fn run_raw(args: &Args, pts: &[Point]) -> Vec<Outcome> {
     let (_server, addr) = start_server(args, Role::RawServer);
     pin(Some(args.client_cpu));
+    let mut client =
+        raw::Client::open(args.bind, driver(args)).unwrap_or_else(|e| fail(&e.to_string()));
+    let never = AtomicBool::new(false);
     pts.iter()
         .map(|p| {
-            let r = raw::run(p, addr, driver(args), Arc::new(AtomicBool::new(false)))
+            if let Some(why) = raw_skip(p) {
+                return Err(why);
+            }
+            let r = client
+                .run(p, addr, &never)
                 .unwrap_or_else(|e| fail(&format!("raw {}: {e}", p.name())));
+            if let Some(why) = refused(&r) {
+                return Err(why);
+            }
             check(p, "raw", &r);
-            r
+            Ok(r)
         })
         .collect()
 }
@@ -306,7 +499,7 @@ impl NrpcClient {
         let spin = Duration::from_micros(args.spin_us);
         match args.mode {
             Mode::Engine => NrpcClient::Engine(Box::new(
-                nrpc::client(addr, driver(args), spin, Some(args.client_cpu))
+                nrpc::client(addr, args.bind, driver(args), spin, Some(args.client_cpu))
                     .unwrap_or_else(|e| fail(&e)),
             )),
             Mode::Sdk => {
@@ -318,6 +511,7 @@ impl NrpcClient {
                 let mesh = net::Mesh::builder()
                     .identity(net_crypto::Identity::from_seed(&[2; 32]))
                     .psk(nrpc::PSK)
+                    .listen(SocketAddr::new(args.bind, 0))
                     .driver(driver(args))
                     .spin(spin)
                     .peer(addr, nrpc::server_identity())
@@ -337,6 +531,28 @@ impl NrpcClient {
                 node.aead().to_string(),
             ),
             NrpcClient::Sdk(mesh, _) => (mesh.describe().0, mesh.describe().1.to_string()),
+        }
+    }
+
+    /// Why nRPC cannot carry a unary call of `payload` bytes on this path,
+    /// asked with one probe call before the point is measured (exits if
+    /// the probe fails any other way).
+    fn skip_reason(&self, payload: usize) -> Option<String> {
+        let status = match self {
+            NrpcClient::Engine(node) => nrpc::probe_engine(node, payload),
+            NrpcClient::Sdk(mesh, rt) => nrpc::probe_sdk(mesh, rt, payload),
+        }
+        .unwrap_or_else(|e| fail(&e));
+        if status == Status::PAYLOAD_TOO_LARGE {
+            Some(format!(
+                "nRPC answered PayloadTooLarge to a {payload} B unary call (a unary message must fit one packet on this path)"
+            ))
+        } else if status.is_ok() {
+            None
+        } else {
+            fail(&format!(
+                "probe call of {payload} B failed with status {status}"
+            ))
         }
     }
 
@@ -373,56 +589,61 @@ impl Drop for NrpcClient {
     }
 }
 
-fn run_nrpc(args: &Args, pts: &[Point]) -> (Vec<PointResult>, String, String) {
+fn run_nrpc(args: &Args, pts: &[Point]) -> (Vec<Outcome>, String, String) {
     let (_server, addr) = start_server(args, Role::NrpcServer);
     let client = NrpcClient::start(args, addr);
     let (drv, aead) = client.describe();
-    let out = pts.iter().map(|p| client.run(p)).collect();
+    let out = pts
+        .iter()
+        .map(|p| match client.skip_reason(p.payload) {
+            Some(why) => Err(why),
+            None => Ok(client.run(p)),
+        })
+        .collect();
     (out, drv, aead)
 }
 
 /// What a sliced run measured: per point the merged raw and nRPC results
 /// (for the main table) and the slice pairs.
 struct Sliced {
-    raw: Vec<PointResult>,
-    nrpc: Vec<PointResult>,
+    raw: Vec<Outcome>,
+    nrpc: Vec<Outcome>,
     series: Vec<SliceSeries>,
     driver: String,
     aead: String,
 }
 
-/// `--slices N`: both servers up at once (each parks while the other is
-/// measured), one raw socket and one nRPC session for the whole run; per
-/// point one unmeasured warm-up stretch per system, then N pairs of a raw
-/// slice followed at once by an nRPC slice. The CPU time of all the bench's
-/// processes is read around every slice.
-fn run_sliced(args: &Args, pts: &[Point]) -> Sliced {
-    let (raw_server, raw_addr) = start_server(args, Role::RawServer);
-    let (nrpc_server, nrpc_addr) = start_server(args, Role::NrpcServer);
-    let pids: Vec<u32> = [raw_server.pid(), nrpc_server.pid()]
-        .into_iter()
-        .flatten()
-        .collect();
-    pin(Some(args.client_cpu));
-    let mut raw_client = raw::Client::open(driver(args)).unwrap_or_else(|e| fail(&e.to_string()));
-    let nrpc_client = NrpcClient::start(args, nrpc_addr);
-    let (driver, aead) = nrpc_client.describe();
-    let never = AtomicBool::new(false);
-    // A slice the machine starved (no completion) is left out of the ratios;
-    // only a point with no completion in any slice fails (below).
-    let mut raw_slice = |p: &Point| {
-        raw_client
-            .run(p, raw_addr, &never)
+/// What a sliced run keeps open for its whole length.
+struct SliceRig {
+    raw_client: raw::Client,
+    raw_addr: SocketAddr,
+    nrpc_client: NrpcClient,
+    /// The server child processes, whose CPU time is read with ours.
+    pids: Vec<u32>,
+    never: AtomicBool,
+}
+
+impl SliceRig {
+    /// One raw slice; a slice the machine starved (no completion) is
+    /// returned, and left out of the ratios by [`SlicePair`].
+    fn raw_slice(&mut self, p: &Point) -> PointResult {
+        self.raw_client
+            .run(p, self.raw_addr, &self.never)
             .unwrap_or_else(|e| fail(&format!("raw {}: {e}", p.name())))
-    };
-    let mut out = Sliced {
-        raw: Vec::new(),
-        nrpc: Vec::new(),
-        series: Vec::new(),
-        driver,
-        aead,
-    };
-    for p in pts {
+    }
+
+    /// Why point `p` cannot be measured as pairs, if it cannot: each
+    /// system's reason (the other is not measured without its partner).
+    fn skip(&self, p: &Point) -> Option<(String, String)> {
+        if let Some(why) = raw_skip(p) {
+            return Some((why, "not measured: no raw slice to pair with".into()));
+        }
+        let why = self.nrpc_client.skip_reason(p.payload)?;
+        Some(("not measured: no nRPC slice to pair with".into(), why))
+    }
+
+    /// Point `p`: one warm-up stretch per system, then `slices` pairs.
+    fn measure(&mut self, args: &Args, p: &Point) -> (PointResult, PointResult, SliceSeries) {
         let slice = Point {
             duration: Duration::from_millis(args.slice_ms),
             warmup: Duration::from_millis(args.slice_warmup_ms),
@@ -432,17 +653,17 @@ fn run_sliced(args: &Args, pts: &[Point]) -> Sliced {
             warmup: p.warmup,
             ..slice.clone()
         };
-        raw_slice(&warm);
-        nrpc_client.run_unchecked(&warm);
+        self.raw_slice(&warm);
+        self.nrpc_client.run_unchecked(&warm);
         let (mut raw_total, mut nrpc_total) = (PointResult::new(), PointResult::new());
         let mut pairs = Vec::with_capacity(args.slices);
         let span = slice.warmup + slice.duration;
         for _ in 0..args.slices {
-            let t0 = cpu_time(&pids);
-            let r = raw_slice(&slice);
-            let t1 = cpu_time(&pids);
-            let n = nrpc_client.run_unchecked(&slice);
-            let t2 = cpu_time(&pids);
+            let t0 = cpu_time(&self.pids);
+            let r = self.raw_slice(&slice);
+            let t1 = cpu_time(&self.pids);
+            let n = self.nrpc_client.run_unchecked(&slice);
+            let t2 = cpu_time(&self.pids);
             merge(&mut raw_total, &r).unwrap_or_else(|e| fail(&e));
             merge(&mut nrpc_total, &n).unwrap_or_else(|e| fail(&e));
             pairs.push(SlicePair::new(
@@ -450,17 +671,59 @@ fn run_sliced(args: &Args, pts: &[Point]) -> Sliced {
                 SliceFigures::of(&n, cpu_spent(t1, t2), span),
             ));
         }
+        // Only a point with no completion in any slice fails.
         check(p, "raw", &raw_total);
         check(p, "nrpc", &nrpc_total);
-        out.raw.push(raw_total);
-        out.nrpc.push(nrpc_total);
-        out.series.push(SliceSeries::new(
+        let series = SliceSeries::new(
             p.conc,
             p.payload,
             args.slice_ms,
             args.slice_warmup_ms,
             pairs,
-        ));
+        );
+        (raw_total, nrpc_total, series)
+    }
+}
+
+/// `--slices N`: both servers up at once (each parks while the other is
+/// measured), one raw socket and one nRPC session for the whole run; per
+/// point one unmeasured warm-up stretch per system, then N pairs of a raw
+/// slice followed at once by an nRPC slice. The CPU time of all the bench's
+/// processes is read around every slice (servers started by hand are not
+/// among them).
+fn run_sliced(args: &Args, pts: &[Point]) -> Sliced {
+    let (raw_server, raw_addr) = start_server(args, Role::RawServer);
+    let (nrpc_server, nrpc_addr) = start_server(args, Role::NrpcServer);
+    pin(Some(args.client_cpu));
+    let mut rig = SliceRig {
+        raw_client: raw::Client::open(args.bind, driver(args))
+            .unwrap_or_else(|e| fail(&e.to_string())),
+        raw_addr,
+        nrpc_client: NrpcClient::start(args, nrpc_addr),
+        pids: [raw_server.pid(), nrpc_server.pid()]
+            .into_iter()
+            .flatten()
+            .collect(),
+        never: AtomicBool::new(false),
+    };
+    let (driver, aead) = rig.nrpc_client.describe();
+    let mut out = Sliced {
+        raw: Vec::new(),
+        nrpc: Vec::new(),
+        series: Vec::new(),
+        driver,
+        aead,
+    };
+    for p in pts {
+        if let Some((raw_why, nrpc_why)) = rig.skip(p) {
+            out.raw.push(Err(raw_why));
+            out.nrpc.push(Err(nrpc_why));
+            continue;
+        }
+        let (r, n, series) = rig.measure(args, p);
+        out.raw.push(Ok(r));
+        out.nrpc.push(Ok(n));
+        out.series.push(series);
     }
     out
 }
@@ -506,7 +769,8 @@ fn print_slices(series: &[SliceSeries]) {
     }
 }
 
-/// The handshake point against a fresh server; prints its line.
+/// The handshake point against a fresh server (or the running one of
+/// `--server-addr`); prints its line.
 fn run_handshakes(args: &Args) -> Option<PointResult> {
     if args.handshake_ms == 0 {
         return None;
@@ -515,6 +779,7 @@ fn run_handshakes(args: &Args) -> Option<PointResult> {
     pin(Some(args.client_cpu));
     let r = net_bench::handshake::run(
         addr,
+        args.bind,
         nrpc::server_identity(),
         nrpc::PSK,
         args.handshake_slots.max(1),
@@ -546,22 +811,40 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
-/// Prints the main table; returns its JSON records.
+/// Prints the main table and the reasons of skipped points; returns the
+/// JSON records and skips.
 fn table(
     pts: &[Point],
-    raw: &[PointResult],
-    nrpc: &[PointResult],
+    raw: &[Outcome],
+    nrpc: &[Outcome],
     drv: &str,
     mode: &str,
-) -> Vec<Record> {
+) -> (Vec<Record>, Vec<Skip>) {
     println!("| conc | payload | raw qps | nrpc qps | qps ratio | raw p50 µs | nrpc p50 µs | p50 ratio | raw p99 µs | nrpc p99 µs | p99 ratio | nrpc p99.9 µs | errors |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut records = Vec::new();
+    let mut skips = Vec::new();
     for (i, p) in pts.iter().enumerate() {
-        let n = &nrpc[i];
-        let r = raw.get(i);
+        let r = raw.get(i).and_then(|r| r.as_ref().ok());
         let rq = r.map_or(0.0, |r| r.qps());
         let (r50, r99) = r.map_or((0.0, 0.0), |r| (r.quantile_us(0.5), r.quantile_us(0.99)));
+        if let Some(r) = r {
+            records.push(Record::new("raw", drv, "raw", p, r));
+        }
+        let n = match &nrpc[i] {
+            Ok(n) => n,
+            Err(_) => {
+                println!(
+                    "| {} | {} B | {} | skipped | - | {} | - | - | {} | - | - | - | - |",
+                    p.conc,
+                    p.payload,
+                    r.map_or("-".into(), |_| format!("{rq:.0}")),
+                    r.map_or("-".into(), |_| format!("{r50:.1}")),
+                    r.map_or("-".into(), |_| format!("{r99:.1}")),
+                );
+                continue;
+            }
+        };
         println!(
             "| {} | {} B | {:.0} | {:.0} | {} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {} | {:.1} | {} |",
             p.conc,
@@ -578,16 +861,22 @@ fn table(
             n.quantile_us(0.999),
             n.errors
         );
-        if let Some(r) = r {
-            records.push(Record::new("raw", drv, "raw", p, r));
-        }
         records.push(Record::new("nrpc", drv, mode, p, n));
     }
-    records
+    for (system, outcomes) in [("raw", raw), ("nrpc", nrpc)] {
+        for (p, o) in pts.iter().zip(outcomes) {
+            if let Err(why) = o {
+                println!("skipped {system} {}: {why}", p.name());
+                skips.push(Skip::new(system, p, why));
+            }
+        }
+    }
+    (records, skips)
 }
 
 fn main() {
     let args = Args::parse();
+    args.validate();
     if let Some(role) = args.role {
         serve_role(&args, role);
         return;
@@ -622,7 +911,10 @@ fn main() {
         "nrpc_qps — {} cores, kernel {}, {}; driver {drv}, mode {mode}, spin {} µs, {} process(es)",
         host.cores, host.kernel, host.aead, args.spin_us, args.processes
     );
-    let mut records = table(&pts, &raw, &nrpc, &drv, &mode);
+    if let Some(path) = args.path() {
+        println!("{path}");
+    }
+    let (mut records, skipped_points) = table(&pts, &raw, &nrpc, &drv, &mode);
     print_slices(&series);
     if let Some(h) = run_handshakes(&args) {
         let p = Point {
@@ -641,12 +933,13 @@ fn main() {
             command: std::env::args().collect::<Vec<_>>().join(" "),
             records,
             slices: series,
+            skipped_points,
         };
         let json = serde_json::to_string_pretty(&report).unwrap_or_default();
         std::fs::write(path, json)
             .unwrap_or_else(|e| fail(&format!("writing {}: {e}", path.display())));
     }
-    if nrpc.iter().any(|r| r.errors > 0) {
+    if nrpc.iter().flatten().any(|r| r.errors > 0) {
         fail("some calls failed (see the errors column)");
     }
 }
