@@ -118,6 +118,16 @@ pub(crate) struct Ledger<F> {
     pto_count: u32,
     /// Round-trip estimate from acknowledged packets (and the handshake).
     rtt: Rtt,
+    /// The peer's announced `max_ack_delay`.
+    peer_max_ack_delay: Duration,
+    /// `rtt.pto(peer_max_ack_delay)`, recomputed when the RTT changes (the
+    /// probe timer is read on every timer re-arm, the RTT changes once per
+    /// acknowledgement).
+    pto_base: Duration,
+    /// Our own announced `max_ack_delay`.
+    own_max_ack_delay: Duration,
+    /// `rtt.ack_delay(own_max_ack_delay)`, recomputed with the RTT.
+    ack_delay: Duration,
 }
 
 impl<F: Copy> Ledger<F> {
@@ -127,17 +137,26 @@ impl<F: Copy> Ledger<F> {
     }
 
     /// How long this side may delay an ACK now (see [`Rtt::ack_delay`]).
-    pub fn ack_delay(&self, max_ack_delay: Duration) -> Duration {
-        self.rtt.ack_delay(max_ack_delay)
+    pub fn ack_delay(&self) -> Duration {
+        self.ack_delay
     }
 
     /// A round-trip sample taken outside the ledger (the handshake's).
     pub fn rtt_sample(&mut self, rtt: Duration, ack_delay: Duration) {
         self.rtt.update(rtt, ack_delay);
+        self.pto_base = self.rtt.pto(self.peer_max_ack_delay);
+        self.ack_delay = self.rtt.ack_delay(self.own_max_ack_delay);
     }
 
-    pub fn new(first_pn: u64, initial_rtt: Duration) -> Self {
+    /// An empty ledger; the `max_ack_delay`s are (ours, the peer's), as
+    /// announced in the handshake.
+    pub fn new(first_pn: u64, initial_rtt: Duration, (own, peer): (Duration, Duration)) -> Self {
+        let rtt = Rtt::new(initial_rtt);
         Ledger {
+            peer_max_ack_delay: peer,
+            pto_base: rtt.pto(peer),
+            own_max_ack_delay: own,
+            ack_delay: rtt.ack_delay(own),
             base: first_pn,
             packets: VecDeque::new(),
             pool: Vec::new(),
@@ -145,7 +164,7 @@ impl<F: Copy> Ledger<F> {
             last_ack_eliciting: None,
             in_flight: 0,
             pto_count: 0,
-            rtt: Rtt::new(initial_rtt),
+            rtt,
         }
     }
 
@@ -236,8 +255,7 @@ impl<F: Copy> Ledger<F> {
             if self.largest_acked.is_none_or(|l| pn > l) {
                 self.largest_acked = Some(pn);
                 if eliciting {
-                    self.rtt
-                        .update(now.saturating_duration_since(sent), ack_delay);
+                    self.rtt_sample(now.saturating_duration_since(sent), ack_delay);
                 }
             }
             self.pto_count = 0;
@@ -286,12 +304,12 @@ impl<F: Copy> Ledger<F> {
     }
 
     /// When the probe timer fires, if anything ack-eliciting is in flight.
-    pub fn pto_time(&self, max_ack_delay: Duration) -> Option<Instant> {
+    pub fn pto_time(&self) -> Option<Instant> {
         if self.in_flight == 0 {
             return None;
         }
         let backoff = 1u32 << self.pto_count.min(MAX_PTO_BACKOFF);
-        Some(self.last_ack_eliciting? + self.rtt.pto(max_ack_delay) * backoff)
+        Some(self.last_ack_eliciting? + self.pto_base * backoff)
     }
 
     /// Probe timeout: the oldest ack-eliciting packet is treated as lost so
@@ -352,7 +370,11 @@ mod tests {
     #[test]
     fn ack_releases_frames_and_threshold_declares_loss() {
         let t0 = Instant::now();
-        let mut l: Ledger<u32> = Ledger::new(10, Duration::from_millis(10));
+        let mut l: Ledger<u32> = Ledger::new(
+            10,
+            Duration::from_millis(10),
+            (Duration::ZERO, Duration::ZERO),
+        );
         for pn in 10..20 {
             let mut v = l.frame_vec();
             v.push(pn as u32);
@@ -371,13 +393,17 @@ mod tests {
         l.detect_lost(t0 + Duration::from_secs(1), |f| lost.push(f));
         assert_eq!(lost, vec![10, 11, 12, 13, 14]);
         assert_eq!(l.in_flight(), 4);
-        assert!(l.pto_time(Duration::ZERO).is_some());
+        assert!(l.pto_time().is_some());
     }
 
     #[test]
     fn hostile_ack_ranges_are_clamped() {
         let t0 = Instant::now();
-        let mut l: Ledger<u32> = Ledger::new(0, Duration::from_millis(10));
+        let mut l: Ledger<u32> = Ledger::new(
+            0,
+            Duration::from_millis(10),
+            (Duration::ZERO, Duration::ZERO),
+        );
         l.on_sent(0, t0, vec![1]);
         let mut n = 0;
         l.on_ack(t0, [0..=u64::MAX >> 2].into_iter(), Duration::ZERO, |_| {
@@ -389,14 +415,18 @@ mod tests {
     #[test]
     fn pto_resends_oldest_and_backs_off() {
         let t0 = Instant::now();
-        let mut l: Ledger<u32> = Ledger::new(0, Duration::from_millis(10));
+        let mut l: Ledger<u32> = Ledger::new(
+            0,
+            Duration::from_millis(10),
+            (Duration::ZERO, Duration::ZERO),
+        );
         l.on_sent(0, t0, vec![7]);
-        let first = l.pto_time(Duration::ZERO).unwrap();
+        let first = l.pto_time().unwrap();
         let mut lost = vec![];
         l.on_pto(first, |f| lost.push(f));
         assert_eq!(lost, vec![7]);
         l.on_sent(1, first, vec![7]);
-        let second = l.pto_time(Duration::ZERO).unwrap();
+        let second = l.pto_time().unwrap();
         assert!(second - first > first - t0, "backoff doubles the timeout");
     }
 }

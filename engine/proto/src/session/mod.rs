@@ -260,7 +260,11 @@ impl Transport {
             next_pn: 0,
             replay: ReplayWindow::new(),
             acks: Acks::new(now),
-            ledger: Ledger::new(0, cfg.initial_rtt),
+            ledger: Ledger::new(
+                0,
+                cfg.initial_rtt,
+                (cfg.params.max_ack_delay(), peer_params.max_ack_delay()),
+            ),
         }
     }
 }
@@ -677,11 +681,10 @@ impl Session {
             Phase::Closed => return None,
             Phase::Established(t) => t,
         };
-        let max_ack_delay = t.peer_params.max_ack_delay();
         [
             t.acks.timer(),
             t.ledger.loss_time(),
-            t.ledger.pto_time(max_ack_delay),
+            t.ledger.pto_time(),
             t.keys.next_expiry(),
             self.deadlines.peek().map(|Reverse((d, _))| *d),
             Some(self.liveness.last_recv + cfg.idle_timeout),
@@ -737,12 +740,11 @@ impl Session {
         };
         t.keys.expire(now);
         t.acks.on_timeout(now);
-        let max_ack_delay = t.peer_params.max_ack_delay();
         let mut lost = std::mem::take(&mut self.scratch.lost);
         if t.ledger.loss_time().is_some_and(|l| l <= now) {
             ctx.stats.packets_lost += t.ledger.detect_lost(now, |f| lost.push(f));
         }
-        if t.ledger.pto_time(max_ack_delay).is_some_and(|p| p <= now) {
+        if t.ledger.pto_time().is_some_and(|p| p <= now) {
             ctx.stats.ptos += 1;
             t.ledger.on_pto(now, |f| lost.push(f));
             self.liveness.ping_pending = true;

@@ -86,10 +86,9 @@ impl Session {
                 return;
             }
         }
-        let max_ack_delay = ctx.cfg.params.max_ack_delay();
         if let Some(t) = self.transport_mut() {
             if eliciting {
-                let delay = t.ledger.ack_delay(max_ack_delay);
+                let delay = t.ledger.ack_delay();
                 t.acks.on_eliciting(ctx.now, delay);
             }
         }
