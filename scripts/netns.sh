@@ -5,7 +5,7 @@
 #
 #   scripts/netns.sh up                       # create (idempotent)
 #   scripts/netns.sh impair --rate 100mbit    # tbf bottleneck on both veth ends
-#   scripts/netns.sh impair --loss 0.01       # random drop on egress, both ways
+#   scripts/netns.sh impair --loss 0.01       # random drop on arrival, both ways
 #   scripts/netns.sh impair --clear           # remove every impairment
 #   scripts/netns.sh status                   # what is there now
 #   scripts/netns.sh down                     # remove everything `up` created
@@ -24,11 +24,16 @@
 #                 reach the rate) and never less than ten 1500-B packets.
 #   --limit L     tbf queue in bytes (what may wait behind the bucket; more is
 #                 dropped). Default 65536: a 64 KB queue, ≈ 5 ms at 100 Mbit/s.
-#   --loss P      drop each packet leaving a namespace on its veth with
-#                 probability P (iptables `statistic --mode random` in the
-#                 OUTPUT chain). Direction by --loss-dir; `--loss 0` removes it.
+#   --loss P      drop each packet crossing the veth with probability P, as
+#                 it arrives in the receiving namespace (iptables `statistic
+#                 --mode random` in the raw table's PREROUTING, -i veth).
+#                 Not on egress: a packet dropped in the sender's OUTPUT
+#                 chain fails its sendmsg with EPERM, so the sender sees an
+#                 error instead of a silent loss (iperf3 -u aborts on it).
+#                 Direction by --loss-dir; `--loss 0` removes it.
 #   --loss-dir D  both (default: A->B and B->A each lose P, so a round trip
-#                 loses about 2P), a2b (egress of A only), b2a (egress of B).
+#                 loses about 2P), a2b (packets from A to B, dropped on
+#                 arrival in B), b2a (from B to A, dropped in A).
 #   --clear       remove the tbf qdiscs and the loss rules first.
 # Delay, jitter, duplication and reordering: this kernel has no sch_netem; put
 # bench/src/bin/udp_relay.rs between the two nodes instead.
@@ -149,21 +154,24 @@ clear_rate() {
     fi
 }
 
-# chain NS: our iptables chain in NS exists, empty, and OUTPUT jumps to it.
+# ipt NS ARGS...: iptables on the raw table inside NS (quiet).
+ipt() { local ns=$1; shift; ip netns exec "$ns" iptables -t raw "$@"; }
+
+# chain NS: our raw-table chain in NS exists, empty, and PREROUTING jumps to it.
 chain() {
     local ns=$1
-    ip netns exec "$ns" iptables -n -L "$CHAIN" >/dev/null 2>&1 ||
-        run ip netns exec "$ns" iptables -N "$CHAIN"
-    ip netns exec "$ns" iptables -C OUTPUT -j "$CHAIN" 2>/dev/null ||
-        run ip netns exec "$ns" iptables -A OUTPUT -j "$CHAIN"
-    run ip netns exec "$ns" iptables -F "$CHAIN"
+    ipt "$ns" -n -L "$CHAIN" >/dev/null 2>&1 ||
+        run ip netns exec "$ns" iptables -t raw -N "$CHAIN"
+    ipt "$ns" -C PREROUTING -j "$CHAIN" 2>/dev/null ||
+        run ip netns exec "$ns" iptables -t raw -A PREROUTING -j "$CHAIN"
+    run ip netns exec "$ns" iptables -t raw -F "$CHAIN"
 }
 
 clear_loss() {
     local ns=$1
     command -v iptables >/dev/null 2>&1 || return 0
-    if ip netns exec "$ns" iptables -n -L "$CHAIN" >/dev/null 2>&1; then
-        run ip netns exec "$ns" iptables -F "$CHAIN"
+    if ipt "$ns" -n -L "$CHAIN" >/dev/null 2>&1; then
+        run ip netns exec "$ns" iptables -t raw -F "$CHAIN"
     fi
 }
 
@@ -174,8 +182,8 @@ set_loss() {
     local on=()
     case $dir in
         both) on=("$NS_A" "$NS_B") ;;
-        a2b) on=("$NS_A") ;;
-        b2a) on=("$NS_B") ;;
+        a2b) on=("$NS_B") ;;
+        b2a) on=("$NS_A") ;;
         *) die "--loss-dir $dir: use both, a2b or b2a" ;;
     esac
     for ns in "$NS_A" "$NS_B"; do
@@ -186,7 +194,7 @@ set_loss() {
     fi
     for ns in "${on[@]}"; do
         chain "$ns"
-        run ip netns exec "$ns" iptables -A "$CHAIN" -o "$VETH" \
+        run ip netns exec "$ns" iptables -t raw -A "$CHAIN" -i "$VETH" \
             -m statistic --mode random --probability "$p" -j DROP
     done
 }
@@ -243,9 +251,9 @@ cmd_status() {
         ip -n "$ns" -br addr show
         ip -n "$ns" link show "$VETH" 2>/dev/null | awk 'NR == 1 {print "  " $0}'
         ip netns exec "$ns" tc qdisc show dev "$VETH" 2>/dev/null | sed 's/^/  /' || true
-        if command -v iptables >/dev/null 2>&1 &&
-            ip netns exec "$ns" iptables -n -L "$CHAIN" >/dev/null 2>&1; then
-            ip netns exec "$ns" iptables -n -v -L "$CHAIN" | sed 's/^/  /'
+        if command -v iptables >/dev/null 2>&1 && ipt "$ns" -n -L "$CHAIN" >/dev/null 2>&1; then
+            echo "  loss on arrival (iptables -t raw):"
+            ipt "$ns" -n -v -L "$CHAIN" | sed 's/^/  /'
         fi
     done
 }
