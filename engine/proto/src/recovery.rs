@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 /// use. RFC 9002 suggests 1 ms for OS timers of that resolution; the
 /// engine's timers (`ppoll`, io_uring timeouts) are finer, and on a LAN
 /// 1 ms is ten round trips, so one lost packet would cost that.
-const GRANULARITY: Duration = Duration::from_micros(50);
+const GRANULARITY: Duration = Duration::from_micros(20);
 /// Shortest ACK delay a receiver uses (and a sender assumes): below it a
 /// delayed ACK saves nothing over an immediate one.
-pub(crate) const MIN_ACK_DELAY: Duration = Duration::from_micros(25);
+pub(crate) const MIN_ACK_DELAY: Duration = Duration::from_micros(10);
 /// RFC 9002 `kPacketThreshold`.
 const PACKET_THRESHOLD: u64 = 3;
 /// Exponential backoff stops doubling here, so a long outage probes every
@@ -352,18 +352,19 @@ mod tests {
         // We delay an eighth of the RTT; we allow the peer a quarter.
         assert_eq!(rtt.ack_delay(max), Duration::from_micros(100));
         assert_eq!(rtt.peer_ack_delay(max), Duration::from_micros(200));
-        // A LAN round trip: the floors.
-        let lan = Rtt::new(Duration::from_micros(100));
+        // A fast LAN round trip: the floors.
+        let lan = Rtt::new(Duration::from_micros(50));
         assert_eq!(lan.ack_delay(max), MIN_ACK_DELAY);
         assert_eq!(lan.peer_ack_delay(max), MIN_ACK_DELAY * 2);
         // A WAN round trip: the announced maximum caps both.
         let wan = Rtt::new(Duration::from_millis(200));
         assert_eq!(wan.ack_delay(max), max);
         assert_eq!(wan.peer_ack_delay(max), max);
-        // PTO on a LAN: RTT + granularity + the peer's RTT-sized delay.
+        // PTO on a LAN: RTT + 4 × rttvar (half the initial RTT) + the
+        // peer's RTT-sized delay.
         assert_eq!(
             lan.pto(max),
-            Duration::from_micros(100) + Duration::from_micros(200) + MIN_ACK_DELAY * 2
+            Duration::from_micros(50) + Duration::from_micros(100) + MIN_ACK_DELAY * 2
         );
     }
 
