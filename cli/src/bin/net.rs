@@ -463,7 +463,8 @@ fn core_json(s: &CoreStats) -> serde_json::Value {
         ptos, frames_retransmitted, key_updates, duplicate_requests, calls_not_found,
         calls_backpressure, calls_cancelled, requests_delivered, calls_completed,
         sessions_closed, sessions_evicted, resets_tx, resets_rate_limited, resets_not_ours,
-        resets_rx, resets_invalid);
+        resets_rx, resets_invalid, handshake_duplicates, handshake_unconfirmed,
+        handshake_rejects_unreported, keepalives_tx, detector_full);
     let t = fields!(s.trust; verified, malformed, oversize, unknown_version, node_id_mismatch,
         bad_signature, expired, future, ttl_too_long, stale, batch_verifies, gate_denied,
         gate_allowed, reservation_rejected, token_rejected, wrong_class, own_entry, fold_full,
