@@ -246,8 +246,7 @@ pub trait CallEvents: Send + 'static {
     /// from the callee — `status` (`Unavailable`, `Timeout`, ...) and why.
     /// Called at most once, last, instead of [`complete`](Self::complete);
     /// by default it forwards to `complete` with an empty body.
-    fn failed(&mut self, status: Status, cause: net_proto::Cause) {
-        let _ = cause;
+    fn failed(&mut self, status: Status, _cause: net_proto::Cause) {
         self.complete(status, &[]);
     }
 }
