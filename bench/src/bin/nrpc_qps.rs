@@ -198,6 +198,18 @@ fn injected_work() -> Duration {
     nrpc::injected_work().unwrap_or_else(|e| fail(&e))
 }
 
+/// The nRPC server node bound to `listen`, pinned to `--server-cpu`.
+fn nrpc_server(args: &Args, listen: SocketAddr, spin: Duration) -> net_engine::MeshNode {
+    nrpc::server(
+        listen,
+        driver(args),
+        spin,
+        Some(args.server_cpu),
+        injected_work(),
+    )
+    .unwrap_or_else(|e| fail(&format!("binding {listen}: {e}")))
+}
+
 fn fail(msg: &str) -> ! {
     eprintln!("nrpc_qps: {msg}");
     std::process::exit(2)
@@ -266,14 +278,7 @@ fn serve_role(args: &Args, role: Role) {
             }))
         }
         Role::NrpcServer => {
-            let node = nrpc::server(
-                listen,
-                driver(args),
-                spin,
-                Some(args.server_cpu),
-                injected_work(),
-            )
-            .unwrap_or_else(|e| fail(&format!("binding {listen}: {e}")));
+            let node = nrpc_server(args, listen, spin);
             println!("READY {}", node.local_addr().expect("started"));
             wait_until_told(args.serve_ms);
             let _ = node.shutdown(Duration::from_millis(200));
@@ -333,14 +338,7 @@ fn start_server(args: &Args, role: Role) -> (Server, SocketAddr) {
             (Server::Thread(stop, Some(t), None), addr)
         }
         Role::NrpcServer => {
-            let node = nrpc::server(
-                listen,
-                driver(args),
-                spin,
-                Some(args.server_cpu),
-                injected_work(),
-            )
-            .unwrap_or_else(|e| fail(&e));
+            let node = nrpc_server(args, listen, spin);
             let addr = node.local_addr().expect("started");
             (Server::Thread(stop, None, Some(Box::new(node))), addr)
         }
