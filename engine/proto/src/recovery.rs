@@ -312,22 +312,19 @@ impl<F: Copy> Ledger<F> {
         Some(self.last_ack_eliciting? + self.pto_base * backoff)
     }
 
-    /// Probe timeout: the oldest ack-eliciting packet is treated as lost so
-    /// its frames are re-sent (frame handling is idempotent, so a late ACK of
-    /// the original does no harm), and the timer backs off.
-    pub fn on_pto(&mut self, now: Instant, mut lost: impl FnMut(F)) {
+    /// Probe timeout (RFC 9002 §6.2.4): the frames of the oldest
+    /// ack-eliciting packet go out again as the probe, and the timer backs
+    /// off. The packet itself stays in flight, not lost: a probe is often
+    /// spurious (the ACK was only late, say on a loaded machine), and its
+    /// late ACK must still free what it carried and give an RTT sample.
+    /// Frame handling is idempotent, so acknowledging both the packet and
+    /// its probe does no harm.
+    pub fn on_pto(&mut self, now: Instant, mut probe: impl FnMut(F)) {
         self.pto_count = self.pto_count.saturating_add(1);
         self.last_ack_eliciting = Some(now);
-        let oldest = self
-            .packets
-            .iter()
-            .position(|p| p.as_ref().is_some_and(|p| p.ack_eliciting));
-        if let Some(i) = oldest {
-            if let Some(pkt) = self.packets[i].take() {
-                self.release(pkt, &mut lost);
-            }
+        if let Some(pkt) = self.packets.iter().flatten().find(|p| p.ack_eliciting) {
+            pkt.frames.iter().copied().for_each(&mut probe);
         }
-        self.trim();
     }
 }
 

@@ -241,9 +241,12 @@ impl Session {
                 let Some(c) = self.calls.get_mut(&id) else {
                     return;
                 };
-                if let Some(r) = c.caller_mut().and_then(|c| c.request.take()) {
-                    ctx.pool.put(r.value);
-                }
+                // Only the first acknowledgement counts (a probe and the
+                // packet it repeated may both be acknowledged).
+                let Some(r) = c.caller_mut().and_then(|c| c.request.take()) else {
+                    return;
+                };
+                ctx.pool.put(r.value);
                 // Stream data waits for the request: the callee must know the
                 // call before its messages arrive, or they would be lost.
                 for seq in c.send.pending_seqs() {
