@@ -119,6 +119,14 @@ struct Parts {
     done: oneshot::Receiver<Ended>,
 }
 
+/// A call by service name that found nobody to send to.
+fn no_provider(cause: Cause) -> RpcError {
+    RpcError::Failed {
+        status: Status::UNAVAILABLE,
+        cause,
+    }
+}
+
 /// How a call ended, as its sink saw it.
 enum Ended {
     /// The callee answered.
@@ -192,18 +200,17 @@ impl Mesh {
     /// node's allow-list for the service
     /// ([`MeshBuilder::trusted_providers`](crate::MeshBuilder::trusted_providers))
     /// or presented a token chain rooted in this node's token roots whose
-    /// scope holds `nrpc-serve:<service>`. If no advertiser is trusted the
-    /// call fails at once with `Unavailable`, nothing is sent, and the
-    /// error's payload says why (UTF-8). The callee's gate still decides
-    /// whether this node may call.
+    /// scope holds `nrpc-serve:<service>`; providers the failure detector
+    /// holds Suspect or Down are skipped. If none may be picked the call
+    /// fails at once with `RpcError::Failed` (`Unavailable`, and the cause:
+    /// `NoProvider`, `NoTrustedProvider` or `PeerDown`); nothing is sent.
+    /// The callee's gate still decides whether this node may call.
     pub async fn call_service(
         &self,
         service: &str,
         payload: impl Into<Vec<u8>>,
     ) -> Result<Bytes, RpcError> {
-        let Some(peer) = self.node.pick_provider(service) else {
-            return Err(self.no_provider(service, true));
-        };
+        let peer = self.node.pick_provider(service).map_err(no_provider)?;
         self.call(peer, service, payload).await
     }
 
@@ -216,9 +223,10 @@ impl Mesh {
         service: &str,
         payload: impl Into<Vec<u8>>,
     ) -> Result<Bytes, RpcError> {
-        let Some(peer) = self.node.pick_provider_untrusted(service) else {
-            return Err(self.no_provider(service, false));
-        };
+        let peer = self
+            .node
+            .pick_provider_untrusted(service)
+            .map_err(no_provider)?;
         self.call(peer, service, payload).await
     }
 
@@ -226,20 +234,6 @@ impl Mesh {
     /// may send to, in node-id order (a subset of [`discover`](Self::discover)).
     pub fn trusted_providers(&self, service: &str) -> Vec<NodeId> {
         self.node.trusted_providers(service)
-    }
-
-    /// `Unavailable`, with why nobody could be picked.
-    fn no_provider(&self, service: &str, trusted_only: bool) -> RpcError {
-        let advertising = self.node.discover(service).len();
-        let cause = if advertising == 0 || !trusted_only {
-            Cause::NoProvider
-        } else {
-            Cause::NoTrustedProvider { advertising }
-        };
-        RpcError::Failed {
-            status: Status::UNAVAILABLE,
-            cause,
-        }
     }
 
     /// Unary call with options (deadline).

@@ -432,18 +432,21 @@ impl MeshNode {
     }
 
     /// The trusted provider of `name` the next call goes to: round robin
-    /// over [`trusted_providers`](Self::trusted_providers), per service, so
-    /// successive calls alternate. `None` if no advertiser is trusted
-    /// (counted in `no_trusted_provider` and logged with the reason).
-    pub fn pick_provider(&self, name: &str) -> Option<NodeId> {
-        self.pick(name, crate::trust::Route::Trusted).ok()
+    /// over [`trusted_providers`](Self::trusted_providers) that are not
+    /// Suspect or Down, per service, so successive calls alternate. If none
+    /// may be picked, why: `NoProvider`, `NoTrustedProvider` (counted in
+    /// `no_trusted_provider` and logged) or `PeerDown`.
+    pub fn pick_provider(&self, name: &str) -> Result<NodeId, net_proto::Cause> {
+        self.pick(name, crate::trust::Route::Trusted)
+            .map_err(|e| e.cause())
     }
 
     /// Like [`pick_provider`](Self::pick_provider) over every node that
     /// advertises `name`, trusted or not: see
     /// [`call_service_untrusted`](Self::call_service_untrusted).
-    pub fn pick_provider_untrusted(&self, name: &str) -> Option<NodeId> {
-        self.pick(name, crate::trust::Route::AnyAdvertiser).ok()
+    pub fn pick_provider_untrusted(&self, name: &str) -> Result<NodeId, net_proto::Cause> {
+        self.pick(name, crate::trust::Route::AnyAdvertiser)
+            .map_err(|e| e.cause())
     }
 
     /// Calls `name` on a trusted provider ([`pick_provider`](Self::pick_provider)).
