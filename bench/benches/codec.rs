@@ -6,7 +6,9 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use net_proto::ids::{CallId, CallKind, ReceiverIndex, ServiceId, Side, Status};
 use net_proto::ranges::RangeSet;
-use net_proto::wire::{encode_ack, frames, DataHeader, Frame, Writer, DATA_HEADER_LEN, TAG_LEN};
+use net_proto::wire::{
+    encode_ack, frames, Body, DataHeader, Frame, Writer, DATA_HEADER_LEN, TAG_LEN,
+};
 
 const MTU_PAYLOAD: usize = 1400;
 
@@ -54,7 +56,7 @@ fn encode_requests(buf: &mut [u8], set: &RangeSet, payload: &[u8]) -> usize {
             kind: CallKind::Unary,
             end: true,
             deadline_ms: 5_000,
-            payload,
+            body: Body::Inline(payload),
         }
         .encode(&mut w)
         .expect("request fits");
@@ -94,7 +96,7 @@ fn response_packet(c: &mut Criterion) {
         call: CallId::new(77, Side::Responder),
         status: Status::OK,
         stream_count: 0,
-        payload: &payload,
+        body: Body::Inline(&payload),
     };
     let mut buf = [0u8; MTU_PAYLOAD];
     let mut w = Writer::new(&mut buf);

@@ -166,14 +166,23 @@ async fn unary_and_streams(server: &Mesh, client: &Mesh) {
         assert_eq!(d.recv().await.unwrap()[..], [i; 10]);
     }
     assert_eq!(d.finish().await.unwrap()[..], 500u64.to_be_bytes());
-    // A sync response too large for a packet is refused, not dropped.
+    // A response larger than a packet (the 16 KiB loopback datagram) is
+    // segmented; one over the caller's `max_message` is refused, not dropped.
     let _big = server
         .serve_rpc("big", |_, _, out| {
-            out.resize(20_000, 0); // over the 16 KiB loopback datagram
+            out.resize(20_000, 7);
             Status::OK
         })
         .unwrap();
-    let err = client.call(id, "big", b"x".to_vec()).await.unwrap_err();
+    let body = client.call(id, "big", b"x".to_vec()).await.unwrap();
+    assert!(body.len() == 20_000 && body.iter().all(|&b| b == 7));
+    let _huge = server
+        .serve_rpc("huge", |_, _, out| {
+            out.resize(net_proto::config::DEFAULT_MAX_MESSAGE as usize + 1, 0);
+            Status::OK
+        })
+        .unwrap();
+    let err = client.call(id, "huge", b"x".to_vec()).await.unwrap_err();
     assert_eq!(err.status(), Some(Status::PAYLOAD_TOO_LARGE));
     // Unknown service.
     let err = client.call(id, "nope", b"x".to_vec()).await.unwrap_err();

@@ -146,6 +146,15 @@ impl EndpointConfig {
 pub const MIN_MAX_CALLS: u32 = 16;
 /// Smallest `stream_window` a peer may announce.
 pub const MIN_STREAM_WINDOW: u32 = 4096;
+/// Default `max_message`: the largest body we accept (gRPC's default is 4 MiB).
+pub const DEFAULT_MAX_MESSAGE: u32 = 16 << 20;
+/// Default `reassembly_window`: two largest messages at once, so one large
+/// transfer does not hold up every other call's segmented bodies.
+pub const DEFAULT_REASSEMBLY_WINDOW: u32 = 32 << 20;
+/// Credit units a body under reassembly costs on top of its length (its
+/// table entry and piece record), so tiny segmented bodies are not free
+/// (`docs/PROTOCOL.md` §9).
+pub const PARTIAL_CHARGE: u64 = 1024;
 
 /// Limits each side announces in its handshake message; they bound what the
 /// *peer* may send, so a receiver's memory is bounded by its own choices.
@@ -163,6 +172,13 @@ pub struct TransportParams {
     /// AEAD suites we run fast, as [`Suite::bit`]s: both sides key the
     /// session with [`Suite::agree`] of the two offers.
     pub aead_suites: u8,
+    /// Largest message body (request, response or stream message) we
+    /// accept; larger ones are refused with `PAYLOAD_TOO_LARGE`.
+    pub max_message: u32,
+    /// Credit units of segmented bodies the peer may have under reassembly
+    /// with us at once (each costs its length plus [`PARTIAL_CHARGE`]);
+    /// never below `max_message + PARTIAL_CHARGE` as decoded.
+    pub reassembly_window: u32,
 }
 
 impl Default for TransportParams {
@@ -173,13 +189,15 @@ impl Default for TransportParams {
             max_ack_delay_us: 5_000,
             max_datagram: 65_000,
             aead_suites: Suite::offer(Backend::Ring),
+            max_message: DEFAULT_MAX_MESSAGE,
+            reassembly_window: DEFAULT_REASSEMBLY_WINDOW,
         }
     }
 }
 
 impl TransportParams {
     /// Encoded size (fixed).
-    pub const LEN: usize = 15;
+    pub const LEN: usize = 23;
 
     /// Writes the parameters (fixed layout, big-endian).
     pub fn encode(&self, w: &mut Writer<'_>) -> Result<(), WireError> {
@@ -187,7 +205,9 @@ impl TransportParams {
         w.put_u32(self.stream_window)?;
         w.put_u32(self.max_ack_delay_us)?;
         w.put_u16(self.max_datagram)?;
-        w.put_u8(self.aead_suites)
+        w.put_u8(self.aead_suites)?;
+        w.put_u32(self.max_message)?;
+        w.put_u32(self.reassembly_window)
     }
 
     /// Reads parameters; values are clamped to sane ranges so a hostile peer
@@ -199,7 +219,26 @@ impl TransportParams {
             max_ack_delay_us: r.get_u32()?.min(100_000),
             max_datagram: r.get_u16()?.max(1200),
             aead_suites: r.get_u8()?,
-        })
+            max_message: r.get_u32()?,
+            reassembly_window: r.get_u32()?,
+        }
+        .with_room_for_a_message())
+    }
+
+    /// `reassembly_window` raised to hold one `max_message` body, so a
+    /// peer cannot announce a limit that no message of its own could meet.
+    fn with_room_for_a_message(mut self) -> Self {
+        let least = u64::from(self.max_message) + PARTIAL_CHARGE;
+        self.reassembly_window = u32::try_from(least)
+            .unwrap_or(u32::MAX)
+            .max(self.reassembly_window);
+        self
+    }
+
+    /// Credit units a segmented body of `len` bytes uses of the peer's
+    /// `reassembly_window`.
+    pub fn reassembly_charge(len: u64) -> u64 {
+        len + PARTIAL_CHARGE
     }
 
     /// Peer's ACK delay as a duration.

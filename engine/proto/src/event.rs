@@ -139,6 +139,27 @@ pub enum ProtocolViolation {
     /// A frame only the other role may send (e.g. a response to a call we never made).
     #[error("frame not valid for the call's role")]
     WrongRole,
+    /// A segmented body broke its rules (`docs/PROTOCOL.md` §3.15).
+    #[error("segment: {0}")]
+    Segment(#[from] SegmentViolation),
+}
+
+/// How a peer broke the rules for segmented bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum SegmentViolation {
+    /// A body longer than the `max_message` we announced.
+    #[error("body larger than the announced maximum")]
+    TooLarge,
+    /// Pieces (or the carrier) of one body disagree on its total length.
+    #[error("pieces disagree on the body's length")]
+    TotalMismatch,
+    /// A new body would take reassembly beyond the window we announced.
+    #[error("reassembly window exceeded")]
+    Window,
+    /// A piece for a stream message the stream can never carry (past its
+    /// end, or on a call kind where that side does not stream).
+    #[error("segment for a message the stream cannot have")]
+    NoSuchMessage,
 }
 
 /// Output of the endpoint for the application.

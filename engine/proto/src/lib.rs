@@ -8,6 +8,7 @@
 
 mod admission;
 pub mod config;
+mod congestion;
 mod cookie;
 pub mod detector;
 mod endpoint;
@@ -36,7 +37,9 @@ pub use config::{EndpointConfig, TransportParams};
 pub use cookie::COOKIE_REPLY_LEN;
 pub use detector::{DetectorConfig, FailureDetector, PeerEvent, PeerSlot, PeerState};
 pub use endpoint::{Endpoint, Transmit};
-pub use event::{ApiError, Cause, CloseReason, Event, ProtocolViolation, SessionId};
+pub use event::{
+    ApiError, Cause, CloseReason, Event, ProtocolViolation, SegmentViolation, SessionId,
+};
 pub use handshake::{HandshakeError, INIT_LEN, RESP_LEN};
 pub use ids::{CallId, CallKind, ReceiverIndex, ServiceId, Side, Status};
 pub use ratelimit::{HandshakeLimits, RateLimit};

@@ -11,6 +11,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::congestion::NewReno;
+
 /// RFC 9002 `kGranularity`: the smallest timer the loss and probe rules
 /// use. RFC 9002 suggests 1 ms for OS timers of that resolution; the
 /// engine's timers (`ppoll`, io_uring timeouts) are finer, and on a LAN
@@ -103,6 +105,8 @@ impl Rtt {
 struct SentPacket<F> {
     time: Instant,
     ack_eliciting: bool,
+    /// Datagram bytes (counted in flight if ack-eliciting).
+    size: u32,
     frames: Vec<F>,
 }
 
@@ -128,6 +132,8 @@ pub(crate) struct Ledger<F> {
     own_max_ack_delay: Duration,
     /// `rtt.ack_delay(own_max_ack_delay)`, recomputed with the RTT.
     ack_delay: Duration,
+    /// Congestion window and bytes in flight.
+    cc: NewReno,
 }
 
 impl<F: Copy> Ledger<F> {
@@ -149,10 +155,17 @@ impl<F: Copy> Ledger<F> {
     }
 
     /// An empty ledger; the `max_ack_delay`s are (ours, the peer's), as
-    /// announced in the handshake.
-    pub fn new(first_pn: u64, initial_rtt: Duration, (own, peer): (Duration, Duration)) -> Self {
+    /// announced in the handshake; `mds` is the largest datagram we send
+    /// (the congestion window's unit).
+    pub fn new(
+        first_pn: u64,
+        initial_rtt: Duration,
+        (own, peer): (Duration, Duration),
+        mds: usize,
+    ) -> Self {
         let rtt = Rtt::new(initial_rtt);
         Ledger {
+            cc: NewReno::new(mds as u64),
             peer_max_ack_delay: peer,
             pto_base: rtt.pto(peer),
             own_max_ack_delay: own,
@@ -185,18 +198,31 @@ impl<F: Copy> Ledger<F> {
         self.in_flight
     }
 
-    /// Records packet `pn`, which must be the next number after the last one
-    /// recorded (the session sends numbers densely).
-    pub fn on_sent(&mut self, pn: u64, now: Instant, frames: Vec<F>) {
+    /// Whether the congestion window lets bulk data go out now.
+    pub fn cwnd_open(&self) -> bool {
+        self.cc.is_open()
+    }
+
+    /// The congestion controller (window, bytes in flight).
+    pub fn congestion(&self) -> &NewReno {
+        &self.cc
+    }
+
+    /// Records packet `pn` of `size` bytes, which must be the next number
+    /// after the last one recorded (the session sends numbers densely).
+    pub fn on_sent(&mut self, pn: u64, now: Instant, frames: Vec<F>, size: usize) {
         debug_assert_eq!(pn, self.base + self.packets.len() as u64);
         let ack_eliciting = !frames.is_empty();
+        let size = u32::try_from(size).unwrap_or(u32::MAX);
         if ack_eliciting {
             self.in_flight += 1;
             self.last_ack_eliciting = Some(now);
+            self.cc.on_sent(u64::from(size));
         }
         self.packets.push_back(Some(SentPacket {
             time: now,
             ack_eliciting,
+            size,
             frames,
         }));
     }
@@ -248,6 +274,9 @@ impl<F: Copy> Ledger<F> {
                 if largest_newly.is_none_or(|(l, _, _)| pn > l) {
                     largest_newly = Some((pn, pkt.time, pkt.ack_eliciting));
                 }
+                if pkt.ack_eliciting {
+                    self.cc.on_acked(u64::from(pkt.size), pkt.time);
+                }
                 self.release(pkt, &mut acked);
             }
         }
@@ -284,6 +313,9 @@ impl<F: Copy> Ledger<F> {
             if by_count || by_time {
                 if let Some(pkt) = self.packets[i].take() {
                     count += 1;
+                    if pkt.ack_eliciting {
+                        self.cc.on_lost(u64::from(pkt.size), pkt.time, now);
+                    }
                     self.release(pkt, &mut lost);
                 }
             }
@@ -372,11 +404,12 @@ mod tests {
             10,
             Duration::from_millis(10),
             (Duration::ZERO, Duration::ZERO),
+            1200,
         );
         for pn in 10..20 {
             let mut v = l.frame_vec();
             v.push(pn as u32);
-            l.on_sent(pn, t0, v);
+            l.on_sent(pn, t0, v, 100);
         }
         let mut acked = vec![];
         let t1 = t0 + Duration::from_millis(5);
@@ -401,8 +434,9 @@ mod tests {
             0,
             Duration::from_millis(10),
             (Duration::ZERO, Duration::ZERO),
+            1200,
         );
-        l.on_sent(0, t0, vec![1]);
+        l.on_sent(0, t0, vec![1], 100);
         let mut n = 0;
         l.on_ack(t0, [0..=u64::MAX >> 2].into_iter(), Duration::ZERO, |_| {
             n += 1
@@ -417,13 +451,14 @@ mod tests {
             0,
             Duration::from_millis(10),
             (Duration::ZERO, Duration::ZERO),
+            1200,
         );
-        l.on_sent(0, t0, vec![7]);
+        l.on_sent(0, t0, vec![7], 100);
         let first = l.pto_time().unwrap();
         let mut lost = vec![];
         l.on_pto(first, |f| lost.push(f));
         assert_eq!(lost, vec![7]);
-        l.on_sent(1, first, vec![7]);
+        l.on_sent(1, first, vec![7], 100);
         let second = l.pto_time().unwrap();
         assert!(second - first > first - t0, "backoff doubles the timeout");
     }

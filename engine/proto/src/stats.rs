@@ -118,6 +118,16 @@ pub struct EndpointStats {
     pub calls_not_found: u64,
     /// Calls refused with BACKPRESSURE.
     pub calls_backpressure: u64,
+    /// Calls refused with PAYLOAD_TOO_LARGE (a body over our `max_message`).
+    pub calls_too_large: u64,
+    /// Segmented-body bytes received and kept for reassembly (duplicates
+    /// included).
+    pub segment_bytes_rx: u64,
+    /// Segmented-body bytes received for bodies no longer wanted
+    /// (delivered, or their call answered, cancelled or gone): dropped.
+    pub segment_bytes_discarded: u64,
+    /// Segmented bodies reassembled and handed over.
+    pub segmented_bodies_rx: u64,
     /// Open calls the caller cancelled (or whose deadline passed) before the answer.
     pub calls_cancelled: u64,
     /// Requests delivered to the application.

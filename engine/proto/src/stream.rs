@@ -283,6 +283,9 @@ impl SendStream {
 
     /// Releases every held message into `free`; returns the payload bytes released.
     pub fn drain(&mut self, mut free: impl FnMut(Vec<u8>)) -> u64 {
+        if self.msgs.is_empty() {
+            return 0;
+        }
         let released = self.held;
         for m in self.msgs.drain(..) {
             free(m.data);
@@ -310,9 +313,11 @@ pub(crate) struct RecvStream {
     next_seq: u64,
     /// Payload bytes delivered: the offset message `next_seq` must carry.
     delivered: u64,
-    /// seq → (offset, payload).
-    buffered: BTreeMap<u64, (u64, Vec<u8>)>,
-    /// Payload bytes in `buffered`.
+    /// seq → (offset, length, payload): the payload is `None` while a
+    /// segmented message's body is still being reassembled (its place and
+    /// credit were checked when its carrier arrived).
+    buffered: BTreeMap<u64, (u64, u64, Option<Vec<u8>>)>,
+    /// Payload bytes in `buffered` (of the messages with their payload).
     held: u64,
     /// Total messages, once the peer finished (or will never stream).
     end: Option<u64>,
@@ -395,16 +400,15 @@ impl RecvStream {
 
     /// Checks one message against credit, the end marker and the messages
     /// around it, then keeps it unless it is a duplicate or the stream
-    /// discards. `take` turns the borrowed payload into an owned buffer
-    /// only when it is kept.
+    /// discards. `take` gives the owned payload only when it is kept: `None`
+    /// for a segmented message, whose body [`fill`](Self::fill) brings.
     pub fn on_data(
         &mut self,
         seq: u64,
         offset: u64,
-        payload: &[u8],
-        take: impl FnOnce(&[u8]) -> Vec<u8>,
+        len: u64,
+        take: impl FnOnce() -> Option<Vec<u8>>,
     ) -> Result<Accepted, StreamViolation> {
-        let len = payload.len() as u64;
         let charge = seq
             .checked_add(1)
             .and_then(|n| n.checked_mul(MESSAGE_CHARGE))
@@ -433,9 +437,42 @@ impl RecvStream {
         if self.discard {
             return Ok(Accepted::Discarded);
         }
-        self.buffered.insert(seq, (offset, take(payload)));
-        self.held += len;
+        let data = take();
+        if data.is_some() {
+            self.held += len;
+        }
+        self.buffered.insert(seq, (offset, len, data));
         Ok(Accepted::Kept)
+    }
+
+    /// Whether message `seq` is placed and waits for its segmented body.
+    pub fn awaits_segmented(&self, seq: u64) -> bool {
+        matches!(self.buffered.get(&seq), Some((_, _, None)))
+    }
+
+    /// Whether a piece of message `seq`'s segmented body is still wanted:
+    /// the stream keeps data, the message is not delivered or whole yet.
+    /// An error if the stream can never carry message `seq`.
+    pub fn wants_segment(&self, seq: u64) -> Result<bool, StreamViolation> {
+        if self.end.is_some_and(|e| seq >= e) {
+            return Err(StreamViolation::AfterEnd);
+        }
+        Ok(!self.discard
+            && seq >= self.next_seq
+            && !matches!(self.buffered.get(&seq), Some((_, _, Some(_)))))
+    }
+
+    /// The segmented body of placed message `seq` is whole. Returns its
+    /// length if it was awaited (else the body is given back).
+    pub fn fill(&mut self, seq: u64, body: Vec<u8>) -> Result<u64, Vec<u8>> {
+        match self.buffered.get_mut(&seq) {
+            Some((_, len, slot @ None)) if *len == body.len() as u64 => {
+                *slot = Some(body);
+                self.held += *len;
+                Ok(*len)
+            }
+            _ => Err(body),
+        }
     }
 
     /// Message `seq ≥ next_seq` must start at or after what was delivered,
@@ -447,20 +484,20 @@ impl RecvStream {
         if offset < self.delivered || (seq == self.next_seq && offset != self.delivered) {
             return bad;
         }
-        if let Some((o, d)) = self.buffered.get(&seq) {
-            return if *o == offset && d.len() as u64 == len {
+        if let Some((o, l, _)) = self.buffered.get(&seq) {
+            return if *o == offset && *l == len {
                 Ok(true)
             } else {
                 bad
             };
         }
-        if let Some((&p, (po, pd))) = self.buffered.range(..seq).next_back() {
-            let after = po + pd.len() as u64;
+        if let Some((&p, (po, pl, _))) = self.buffered.range(..seq).next_back() {
+            let after = po + pl;
             if offset < after || (p + 1 == seq && offset != after) {
                 return bad;
             }
         }
-        if let Some((&n, (no, _))) = self.buffered.range(seq + 1..).next() {
+        if let Some((&n, (no, _, _))) = self.buffered.range(seq + 1..).next() {
             let end = offset + len;
             if *no < end || (n == seq + 1 && *no != end) {
                 return bad;
@@ -491,10 +528,11 @@ impl RecvStream {
         let Some(entry) = self.buffered.first_entry() else {
             return Ok(None);
         };
-        if *entry.key() != self.next_seq {
+        if *entry.key() != self.next_seq || entry.get().2.is_none() {
             return Ok(None);
         }
-        let (offset, data) = entry.remove();
+        let (offset, _, data) = entry.remove();
+        let data = data.unwrap_or_default();
         // Checked on arrival; kept as a guard for the invariant.
         if offset != self.delivered {
             return Err(StreamViolation::Offset);
@@ -548,8 +586,8 @@ impl RecvStream {
     pub fn discard(&mut self, mut free: impl FnMut(Vec<u8>)) -> u64 {
         self.discard = true;
         let released = self.held;
-        while let Some((_, (_, data))) = self.buffered.pop_first() {
-            free(data);
+        while let Some((_, (_, _, data))) = self.buffered.pop_first() {
+            data.into_iter().for_each(&mut free);
         }
         self.held = 0;
         released
@@ -625,7 +663,7 @@ mod tests {
     const C: u64 = MESSAGE_CHARGE;
 
     fn keep(r: &mut RecvStream, seq: u64, off: u64, p: &[u8]) -> Result<Accepted, StreamViolation> {
-        r.on_data(seq, off, p, |p| p.to_vec())
+        r.on_data(seq, off, p.len() as u64, || Some(p.to_vec()))
     }
 
     #[test]

@@ -240,33 +240,27 @@ fn sessions_know_the_authenticated_peer() {
     );
 }
 
-/// Calls larger than a packet are refused with a typed error, not truncated.
+/// Calls larger than a packet are segmented; larger than the peer's
+/// `max_message` they are refused with a typed error, not truncated.
 #[test]
 fn oversized_payload_is_refused() {
     let now = Instant::now();
     let (mut a, _b, s) = connected(now);
-    let max = a.max_payload(s).unwrap();
+    let packet = a.max_payload(s).unwrap();
+    let max = net_proto::config::DEFAULT_MAX_MESSAGE as usize;
+    let echo = ServiceId::of("echo");
     let err = a
-        .call(
-            now,
-            s,
-            ServiceId::of("echo"),
-            CallKind::Unary,
-            None,
-            &vec![0; max + 1],
-        )
+        .call(now, s, echo, CallKind::Unary, None, &vec![0; max + 1])
         .unwrap_err();
-    assert!(matches!(err, net_proto::ApiError::PayloadTooLarge { .. }));
-    assert!(a
-        .call(
-            now,
-            s,
-            ServiceId::of("echo"),
-            CallKind::Unary,
-            None,
-            &vec![0; max]
-        )
-        .is_ok());
+    assert_eq!(
+        err,
+        net_proto::ApiError::PayloadTooLarge { len: max + 1, max }
+    );
+    for len in [packet, packet + 1, max] {
+        assert!(a
+            .call(now, s, echo, CallKind::Unary, None, &vec![0; len])
+            .is_ok());
+    }
 }
 
 /// Both sides key the session with the suite `Suite::agree` picks from the

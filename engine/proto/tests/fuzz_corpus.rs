@@ -12,7 +12,7 @@ use net_proto::fuzzing;
 use net_proto::ids::{CallId, CallKind, ReceiverIndex, ServiceId, Side, Status};
 use net_proto::ranges::RangeSet;
 use net_proto::wire::{
-    encode_ack, Credit, DataHeader, Frame, ResetPacket, Writer, RESET_LEN, TAG_LEN,
+    encode_ack, Body, Credit, DataHeader, Frame, Part, ResetPacket, Writer, RESET_LEN, TAG_LEN,
 };
 
 /// Fuzz target name (the directory under `fuzz/corpus/`) → body. Add a row
@@ -167,7 +167,7 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
         kind,
         end,
         deadline_ms: 250,
-        payload: &[0x42; 32],
+        body: Body::Inline(&[0x42; 32]),
     };
     let singles: Vec<(&str, Vec<Frame<'_>>)> = vec![
         ("rpc_request_unary", vec![req(CallKind::Unary, true)]),
@@ -178,7 +178,7 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
                 call,
                 status: Status::OK,
                 stream_count: 0,
-                payload: &[7; 100],
+                body: Body::Inline(&[7; 100]),
             }],
         ),
         (
@@ -194,7 +194,7 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
                 call,
                 seq: 2,
                 offset: 64,
-                payload: b"chunk",
+                body: Body::Inline(b"chunk"),
             }],
         ),
         ("stream_end", vec![Frame::StreamEnd { call, count: 3 }]),
@@ -218,6 +218,64 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
                 reason: b"shutdown",
             }],
         ),
+        (
+            "segmented_request_and_pieces",
+            vec![
+                Frame::RpcRequest {
+                    call,
+                    service: svc,
+                    kind: CallKind::Unary,
+                    end: true,
+                    deadline_ms: 0,
+                    body: Body::Segmented(2000),
+                },
+                Frame::Segment {
+                    call,
+                    part: Part::Request,
+                    total: 2000,
+                    offset: 0,
+                    payload: &[1; 1200],
+                },
+                Frame::Segment {
+                    call,
+                    part: Part::Request,
+                    total: 2000,
+                    offset: 1200,
+                    payload: &[2; 800],
+                },
+            ],
+        ),
+        (
+            "segmented_response_and_stream",
+            vec![
+                Frame::RpcResponse {
+                    call,
+                    status: Status::OK,
+                    stream_count: 1,
+                    body: Body::Segmented(600),
+                },
+                Frame::StreamData {
+                    call,
+                    seq: 0,
+                    offset: 0,
+                    body: Body::Segmented(700),
+                },
+                Frame::Segment {
+                    call,
+                    part: Part::Stream(0),
+                    total: 700,
+                    offset: 100,
+                    payload: &[3; 600],
+                },
+                Frame::Segment {
+                    call,
+                    part: Part::Response,
+                    total: 600,
+                    offset: 0,
+                    payload: &[4; 600],
+                },
+            ],
+        ),
     ];
     let mut out: Vec<(String, Vec<u8>)> = singles
         .into_iter()
@@ -238,7 +296,7 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
             kind: CallKind::Unary,
             end: true,
             deadline_ms: 0,
-            payload: &[i as u8; 32],
+            body: Body::Inline(&[i as u8; 32]),
         }]));
     }
     packet.extend_from_slice(&[0, 0, 0]);

@@ -118,7 +118,7 @@ fn registries_are_pinned_and_consistent() {
     );
     assert_eq!(
         FrameType::ALL.iter().map(|&t| t as u8).collect::<Vec<_>>(),
-        (0x00..=0x0a).collect::<Vec<u8>>()
+        (0x00..=0x0e).collect::<Vec<u8>>()
     );
     assert_eq!(
         CallKind::ALL.iter().map(|&t| t as u8).collect::<Vec<_>>(),

@@ -286,7 +286,13 @@ impl Endpoint {
         self.sessions.get(&session.0)?.suite()
     }
 
-    /// Largest payload a call or stream message on this session may carry.
+    /// (congestion window, bytes in flight) of an established session.
+    pub fn session_congestion(&self, session: SessionId) -> Option<(u64, u64)> {
+        self.sessions.get(&session.0)?.congestion()
+    }
+
+    /// Largest payload that travels in one packet on this session; larger
+    /// bodies (up to the peer's `max_message`) are segmented.
     pub fn max_payload(&self, session: SessionId) -> Option<usize> {
         self.sessions
             .get(&session.0)

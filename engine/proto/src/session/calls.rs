@@ -13,10 +13,10 @@ use std::cmp::Reverse;
 use std::time::Instant;
 
 use super::{Ctx, Sent, Session};
-use crate::event::{ApiError, Cause, CloseReason, Event, ProtocolViolation};
+use crate::event::{ApiError, Cause, CloseReason, Event, ProtocolViolation, SegmentViolation};
 use crate::ids::{CallId, CallKind, ServiceId, Side, Status};
 use crate::stream::{Accepted, Forgery, RecvStream, SendStream};
-use crate::wire::Frame;
+use crate::wire::{Body, Frame, Part};
 
 /// A response as it travels: status, the number of stream messages the
 /// responder sent before it, and the body.
@@ -60,6 +60,8 @@ pub(super) struct Caller {
     /// deadline passed: it has then seen the call's final outcome. The call
     /// lives until the CANCEL is acknowledged.
     pub(super) cancel: Option<Outgoing<Status>>,
+    /// The response arrived with a segmented body still being reassembled.
+    pub(super) awaiting_body: bool,
 }
 
 /// The state only the side that serves the call has.
@@ -67,6 +69,9 @@ pub(super) struct Callee {
     /// Our response, once the application (or a refusal, or the deadline)
     /// answered. `Some` means the application is done with the call.
     pub(super) response: Option<Answer>,
+    /// The request's segmented body is still being reassembled: the
+    /// `Request` event waits for it.
+    pub(super) request_body: bool,
 }
 
 /// A callee's response and its delivery state.
@@ -238,13 +243,7 @@ impl Session {
         deadline: Option<Instant>,
         payload: &[u8],
     ) -> Result<CallId, ApiError> {
-        let max = self.max_payload(ctx.cfg);
-        if payload.len() > max {
-            return Err(ApiError::PayloadTooLarge {
-                len: payload.len(),
-                max,
-            });
-        }
+        let segmented = self.check_body(ctx.cfg, payload.len())?;
         if self.ours.next_seq >= self.ours.limit && !ctx.cfg.testing_ignore_credit {
             self.ours.blocked = true;
             return Err(ApiError::CallsBlocked);
@@ -257,6 +256,7 @@ impl Session {
             request: Some(Outgoing::queued(ctx.pool.copy_of(payload))),
             response: None,
             cancel: None,
+            awaiting_body: false,
         });
         let mut call = Call::new(role, kind, service, deadline, send, window);
         if !callee_streams(kind) {
@@ -269,7 +269,27 @@ impl Session {
             self.deadlines.push(Reverse((d, id)));
         }
         self.push_fresh(Sent::Request(id));
+        if segmented {
+            self.segs.create(id, Part::Request, payload.len() as u64);
+            self.start_body(id, Part::Request);
+        }
         Ok(id)
+    }
+
+    /// Whether a body of `len` bytes must be segmented; `PayloadTooLarge`
+    /// beyond the peer's `max_message` (our own before the handshake).
+    fn check_body(&self, cfg: &crate::EndpointConfig, len: usize) -> Result<bool, ApiError> {
+        if len <= self.max_payload(cfg) {
+            return Ok(false);
+        }
+        let max = self
+            .transport()
+            .map_or(cfg.params.max_message, |t| t.peer_params.max_message);
+        let max = max as usize;
+        if len > max {
+            return Err(ApiError::PayloadTooLarge { len, max });
+        }
+        Ok(true)
     }
 
     /// The callee answers a call (for streaming calls this is the trailer).
@@ -280,22 +300,23 @@ impl Session {
         status: Status,
         payload: &[u8],
     ) -> Result<(), ApiError> {
-        let max = self.max_payload(ctx.cfg);
+        let segmented = self.check_body(ctx.cfg, payload.len());
         let call = self.calls.get_mut(&id).ok_or(ApiError::UnknownCall)?;
         let count = call.send.next_seq();
         let Some(callee) = call.callee_mut().filter(|c| c.response.is_none()) else {
             return Err(ApiError::UnknownCall);
         };
-        if payload.len() > max {
-            return Err(ApiError::PayloadTooLarge {
-                len: payload.len(),
-                max,
-            });
-        }
+        let segmented = segmented?;
         callee.response = Some(Answer::new(status, count, ctx.pool.copy_of(payload)));
+        callee.request_body = false;
         ctx.services.release(call.service);
         stop_receiving(ctx, call);
+        self.reasm.drop_call(id);
         self.push_fresh(Sent::Response(id));
+        if segmented {
+            self.segs.create(id, Part::Response, payload.len() as u64);
+            self.start_body(id, Part::Response);
+        }
         Ok(())
     }
 
@@ -306,7 +327,7 @@ impl Session {
         id: CallId,
         payload: &[u8],
     ) -> Result<(), ApiError> {
-        let max = self.max_payload(ctx.cfg);
+        let segmented = self.check_body(ctx.cfg, payload.len())?;
         let call = self.calls.get_mut(&id).ok_or(ApiError::UnknownCall)?;
         let may_stream = match &call.role {
             Role::Caller(c) => caller_streams(call.kind) && c.cancel.is_none(),
@@ -315,7 +336,7 @@ impl Session {
         if !may_stream || call.send.is_finished() {
             return Err(ApiError::InvalidForCall);
         }
-        let max = max.min(call.send.max_message());
+        let max = call.send.max_message();
         if payload.len() > max {
             return Err(ApiError::PayloadTooLarge {
                 len: payload.len(),
@@ -327,9 +348,16 @@ impl Session {
             return Err(ApiError::StreamBlocked);
         }
         let seq = call.send.push(ctx.pool.copy_of(payload));
+        if segmented {
+            self.segs
+                .create(id, Part::Stream(seq), payload.len() as u64);
+        }
         ctx.stats.stream_hold(payload.len() as u64);
         if self.stream_may_flow(id) {
             self.push_fresh(Sent::Stream(id, seq));
+            if segmented {
+                self.start_body(id, Part::Stream(seq));
+            }
         }
         Ok(())
     }
@@ -359,7 +387,9 @@ impl Session {
             return Err(ApiError::UnknownCall);
         };
         caller.cancel = Some(Outgoing::queued(status));
+        caller.awaiting_body = false;
         stop_receiving(ctx, call);
+        self.reasm.drop_call(id);
         self.queue.push_front(Sent::Cancel(id));
         Ok(())
     }
@@ -450,6 +480,9 @@ impl Session {
         mut call: Call,
         reason: CloseReason,
     ) {
+        if !(self.segs.is_idle() && self.reasm.is_empty()) {
+            self.release_call_bodies(id);
+        }
         release_streams(ctx, &mut call);
         match &call.role {
             Role::Caller(c) if c.cancel.is_none() => {
@@ -465,6 +498,9 @@ impl Session {
         let Some(mut call) = self.calls.remove(&id) else {
             return;
         };
+        if !(self.segs.is_idle() && self.reasm.is_empty()) {
+            self.release_call_bodies(id);
+        }
         release_streams(ctx, &mut call);
         match call.role {
             Role::Caller(Caller {
@@ -478,6 +514,14 @@ impl Session {
         if id.opener() != self.side {
             self.peer_call_closed(ctx);
         }
+    }
+
+    /// A call is going: the bodies it was sending give back their room in
+    /// the peer's reassembly window, and the ones it was receiving go.
+    #[cold]
+    fn release_call_bodies(&mut self, id: CallId) {
+        self.reasm.drop_call(id);
+        self.drop_call_bodies(id);
     }
 
     fn peer_call_closed(&mut self, ctx: &mut Ctx<'_>) {
@@ -509,7 +553,9 @@ impl Session {
     fn maybe_complete_caller(&mut self, ctx: &mut Ctx<'_>, id: CallId) {
         let ready = self.calls.get(&id).is_some_and(|c| match &c.role {
             Role::Caller(Caller {
-                response: Some(r), ..
+                response: Some(r),
+                awaiting_body: false,
+                ..
             }) => c.recv.next_seq() >= r.count,
             _ => false,
         });
@@ -545,7 +591,7 @@ impl Session {
             kind,
             end,
             deadline_ms,
-            payload,
+            body,
         } = frame
         else {
             return Ok(());
@@ -568,25 +614,41 @@ impl Session {
             (deadline_ms > 0).then(|| ctx.now + std::time::Duration::from_millis(deadline_ms));
         let window = u64::from(ctx.cfg.params.stream_window);
         let send = self.new_send_stream(ctx.cfg);
-        let role = Role::Callee(Callee { response: None });
+        let request_body = match body {
+            Body::Inline(_) => false,
+            Body::Segmented(total) => {
+                self.reasm.check_total(id, Part::Request, total)?;
+                true
+            }
+        };
+        let role = Role::Callee(Callee {
+            response: None,
+            request_body,
+        });
         let mut call = Call::new(role, kind, service, deadline, send, window);
         if end || !caller_streams(kind) {
             call.recv.close_empty();
         }
-        let admitted = ctx.services.admit(service);
+        let admitted = if body.len() > u64::from(ctx.cfg.params.max_message) {
+            Err(Status::PAYLOAD_TOO_LARGE)
+        } else {
+            ctx.services.admit(service)
+        };
         self.calls.insert(id, call);
         if let Err(status) = admitted {
-            if status == Status::NOT_FOUND {
-                ctx.stats.calls_not_found += 1;
-            } else {
-                ctx.stats.calls_backpressure += 1;
+            match status {
+                Status::NOT_FOUND => ctx.stats.calls_not_found += 1,
+                Status::PAYLOAD_TOO_LARGE => ctx.stats.calls_too_large += 1,
+                _ => ctx.stats.calls_backpressure += 1,
             }
+            self.reasm.drop_call(id);
             // Not admitted, so nothing to release: mark done before
             // responding. Stream data that follows is checked, not kept:
             // the refusal's ACK may never come.
             if let Some(c) = self.calls.get_mut(&id) {
                 if let Some(callee) = c.callee_mut() {
                     callee.response = Some(Answer::new(status, 0, Vec::new()));
+                    callee.request_body = false;
                 }
                 stop_receiving(ctx, c);
             }
@@ -596,8 +658,11 @@ impl Session {
         if let Some(d) = deadline {
             self.deadlines.push(Reverse((d, id)));
         }
+        let Body::Inline(p) = body else {
+            return self.on_body_complete(ctx, id, Part::Request);
+        };
         ctx.stats.requests_delivered += 1;
-        let payload = ctx.pool.copy_of(payload);
+        let payload = ctx.pool.copy_of(p);
         ctx.events.push_back(Event::Request {
             session: self.id,
             call: id,
@@ -609,13 +674,48 @@ impl Session {
         Ok(())
     }
 
+    /// The request of peer call `id` is whole: the application gets it.
+    pub(super) fn deliver_request(&mut self, ctx: &mut Ctx<'_>, id: CallId, payload: Vec<u8>) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if let Some(c) = call.callee_mut() {
+            c.request_body = false;
+        }
+        ctx.stats.requests_delivered += 1;
+        ctx.events.push_back(Event::Request {
+            session: self.id,
+            call: id,
+            service: call.service,
+            kind: call.kind,
+            deadline: call.deadline,
+            payload,
+        });
+    }
+
+    /// The segmented body of our call's response is whole.
+    pub(super) fn deliver_response_body(&mut self, ctx: &mut Ctx<'_>, id: CallId, body: Vec<u8>) {
+        let Some(c) = self.caller_mut_of(id) else {
+            return;
+        };
+        c.awaiting_body = false;
+        if let Some(r) = &mut c.response {
+            ctx.pool.put(std::mem::replace(&mut r.body, body));
+        }
+        self.maybe_complete_caller(ctx, id);
+    }
+
+    fn caller_mut_of(&mut self, id: CallId) -> Option<&mut Caller> {
+        self.calls.get_mut(&id).and_then(Call::caller_mut)
+    }
+
     pub(super) fn on_response(
         &mut self,
         ctx: &mut Ctx<'_>,
         id: CallId,
         status: Status,
         count: u64,
-        payload: &[u8],
+        body: Body<'_>,
     ) -> Result<(), ProtocolViolation> {
         if id.opener() != self.side {
             return Err(ProtocolViolation::WrongRole);
@@ -623,13 +723,29 @@ impl Session {
         let Some(call) = self.calls.get_mut(&id).and_then(Call::caller_mut) else {
             return Ok(());
         };
-        if call.response.is_none() {
-            let body = ctx.pool.copy_of(payload);
-            call.response = Some(Outcome {
-                status,
-                count,
-                body,
-            });
+        if call.response.is_some() {
+            return Ok(());
+        }
+        let body_kind = body;
+        let body = match body {
+            Body::Inline(p) => ctx.pool.copy_of(p),
+            Body::Segmented(total) => {
+                if total > u64::from(ctx.cfg.params.max_message) {
+                    return Err(SegmentViolation::TooLarge.into());
+                }
+                // A cancelled call discards whatever comes.
+                call.awaiting_body = call.cancel.is_none();
+                Vec::new()
+            }
+        };
+        call.response = Some(Outcome {
+            status,
+            count,
+            body,
+        });
+        if let Body::Segmented(total) = body_kind {
+            self.reasm.check_total(id, Part::Response, total)?;
+            return self.on_body_complete(ctx, id, Part::Response);
         }
         self.maybe_complete_caller(ctx, id);
         Ok(())
@@ -675,20 +791,41 @@ impl Session {
         id: CallId,
         seq: u64,
         offset: u64,
-        payload: &[u8],
+        body: Body<'_>,
     ) -> Result<(), ProtocolViolation> {
         let Some(call) = self.calls.get_mut(&id) else {
             return Ok(());
         };
         let pool = &mut *ctx.pool;
-        let len = payload.len() as u64;
-        match call
+        let len = body.len();
+        let accepted = call
             .recv
-            .on_data(seq, offset, payload, |p| pool.copy_of(p))?
-        {
-            Accepted::Kept => ctx.stats.stream_hold(len),
-            Accepted::Discarded => ctx.stats.stream_bytes_discarded += len,
-            Accepted::Duplicate => {}
+            .on_data(seq, offset, len, || body.inline().map(|p| pool.copy_of(p)))?;
+        match (accepted, body) {
+            (Accepted::Kept, Body::Inline(_)) => ctx.stats.stream_hold(len),
+            (Accepted::Kept, Body::Segmented(total)) => {
+                self.reasm.check_total(id, Part::Stream(seq), total)?;
+                return self.on_body_complete(ctx, id, Part::Stream(seq));
+            }
+            (Accepted::Discarded, _) => ctx.stats.stream_bytes_discarded += len,
+            (Accepted::Duplicate, _) => {}
+        }
+        self.deliver_stream(ctx, id)
+    }
+
+    /// The segmented body of placed stream message `seq` is whole.
+    pub(super) fn deliver_stream_body(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: CallId,
+        seq: u64,
+        body: Vec<u8>,
+    ) -> Result<(), ProtocolViolation> {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return Ok(());
+        };
+        if let Ok(len) = call.recv.fill(seq, body) {
+            ctx.stats.stream_hold(len);
         }
         self.deliver_stream(ctx, id)
     }

@@ -7,8 +7,11 @@
 //! responder keeps its response until confirmed), so a data packet cannot be
 //! sealed before keys exist and an initiation cannot be sent once they do.
 
+mod acks;
 mod calls;
+mod reasm;
 mod recv;
+mod segsend;
 mod send;
 mod sent;
 
@@ -27,7 +30,6 @@ use crate::handshake::{HandshakeError, Initiation, Negotiated, RESP_LEN};
 use crate::ids::{CallId, ReceiverIndex, Side};
 use crate::keys::TransportKeys;
 use crate::pool::BufPool;
-use crate::ranges::RangeSet;
 use crate::recovery::Ledger;
 use crate::replay::ReplayWindow;
 use crate::services::Services;
@@ -36,13 +38,10 @@ use crate::stream::SeenWindow;
 use crate::wire::RESET_TOKEN_LEN;
 use crate::FastMap;
 
+use acks::Acks;
 pub(crate) use calls::Call;
 pub(crate) use sent::Sent;
 
-/// Ranges of received packet numbers remembered for ACKs.
-const ACK_RANGES: usize = 32;
-/// Immediately acknowledge after this many ack-eliciting packets.
-const ACK_EVERY: u32 = 2;
 /// A responder session whose initiator never confirms is dropped after this.
 const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Counters stop well short of wrapping (and of the varint range).
@@ -129,97 +128,6 @@ struct Initiating {
     cookie: Option<(Cookie, Instant)>,
 }
 
-/// What this side owes the peer in acknowledgements.
-struct Acks {
-    /// Received packet numbers still to acknowledge (at most `ACK_RANGES`
-    /// ranges, oldest dropped).
-    received: RangeSet,
-    /// Something arrived since our last ACK.
-    dirty: bool,
-    /// Ack-eliciting packets since our last ACK; at `ACK_EVERY` one is due now.
-    unacked_eliciting: u32,
-    /// When the delayed ACK is due; cleared into `now` when it fires.
-    deadline: Option<Instant>,
-    /// An ACK must go out at the next transmit, alone if need be.
-    now: bool,
-    /// A packet arrived out of order since our last ACK.
-    reordered: bool,
-    /// When the largest packet number received so far arrived (its ACK
-    /// delay is measured from here).
-    largest_recv_time: Instant,
-}
-
-impl Acks {
-    fn new(now: Instant) -> Self {
-        Acks {
-            received: RangeSet::with_capacity_limit(ACK_RANGES),
-            dirty: false,
-            unacked_eliciting: 0,
-            deadline: None,
-            now: false,
-            reordered: false,
-            largest_recv_time: now,
-        }
-    }
-
-    /// Packet `pn` authenticated at `now`: it is to be acknowledged.
-    /// Out of order (below the largest seen, or past a gap) means a loss
-    /// or reordering the sender should learn of at once (RFC 9000
-    /// §13.2.1): the next ack-eliciting packet is then acknowledged
-    /// without delay.
-    fn on_received(&mut self, pn: u64, now: Instant) {
-        match self.received.max() {
-            Some(m) if pn > m => {
-                self.largest_recv_time = now;
-                self.reordered |= pn > m + 1;
-            }
-            Some(_) => self.reordered = true,
-            None => self.largest_recv_time = now,
-        }
-        self.received.insert(pn);
-        self.dirty = true;
-    }
-
-    /// An ack-eliciting packet was handled: acknowledged at once if every
-    /// `ACK_EVERY`th or out of order, else within `delay` (RTT-sized, see
-    /// `Rtt::ack_delay`).
-    fn on_eliciting(&mut self, now: Instant, delay: Duration) {
-        self.unacked_eliciting += 1;
-        if self.unacked_eliciting >= ACK_EVERY || self.reordered {
-            self.now = true;
-        } else if self.deadline.is_none() {
-            self.deadline = Some(now + delay);
-        }
-    }
-
-    /// Whether an ACK must go out now, alone if need be.
-    fn due_now(&self) -> bool {
-        self.dirty && self.now
-    }
-
-    /// When the delayed ACK timer fires, if an ACK is owed.
-    fn timer(&self) -> Option<Instant> {
-        self.deadline.filter(|_| self.dirty)
-    }
-
-    /// Timers at `now`: a delayed ACK whose time came is due now.
-    fn on_timeout(&mut self, now: Instant) {
-        if self.deadline.is_some_and(|d| d <= now) {
-            self.deadline = None;
-            self.now = true;
-        }
-    }
-
-    /// An ACK covering everything received was written.
-    fn on_written(&mut self) {
-        self.dirty = false;
-        self.unacked_eliciting = 0;
-        self.deadline = None;
-        self.now = false;
-        self.reordered = false;
-    }
-}
-
 /// Keyed transport state, present once the handshake produced keys.
 struct Transport {
     /// Packet protection for both directions, with key-phase updates.
@@ -264,6 +172,7 @@ impl Transport {
                 0,
                 cfg.initial_rtt,
                 (cfg.params.max_ack_delay(), peer_params.max_ack_delay()),
+                cfg.max_datagram,
             ),
         }
     }
@@ -425,6 +334,10 @@ pub(crate) struct Session {
     watch: Option<PeerSlot>,
     /// Reused lists for frames acknowledged / lost.
     scratch: Scratch,
+    /// Segmented bodies the peer is sending us, being put together.
+    reasm: reasm::Reassembly,
+    /// Segmented bodies we are sending.
+    segs: segsend::SegSend,
 }
 
 impl Session {
@@ -483,6 +396,8 @@ impl Session {
                 acked: Vec::new(),
                 lost: Vec::new(),
             },
+            reasm: Default::default(),
+            segs: Default::default(),
         }
     }
 
@@ -584,6 +499,7 @@ impl Session {
         self.ours.limit = u64::from(params.max_calls);
         self.on_peer_window(ctx, params.stream_window);
         self.phase = Phase::Established(Box::new(t));
+        self.promote_bodies();
         self.liveness.last_recv = ctx.now;
         ctx.stats.handshakes_completed += 1;
         ctx.events.push_back(Event::Connected {
@@ -662,6 +578,7 @@ impl Session {
                     || self.close_pending.is_some()
                     || self.theirs.credit_pending
                     || t.acks.due_now()
+                    || (self.segs.has_active() && t.ledger.cwnd_open())
             }
             Phase::Closed => false,
         }
@@ -839,6 +756,14 @@ impl Session {
         self.transport().map(|t| t.ledger.smoothed_rtt())
     }
 
+    /// (congestion window, bytes in flight), once keys exist.
+    pub fn congestion(&self) -> Option<(u64, u64)> {
+        self.transport().map(|t| {
+            let cc = t.ledger.congestion();
+            (cc.window(), cc.in_flight())
+        })
+    }
+
     /// The AEAD suite agreed on, once keys exist.
     pub fn suite(&self) -> Option<Suite> {
         self.transport().map(|t| t.keys.suite())
@@ -953,47 +878,5 @@ impl Session {
     pub fn max_payload(&self, cfg: &EndpointConfig) -> usize {
         // Header, tag, an ACK frame and the largest frame header.
         self.datagram_budget(cfg).saturating_sub(16 + 16 + 96 + 40)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const DELAY: Duration = Duration::from_micros(40);
-
-    #[test]
-    fn in_order_packets_are_acknowledged_within_the_delay_or_every_second() {
-        let now = Instant::now();
-        let mut a = Acks::new(now);
-        a.on_received(0, now);
-        a.on_eliciting(now, DELAY);
-        assert!(!a.due_now());
-        assert_eq!(a.timer(), Some(now + DELAY));
-        a.on_received(1, now);
-        a.on_eliciting(now, DELAY);
-        assert!(a.due_now(), "every second ack-eliciting packet");
-    }
-
-    #[test]
-    fn out_of_order_packets_are_acknowledged_at_once() {
-        let now = Instant::now();
-        // A gap: packet 1 is missing when 2 arrives.
-        let mut a = Acks::new(now);
-        a.on_received(0, now);
-        a.on_written();
-        a.on_received(2, now);
-        a.on_eliciting(now, DELAY);
-        assert!(a.due_now(), "past a gap");
-        // Reordered: 1 arrives after 2.
-        a.on_written();
-        a.on_received(1, now);
-        a.on_eliciting(now, DELAY);
-        assert!(a.due_now(), "below the largest");
-        // Back in order: delayed again.
-        a.on_written();
-        a.on_received(3, now);
-        a.on_eliciting(now, DELAY);
-        assert!(!a.due_now());
     }
 }

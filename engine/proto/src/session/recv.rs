@@ -148,15 +148,22 @@ impl Session {
                 call,
                 status,
                 stream_count,
-                payload,
-            } => self.on_response(ctx, call, status, stream_count, payload),
+                body,
+            } => self.on_response(ctx, call, status, stream_count, body),
             Frame::Cancel { call, status } => self.on_cancel(ctx, call, status),
             Frame::StreamData {
                 call,
                 seq,
                 offset,
+                body,
+            } => self.on_stream_data(ctx, call, seq, offset, body),
+            Frame::Segment {
+                call,
+                part,
+                total,
+                offset,
                 payload,
-            } => self.on_stream_data(ctx, call, seq, offset, payload),
+            } => self.on_segment(ctx, call, part, total, offset, payload),
             Frame::StreamEnd { call, count } => self.on_stream_end(ctx, call, count),
             Frame::Credit(Credit::Calls { limit }) => {
                 self.on_call_credit(ctx, limit);

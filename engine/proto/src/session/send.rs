@@ -143,7 +143,8 @@ impl Session {
         let mut w = Writer::new(&mut rest[..body_len]);
         let mut frames = t.ledger.frame_vec();
         let acked = write_ack(t, now, &mut w);
-        let out = self.write_queued(now, &mut w, &mut frames);
+        let cwnd_open = t.ledger.cwnd_open();
+        let out = self.write_queued(now, &mut w, &mut frames, cwnd_open);
         let Phase::Established(t) = &mut self.phase else {
             return None;
         };
@@ -167,7 +168,7 @@ impl Session {
         if frames.is_empty() {
             ctx.stats.ack_only_tx += 1;
         }
-        t.ledger.on_sent(pn, now, frames);
+        t.ledger.on_sent(pn, now, frames, DATA_HEADER_LEN + sealed);
         self.liveness.last_sent = now;
         ctx.stats.data_packets_tx += 1;
         if out.close {
@@ -181,6 +182,7 @@ impl Session {
         now: Instant,
         w: &mut Writer<'_>,
         frames: &mut Vec<Sent>,
+        cwnd_open: bool,
     ) -> QueueOutcome {
         if let Some(code) = self.close_pending {
             let close = (Frame::Close { code, reason: &[] }).encode(w).is_ok();
@@ -205,6 +207,12 @@ impl Session {
                 Written::NoRoom => break,
             }
             self.queue.pop_front();
+        }
+        // Bulk data waits for the congestion window; frames of calls do not
+        // (a LAN call is one packet each way, and holding it back would
+        // only add latency).
+        if cwnd_open && self.segs.has_active() {
+            self.write_segments(w, frames);
         }
         if self.liveness.ping_pending && (frames.is_empty() && Frame::Ping.encode(w).is_ok()) {
             frames.push(Sent::Ping);

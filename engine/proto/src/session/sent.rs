@@ -20,7 +20,7 @@ use std::time::Instant;
 use super::calls::{caller_streams, Call, Callee, Caller, Role};
 use super::{Ctx, Session};
 use crate::ids::CallId;
-use crate::wire::{Credit, Frame, Writer};
+use crate::wire::{Body, Credit, Frame, Part, Writer};
 
 /// Reference to the state a sent frame was built from; see [`crate::recovery`].
 ///
@@ -62,6 +62,42 @@ pub(crate) enum Sent {
     /// PING. Never queued: written only when nothing else is. Acked or
     /// lost: nothing, since any later packet elicits an ACK just as well.
     Ping,
+    /// A SEGMENT piece of a body. Never queued: the session's started
+    /// bodies are cut into pieces as packets have room (`segsend.rs`).
+    /// Acked: the range counts as delivered; once the whole body and its
+    /// carrier are, the body is freed like an acknowledged inline frame.
+    /// Lost: the range is sent again unless acknowledged meanwhile.
+    Segment(SegRef),
+}
+
+/// A piece of a segmented body, as recorded with the packet that carried
+/// it: `(call, part, offset, len)` packed into 24 bytes, since every frame
+/// reference of every packet in flight has the size of the largest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SegRef {
+    call: CallId,
+    part: u64,
+    offset: u32,
+    len: u32,
+}
+
+impl SegRef {
+    /// Bodies are at most `max_message` (a `u32`) bytes, so offsets and
+    /// lengths fit.
+    pub(super) fn new(call: CallId, part: Part, offset: u64, len: u64) -> Self {
+        SegRef {
+            call,
+            part: part.code(),
+            offset: offset as u32,
+            len: len as u32,
+        }
+    }
+
+    /// `(call, part, offset, len)`.
+    pub(super) fn get(self) -> (CallId, Part, u64, u64) {
+        let (o, l) = (u64::from(self.offset), u64::from(self.len));
+        (self.call, Part::from_code(self.part), o, l)
+    }
 }
 
 /// What writing one queued reference did.
@@ -80,6 +116,7 @@ impl Session {
         let frame = match item {
             Sent::Request(id) => return self.write_request(id, w, now),
             Sent::Response(id) => {
+                let segmented = self.segs.is_segmented(id, Part::Response);
                 let Some(a) = self.callee_mut(id).and_then(|c| c.response.as_mut()) else {
                     return Written::Stale;
                 };
@@ -90,7 +127,7 @@ impl Session {
                     call: id,
                     status: r.value.status,
                     stream_count: r.value.count,
-                    payload: &r.value.body,
+                    body: body_of(&r.value.body, segmented),
                 };
                 return finish(f.encode(w), &mut r.pending);
             }
@@ -130,7 +167,7 @@ impl Session {
                 };
                 Frame::Announce { payload: body }
             }
-            Sent::CallCredit | Sent::Ping => return Written::Stale,
+            Sent::CallCredit | Sent::Ping | Sent::Segment(_) => return Written::Stale,
         };
         match frame.encode(w) {
             Ok(()) => Written::Yes,
@@ -140,15 +177,15 @@ impl Session {
 
     /// The request head of call `id`, with its deadline as time left.
     fn write_request(&mut self, id: CallId, w: &mut Writer<'_>, now: Instant) -> Written {
+        let segmented = self.segs.is_segmented(id, Part::Request);
         let Some(c) = self.calls.get_mut(&id) else {
             return Written::Stale;
         };
         let (service, kind, deadline) = (c.service, c.kind, c.deadline);
-        let Some(head) = c
-            .caller_mut()
-            .and_then(|c| c.request.as_mut())
-            .filter(|r| r.pending)
-        else {
+        let Some(caller) = c.caller_mut() else {
+            return Written::Stale;
+        };
+        let Some(head) = caller.request.as_mut().filter(|r| r.pending) else {
             return Written::Stale;
         };
         let deadline_ms = deadline.map_or(0, |d| {
@@ -161,7 +198,7 @@ impl Session {
             // No stream messages follow the request.
             end: !caller_streams(kind),
             deadline_ms,
-            payload: &head.value,
+            body: body_of(&head.value, segmented),
         };
         finish(f.encode(w), &mut head.pending)
     }
@@ -169,6 +206,7 @@ impl Session {
     /// Stream message `seq` of call `id`, unless acknowledged meanwhile
     /// (or withheld by a test's forgery).
     fn write_stream(&mut self, id: CallId, seq: u64, w: &mut Writer<'_>) -> Written {
+        let segmented = self.segs.is_segmented(id, Part::Stream(seq));
         let Some(c) = self.calls.get_mut(&id) else {
             return Written::Stale;
         };
@@ -183,13 +221,24 @@ impl Session {
             call: id,
             seq,
             offset: forgery.and_then(|f| f.offset).unwrap_or(m.offset),
-            payload: &m.data,
+            body: body_of(&m.data, segmented),
         };
         finish(f.encode(w), &mut m.pending)
     }
 
     /// A packet carrying `item` was lost: queue whatever still needs delivering.
     pub(super) fn on_lost(&mut self, ctx: &mut Ctx<'_>, item: Sent) {
+        // A segmented body's carrier, once acknowledged, is not sent again
+        // while its pieces still are.
+        let head_acked = match item {
+            Sent::Request(id) => self.segs.head_acked(id, Part::Request),
+            Sent::Response(id) => self.segs.head_acked(id, Part::Response),
+            Sent::Stream(id, seq) => self.segs.head_acked(id, Part::Stream(seq)),
+            _ => false,
+        };
+        if head_acked {
+            return;
+        }
         let requeue = match item {
             Sent::Request(id) => self
                 .caller_mut(id)
@@ -221,6 +270,10 @@ impl Session {
                 }
                 None
             }
+            Sent::Segment(r) => {
+                self.on_piece_lost(ctx, r);
+                None
+            }
             Sent::Ping => None,
         };
         if let Some(flag) = requeue {
@@ -237,31 +290,28 @@ impl Session {
     /// A packet carrying `item` was acknowledged.
     pub(super) fn on_acked(&mut self, ctx: &mut Ctx<'_>, item: Sent) {
         match item {
-            Sent::Request(id) => {
-                let Some(c) = self.calls.get_mut(&id) else {
-                    return;
-                };
-                // Only the first acknowledgement counts (a probe and the
-                // packet it repeated may both be acknowledged).
-                let Some(r) = c.caller_mut().and_then(|c| c.request.take()) else {
-                    return;
-                };
-                ctx.pool.put(r.value);
-                // Stream data waits for the request: the callee must know the
-                // call before its messages arrive, or they would be lost.
-                for seq in c.send.pending_seqs() {
-                    self.queue.push_back(Sent::Stream(id, seq));
-                }
-                if c.send.end_pending() {
-                    self.queue.push_back(Sent::StreamEnd(id));
-                }
-            }
+            Sent::Request(id) => self.request_delivered(ctx, id, true),
             Sent::Response(id) => {
-                if let Some(a) = self.callee_mut(id).and_then(|c| c.response.as_mut()) {
-                    a.acked = true;
-                    a.frame.pending = false;
+                let callee = self.calls.get_mut(&id).and_then(Call::callee_mut);
+                let Some(a) = callee.and_then(|c| c.response.as_mut()) else {
+                    return;
+                };
+                a.frame.pending = false;
+                match self.segs.get_mut(id, Part::Response) {
+                    None => a.acked = true,
+                    Some(tx) => {
+                        if tx.on_head_acked() {
+                            self.response_delivered(ctx, id);
+                        }
+                        return;
+                    }
                 }
                 self.maybe_finish_callee(ctx, id);
+            }
+            Sent::Segment(r) => {
+                if self.on_piece_acked(r) {
+                    self.body_delivered(ctx, r);
+                }
             }
             Sent::Cancel(id) => {
                 if self.calls.get(&id).is_some_and(Call::is_caller) {
@@ -269,18 +319,15 @@ impl Session {
                 }
             }
             Sent::Stream(id, seq) => {
-                if let Some(c) = self.calls.get_mut(&id) {
-                    let pool = &mut *ctx.pool;
-                    ctx.stats.stream_release(c.send.ack(seq, |b| pool.put(b)));
-                    // Acknowledgements free room under our own cap too.
-                    if c.send.take_writable() {
-                        ctx.events.push_back(crate::event::Event::Writable {
-                            session: self.id,
-                            call: id,
-                        });
+                let head = self.calls.get_mut(&id).and_then(|c| c.send.get_mut(seq));
+                if let Some(m) = head.filter(|m| !m.acked) {
+                    m.pending = false;
+                    let tx = self.segs.get_mut(id, Part::Stream(seq));
+                    if tx.is_some_and(|tx| !tx.on_head_acked()) {
+                        return;
                     }
                 }
-                self.maybe_finish_callee(ctx, id);
+                self.stream_body_delivered(ctx, id, seq);
             }
             Sent::StreamEnd(id) => {
                 if let Some(c) = self.calls.get_mut(&id) {
@@ -290,6 +337,88 @@ impl Session {
             }
             Sent::Announce(n) => self.announces.release(n),
             Sent::CallCredit | Sent::StreamCredit(_) | Sent::Ping => {}
+        }
+    }
+
+    /// The callee has our whole request (inline, or every piece and the
+    /// carrier of a segmented one): the body is freed (only the first time:
+    /// a probe and the packet it repeated may both be acknowledged), and the
+    /// call's stream messages and STREAM_END, held back until the callee
+    /// knows the call, are queued (else they would be lost).
+    fn request_delivered(&mut self, ctx: &mut Ctx<'_>, id: CallId, head_acked: bool) {
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(caller) = c.caller_mut() else {
+            return;
+        };
+        let Some(r) = caller.request.as_mut() else {
+            return;
+        };
+        let segmented = self.segs.get_mut(id, Part::Request);
+        if let Some(tx) = segmented {
+            r.pending = false;
+            if head_acked && !tx.on_head_acked() {
+                return;
+            }
+        }
+        if let Some(r) = caller.request.take() {
+            ctx.pool.put(r.value);
+        }
+        for seq in c.send.pending_seqs() {
+            self.queue.push_back(Sent::Stream(id, seq));
+        }
+        if c.send.end_pending() {
+            self.queue.push_back(Sent::StreamEnd(id));
+        }
+        if !self.segs.is_idle() {
+            self.finish_body(id, Part::Request);
+            // The call's segmented stream messages may start too.
+            for part in self.segs.stream_parts(id) {
+                self.start_body(id, part);
+            }
+        }
+    }
+
+    /// The caller has our whole response: the call is freed once its
+    /// stream is acknowledged too.
+    fn response_delivered(&mut self, ctx: &mut Ctx<'_>, id: CallId) {
+        if let Some(a) = self.callee_mut(id).and_then(|c| c.response.as_mut()) {
+            a.acked = true;
+        }
+        self.finish_body(id, Part::Response);
+        self.maybe_finish_callee(ctx, id);
+    }
+
+    /// Stream message `seq` reached the peer whole (its inline frame, or
+    /// every piece and the carrier): its buffer is released (which may make
+    /// the call `Writable`) and a callee's call may finish.
+    fn stream_body_delivered(&mut self, ctx: &mut Ctx<'_>, id: CallId, seq: u64) {
+        if !self.segs.is_idle() {
+            self.finish_body(id, Part::Stream(seq));
+        }
+        if let Some(c) = self.calls.get_mut(&id) {
+            let pool = &mut *ctx.pool;
+            ctx.stats.stream_release(c.send.ack(seq, |b| pool.put(b)));
+            // Acknowledgements free room under our own cap too.
+            if c.send.take_writable() {
+                ctx.events.push_back(crate::event::Event::Writable {
+                    session: self.id,
+                    call: id,
+                });
+            }
+        }
+        self.maybe_finish_callee(ctx, id);
+    }
+
+    /// Every piece and the carrier of the body `r` belongs to are
+    /// acknowledged: as if its inline frame had been.
+    fn body_delivered(&mut self, ctx: &mut Ctx<'_>, r: SegRef) {
+        let (id, part, _, _) = r.get();
+        match part {
+            Part::Request => self.request_delivered(ctx, id, false),
+            Part::Response => self.response_delivered(ctx, id),
+            Part::Stream(seq) => self.stream_body_delivered(ctx, id, seq),
         }
     }
 
@@ -310,6 +439,14 @@ impl Session {
     /// The callee's state of call `id`, if it exists and the peer opened it.
     fn callee_mut(&mut self, id: CallId) -> Option<&mut Callee> {
         self.calls.get_mut(&id).and_then(Call::callee_mut)
+    }
+}
+
+/// A carrier's body: inline, or announced and sent in SEGMENT pieces.
+fn body_of(bytes: &[u8], segmented: bool) -> Body<'_> {
+    match segmented {
+        true => Body::Segmented(bytes.len() as u64),
+        false => Body::Inline(bytes),
     }
 }
 

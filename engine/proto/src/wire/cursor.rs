@@ -223,7 +223,7 @@ impl<'a> Reader<'a> {
 
     /// Consumes a varint. Non-minimal encodings are accepted (RFC 9000
     /// §16 permits them), so the result is always ≤ [`MAX_VARINT`].
-    #[inline]
+    #[inline(always)]
     pub fn get_varint(&mut self) -> Result<u64, WireError> {
         let first = *self.rest.first().ok_or(WireError::Truncated)?;
         Ok(match first >> 6 {

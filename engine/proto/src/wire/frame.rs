@@ -38,6 +38,124 @@ wire_registry! {
         Ping = 0x09 => "PING",
         /// Closes the session.
         Close = 0x0a => "CLOSE",
+        /// One piece of a segmented message body.
+        Segment = 0x0b => "SEGMENT",
+        /// RPC_REQUEST whose body travels in SEGMENT frames.
+        RpcRequestSeg = 0x0c => "RPC_REQUEST_SEG",
+        /// RPC_RESPONSE whose body travels in SEGMENT frames.
+        RpcResponseSeg = 0x0d => "RPC_RESPONSE_SEG",
+        /// STREAM_DATA whose body travels in SEGMENT frames.
+        StreamDataSeg = 0x0e => "STREAM_DATA_SEG",
+    }
+}
+
+/// Smallest piece of a segmented body a SEGMENT frame may carry, unless it
+/// is the body's last piece (`docs/PROTOCOL.md` §3.15). A receiver's record
+/// of the pieces it holds is then at most `total / MIN_SEGMENT + 1` ranges,
+/// whatever the sender does.
+pub const MIN_SEGMENT: u64 = 512;
+
+/// A message body as a carrier frame (RPC_REQUEST, RPC_RESPONSE,
+/// STREAM_DATA) holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body<'a> {
+    /// The whole body, in the carrier frame itself (the base frame type).
+    Inline(&'a [u8]),
+    /// A body of this many bytes (at least 1), carried by SEGMENT frames
+    /// (the `_SEG` frame type).
+    Segmented(u64),
+}
+
+impl<'a> Body<'a> {
+    /// The inline bytes, or `None` for a segmented body.
+    pub fn inline(self) -> Option<&'a [u8]> {
+        match self {
+            Body::Inline(b) => Some(b),
+            Body::Segmented(_) => None,
+        }
+    }
+
+    /// The body's length in bytes.
+    pub fn len(self) -> u64 {
+        match self {
+            Body::Inline(b) => b.len() as u64,
+            Body::Segmented(t) => t,
+        }
+    }
+
+    /// Whether the body has no bytes.
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+
+    #[inline(always)]
+    fn encoded_len(self) -> usize {
+        match self {
+            Body::Inline(b) => len_prefixed(b),
+            Body::Segmented(t) => varint_len(t),
+        }
+    }
+
+    #[inline(always)]
+    fn encode(self, w: &mut Writer<'_>) -> Result<(), WireError> {
+        match self {
+            Body::Inline(b) => put_len_prefixed(w, b),
+            Body::Segmented(t) => w.put_varint(t),
+        }
+    }
+
+    /// `inline` for an inline body, else `segmented`.
+    #[inline(always)]
+    fn pick(self, inline: FrameType, segmented: FrameType) -> FrameType {
+        match self {
+            Body::Inline(_) => inline,
+            Body::Segmented(_) => segmented,
+        }
+    }
+
+    /// A body as the frame type says: length-prefixed bytes in the base
+    /// type, the length (at least 1) in the `_SEG` type.
+    #[inline(always)]
+    fn read(r: &mut Reader<'a>, segmented: bool) -> Result<Self, WireError> {
+        if !segmented {
+            return Ok(Body::Inline(r.get_len_prefixed()?));
+        }
+        match r.get_varint()? {
+            0 => Err(WireError::InvalidSegment),
+            t => Ok(Body::Segmented(t)),
+        }
+    }
+}
+
+/// Which message of a call a SEGMENT frame belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Part {
+    /// The request body (varint 0).
+    Request,
+    /// The response body (varint 1).
+    Response,
+    /// Stream message `n` of the sender's direction (varint `n + 2`).
+    Stream(u64),
+}
+
+impl Part {
+    /// The varint code: 0, 1, or `n + 2`. Saturates for an `n` no stream
+    /// reaches (message numbers stay far below 2^62).
+    pub fn code(self) -> u64 {
+        match self {
+            Part::Request => 0,
+            Part::Response => 1,
+            Part::Stream(n) => n.saturating_add(2),
+        }
+    }
+
+    /// The part a varint code names.
+    pub fn from_code(c: u64) -> Self {
+        match c {
+            0 => Part::Request,
+            1 => Part::Response,
+            n => Part::Stream(n - 2),
+        }
     }
 }
 
@@ -79,7 +197,7 @@ pub enum Frame<'a> {
         /// Remaining deadline budget in ms at send time; 0 = none.
         deadline_ms: u64,
         /// The request message.
-        payload: &'a [u8],
+        body: Body<'a>,
     },
     /// RPC_RESPONSE: final status and message of `call`.
     RpcResponse {
@@ -91,7 +209,7 @@ pub enum Frame<'a> {
         /// frame, so the caller knows when it has them all.
         stream_count: u64,
         /// The response message.
-        payload: &'a [u8],
+        body: Body<'a>,
     },
     /// CANCEL: either end abandons `call`.
     Cancel {
@@ -110,7 +228,7 @@ pub enum Frame<'a> {
         /// the lengths of messages 0..seq).
         offset: u64,
         /// The message.
-        payload: &'a [u8],
+        body: Body<'a>,
     },
     /// STREAM_END: the sender's direction of `call` carries no more messages.
     StreamEnd {
@@ -135,6 +253,21 @@ pub enum Frame<'a> {
         /// Human-readable reason, ≤ [`MAX_CLOSE_REASON`] bytes.
         reason: &'a [u8],
     },
+    /// SEGMENT: bytes `offset..offset + payload.len()` of a segmented body.
+    /// Decoded only if non-empty, within `total`, and at least
+    /// [`MIN_SEGMENT`] bytes unless it ends the body.
+    Segment {
+        /// The call.
+        call: CallId,
+        /// Which of the call's messages (in the sender's direction).
+        part: Part,
+        /// The whole body's length; equal in every piece and the carrier.
+        total: u64,
+        /// Where this piece starts in the body.
+        offset: u64,
+        /// The piece.
+        payload: &'a [u8],
+    },
 }
 
 /// Length of a varint length prefix plus the bytes it prefixes.
@@ -156,10 +289,23 @@ impl Frame<'_> {
     pub fn frame_type(&self) -> FrameType {
         match self {
             Frame::Ack(_) => FrameType::Ack,
-            Frame::RpcRequest { .. } => FrameType::RpcRequest,
-            Frame::RpcResponse { .. } => FrameType::RpcResponse,
+            Frame::RpcRequest {
+                body: Body::Inline(_),
+                ..
+            } => FrameType::RpcRequest,
+            Frame::RpcRequest { .. } => FrameType::RpcRequestSeg,
+            Frame::RpcResponse {
+                body: Body::Inline(_),
+                ..
+            } => FrameType::RpcResponse,
+            Frame::RpcResponse { .. } => FrameType::RpcResponseSeg,
             Frame::Cancel { .. } => FrameType::Cancel,
-            Frame::StreamData { .. } => FrameType::StreamData,
+            Frame::StreamData {
+                body: Body::Inline(_),
+                ..
+            } => FrameType::StreamData,
+            Frame::StreamData { .. } => FrameType::StreamDataSeg,
+            Frame::Segment { .. } => FrameType::Segment,
             Frame::StreamEnd { .. } => FrameType::StreamEnd,
             Frame::Credit(_) => FrameType::Credit,
             Frame::Announce { .. } => FrameType::Announce,
@@ -177,31 +323,34 @@ impl Frame<'_> {
             Frame::RpcRequest {
                 call,
                 deadline_ms,
-                payload,
+                body,
                 ..
-            } => {
-                varint_len(call.get())
-                    + 8
-                    + 1
-                    + 1
-                    + varint_len(*deadline_ms)
-                    + len_prefixed(payload)
-            }
+            } => varint_len(call.get()) + 8 + 1 + 1 + varint_len(*deadline_ms) + body.encoded_len(),
             Frame::RpcResponse {
                 call,
                 stream_count,
-                payload,
+                body,
                 ..
-            } => varint_len(call.get()) + 2 + varint_len(*stream_count) + len_prefixed(payload),
+            } => varint_len(call.get()) + 2 + varint_len(*stream_count) + body.encoded_len(),
             Frame::Cancel { call, .. } => varint_len(call.get()) + 2,
             Frame::StreamData {
                 call,
                 seq,
                 offset,
+                body,
+            } => {
+                varint_len(call.get()) + varint_len(*seq) + varint_len(*offset) + body.encoded_len()
+            }
+            Frame::Segment {
+                call,
+                part,
+                total,
+                offset,
                 payload,
             } => {
                 varint_len(call.get())
-                    + varint_len(*seq)
+                    + varint_len(part.code())
+                    + varint_len(*total)
                     + varint_len(*offset)
                     + len_prefixed(payload)
             }
@@ -243,36 +392,47 @@ impl Frame<'_> {
         if let Frame::Ack(a) = self {
             return a.encode_fields(w);
         }
-        w.put_u8(self.frame_type() as u8)?;
+        // The type byte, from the arm at hand (one match, not two).
+        let ty = |w: &mut Writer<'_>, t: FrameType| w.put_u8(t as u8);
         match self {
-            Frame::Ack(_) | Frame::Ping => Ok(()),
+            Frame::Ack(_) => Ok(()),
+            Frame::Ping => ty(w, FrameType::Ping),
             Frame::RpcRequest {
                 call,
                 service,
                 kind,
                 end,
                 deadline_ms,
-                payload,
+                body,
             } => {
+                ty(
+                    w,
+                    body.pick(FrameType::RpcRequest, FrameType::RpcRequestSeg),
+                )?;
                 w.put_varint(call.get())?;
                 w.put_u64(service.get())?;
                 w.put_u8(*kind as u8)?;
                 w.put_u8(u8::from(*end))?;
                 w.put_varint(*deadline_ms)?;
-                put_len_prefixed(w, payload)
+                body.encode(w)
             }
             Frame::RpcResponse {
                 call,
                 status,
                 stream_count,
-                payload,
+                body,
             } => {
+                ty(
+                    w,
+                    body.pick(FrameType::RpcResponse, FrameType::RpcResponseSeg),
+                )?;
                 w.put_varint(call.get())?;
                 w.put_u16(status.get())?;
                 w.put_varint(*stream_count)?;
-                put_len_prefixed(w, payload)
+                body.encode(w)
             }
             Frame::Cancel { call, status } => {
+                ty(w, FrameType::Cancel)?;
                 w.put_varint(call.get())?;
                 w.put_u16(status.get())
             }
@@ -280,20 +440,46 @@ impl Frame<'_> {
                 call,
                 seq,
                 offset,
-                payload,
+                body,
             } => {
+                ty(
+                    w,
+                    body.pick(FrameType::StreamData, FrameType::StreamDataSeg),
+                )?;
                 w.put_varint(call.get())?;
                 w.put_varint(*seq)?;
+                w.put_varint(*offset)?;
+                body.encode(w)
+            }
+            Frame::Segment {
+                call,
+                part,
+                total,
+                offset,
+                payload,
+            } => {
+                ty(w, FrameType::Segment)?;
+                w.put_varint(call.get())?;
+                w.put_varint(part.code())?;
+                w.put_varint(*total)?;
                 w.put_varint(*offset)?;
                 put_len_prefixed(w, payload)
             }
             Frame::StreamEnd { call, count } => {
+                ty(w, FrameType::StreamEnd)?;
                 w.put_varint(call.get())?;
                 w.put_varint(*count)
             }
-            Frame::Credit(c) => encode_credit(w, c),
-            Frame::Announce { payload } => put_len_prefixed(w, payload),
+            Frame::Credit(c) => {
+                ty(w, FrameType::Credit)?;
+                encode_credit(w, c)
+            }
+            Frame::Announce { payload } => {
+                ty(w, FrameType::Announce)?;
+                put_len_prefixed(w, payload)
+            }
             Frame::Close { code, reason } => {
+                ty(w, FrameType::Close)?;
                 w.put_u16(*code)?;
                 put_len_prefixed(w, reason)
             }
@@ -347,7 +533,7 @@ fn decode_body<'a>(ty: u8, r: &mut Reader<'a>) -> Result<Frame<'a>, WireError> {
         // here cannot happen; if it did, it would not be a frame.
         FrameType::Padding => return Err(WireError::UnknownFrame(ty)),
         FrameType::Ack => Frame::Ack(AckFrame::decode(r)?),
-        FrameType::RpcRequest => {
+        t @ (FrameType::RpcRequest | FrameType::RpcRequestSeg) => {
             let call = call(r)?;
             let service = ServiceId::from_raw(r.get_u64()?);
             let kind = CallKind::try_from(r.get_u8()?)?;
@@ -361,25 +547,26 @@ fn decode_body<'a>(ty: u8, r: &mut Reader<'a>) -> Result<Frame<'a>, WireError> {
                 kind,
                 end: flags & 1 != 0,
                 deadline_ms: r.get_varint()?,
-                payload: r.get_len_prefixed()?,
+                body: Body::read(r, t == FrameType::RpcRequestSeg)?,
             }
         }
-        FrameType::RpcResponse => Frame::RpcResponse {
+        t @ (FrameType::RpcResponse | FrameType::RpcResponseSeg) => Frame::RpcResponse {
             call: call(r)?,
             status: Status::from_raw(r.get_u16()?),
             stream_count: r.get_varint()?,
-            payload: r.get_len_prefixed()?,
+            body: Body::read(r, t == FrameType::RpcResponseSeg)?,
         },
         FrameType::Cancel => Frame::Cancel {
             call: call(r)?,
             status: Status::from_raw(r.get_u16()?),
         },
-        FrameType::StreamData => Frame::StreamData {
+        t @ (FrameType::StreamData | FrameType::StreamDataSeg) => Frame::StreamData {
             call: call(r)?,
             seq: r.get_varint()?,
             offset: r.get_varint()?,
-            payload: r.get_len_prefixed()?,
+            body: Body::read(r, t == FrameType::StreamDataSeg)?,
         },
+        FrameType::Segment => decode_segment(call(r)?, r)?,
         FrameType::StreamEnd => Frame::StreamEnd {
             call: call(r)?,
             count: r.get_varint()?,
@@ -411,6 +598,28 @@ fn decode_body<'a>(ty: u8, r: &mut Reader<'a>) -> Result<Frame<'a>, WireError> {
                 reason: r.get_bytes(len)?,
             }
         }
+    })
+}
+
+/// The rest of a SEGMENT frame (after its call id): a piece must be
+/// non-empty, lie within `total`, and be at least [`MIN_SEGMENT`] bytes
+/// unless it ends the body.
+fn decode_segment<'a>(call: CallId, r: &mut Reader<'a>) -> Result<Frame<'a>, WireError> {
+    let part = Part::from_code(r.get_varint()?);
+    let total = r.get_varint()?;
+    let offset = r.get_varint()?;
+    let payload = r.get_len_prefixed()?;
+    let len = payload.len() as u64;
+    let end = offset.checked_add(len).ok_or(WireError::InvalidSegment)?;
+    if len == 0 || end > total || (len < MIN_SEGMENT && end != total) {
+        return Err(WireError::InvalidSegment);
+    }
+    Ok(Frame::Segment {
+        call,
+        part,
+        total,
+        offset,
+        payload,
     })
 }
 

@@ -41,13 +41,13 @@ fn samples(ack: &[u8]) -> Vec<Frame<'_>> {
             kind: CallKind::Duplex,
             end: false,
             deadline_ms: 1500,
-            payload: &[0x5a; 100],
+            body: Body::Inline(&[0x5a; 100]),
         },
         Frame::RpcResponse {
             call,
             status: Status::app(3).unwrap(),
             stream_count: 2,
-            payload: b"ok",
+            body: Body::Inline(b"ok"),
         },
         Frame::Cancel {
             call,
@@ -57,7 +57,7 @@ fn samples(ack: &[u8]) -> Vec<Frame<'_>> {
             call,
             seq: 3,
             offset: 70_000,
-            payload: b"",
+            body: Body::Inline(b""),
         },
         Frame::StreamEnd { call, count: 4 },
         Frame::Credit(Credit::Calls { limit: 128 }),
@@ -71,7 +71,70 @@ fn samples(ack: &[u8]) -> Vec<Frame<'_>> {
             code: 9,
             reason: b"bye",
         },
+        Frame::Segment {
+            call,
+            part: Part::Stream(3),
+            total: 70_000,
+            offset: 69_000,
+            payload: &[0x33; 1000],
+        },
+        Frame::Segment {
+            call,
+            part: Part::Request,
+            total: 3,
+            offset: 1,
+            payload: b"yz",
+        },
+        Frame::RpcRequest {
+            call,
+            service: ServiceId::of("echo"),
+            kind: CallKind::Unary,
+            end: true,
+            deadline_ms: 0,
+            body: Body::Segmented(1 << 24),
+        },
+        Frame::RpcResponse {
+            call,
+            status: Status::OK,
+            stream_count: 0,
+            body: Body::Segmented(2000),
+        },
+        Frame::StreamData {
+            call,
+            seq: 3,
+            offset: 70_000,
+            body: Body::Segmented(70_000),
+        },
     ]
+}
+
+#[test]
+fn segment_golden_layout() {
+    // Call 2, response body, total 3, bytes 1..3 = "yz".
+    let f = Frame::Segment {
+        call: CallId::new(1, Side::Initiator),
+        part: Part::Response,
+        total: 3,
+        offset: 1,
+        payload: b"yz",
+    };
+    let mut buf = [0u8; 16];
+    let mut w = Writer::new(&mut buf);
+    f.encode(&mut w).unwrap();
+    let n = w.position();
+    assert_eq!(&buf[..n], &[0x0b, 2, 1, 3, 1, 2, b'y', b'z']);
+    assert_eq!(f.frame_type().name(), "SEGMENT");
+    // The segmented form of a carrier: its own type, `total` for the payload.
+    let r = Frame::RpcResponse {
+        call: CallId::new(1, Side::Initiator),
+        status: Status::OK,
+        stream_count: 0,
+        body: Body::Segmented(2000),
+    };
+    let mut w = Writer::new(&mut buf);
+    r.encode(&mut w).unwrap();
+    let n = w.position();
+    assert_eq!(&buf[..n], &[0x0d, 2, 0, 0, 0, 0x47, 0xd0]);
 }
 
 #[test]
@@ -83,7 +146,7 @@ fn golden_layouts() {
         kind: CallKind::Unary,
         end: true,
         deadline_ms: 100,
-        payload: b"hi",
+        body: Body::Inline(b"hi"),
     };
     assert_eq!(
         encode_one(&req),
@@ -93,7 +156,7 @@ fn golden_layouts() {
         call,
         status: Status::NOT_FOUND,
         stream_count: 0,
-        payload: b"",
+        body: Body::Inline(b""),
     };
     assert_eq!(encode_one(&resp), [0x03, 0x02, 0, 1, 0, 0]);
     let credit = Frame::Credit(Credit::Stream { call, limit: 64 });
@@ -173,13 +236,28 @@ fn padding_is_skipped_and_never_yielded() {
 
 #[test]
 fn malformed_frames_error_once_then_fuse() {
-    let mut it = frames(&[9, 0x0b, 9]);
+    let mut it = frames(&[9, 0x0f, 9]);
     assert_eq!(it.next(), Some(Ok(Frame::Ping)));
-    assert_eq!(it.next(), Some(Err(WireError::UnknownFrame(0x0b))));
+    assert_eq!(it.next(), Some(Err(WireError::UnknownFrame(0x0f))));
     assert_eq!(it.next(), None);
     assert_eq!(it.remaining(), &[9]);
 
-    let cases: [(&[u8], WireError); 8] = [
+    let cases: [(&[u8], WireError); 13] = [
+        // SEGMENT: empty piece; past its total; short without ending the
+        // body; a segmented carrier with an empty body.
+        (&[0x0b, 0, 0, 10, 0, 0], WireError::InvalidSegment),
+        (&[0x0b, 0, 0, 2, 1, 2, 7, 7], WireError::InvalidSegment),
+        (
+            &[0x0b, 0, 0, 0x43, 0xe8, 0, 1, 7],
+            WireError::InvalidSegment,
+        ),
+        (&[0x0d, 0, 0, 0, 0, 0], WireError::InvalidSegment),
+        (
+            &[
+                0x0b, 0, 0, 0x43, 0xe8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 7,
+            ],
+            WireError::InvalidSegment,
+        ),
         (
             &[0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0],
             WireError::InvalidCallKind(4),
@@ -230,7 +308,7 @@ fn encoder_refuses_what_the_decoder_would_reject() {
         kind: CallKind::Unary,
         end: true,
         deadline_ms: u64::MAX,
-        payload: b"",
+        body: Body::Inline(b""),
     };
     assert_eq!(huge.encode(&mut w), Err(WireError::VarintOverflow));
     assert_eq!(w.position(), at);

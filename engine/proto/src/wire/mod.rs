@@ -19,7 +19,10 @@ mod reset;
 
 pub use ack::{encode_ack, AckFrame, AckRanges, MAX_ACK_RANGES};
 pub use cursor::{varint_len, Reader, Writer, MAX_VARINT};
-pub use frame::{encode_padding, frames, Credit, Frame, FrameType, Frames, MAX_CLOSE_REASON};
+pub use frame::{
+    encode_padding, frames, Body, Credit, Frame, FrameType, Frames, Part, MAX_CLOSE_REASON,
+    MIN_SEGMENT,
+};
 pub use header::{
     steering_index, DataHeader, PacketType, DATA_HEADER_LEN, MIN_DATA_PACKET, PROTOCOL_VERSION,
     STEERING_INDEX_OFFSET, TAG_LEN,
@@ -72,6 +75,11 @@ pub enum WireError {
     /// A CLOSE reason is longer than [`MAX_CLOSE_REASON`] bytes.
     #[error("close reason too long")]
     ReasonTooLong,
+    /// A SEGMENT piece is empty, ends past its body's `total`, or is shorter
+    /// than [`MIN_SEGMENT`] without ending the body; or a segmented
+    /// carrier announces an empty body.
+    #[error("invalid segment")]
+    InvalidSegment,
     /// A value to be encoded as a varint exceeds [`MAX_VARINT`] (2^62 − 1).
     #[error("value too large for a varint")]
     VarintOverflow,
