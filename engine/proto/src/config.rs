@@ -101,6 +101,8 @@ pub struct EndpointConfig {
     /// Stateless resets this endpoint sends per second at most (answers to
     /// data packets for sessions it does not hold; see `crate::reset`).
     pub reset_limit: crate::RateLimit,
+    /// Congestion controller of every session (default CUBIC).
+    pub congestion: crate::CongestionControl,
     /// Test hook: ignore the peer's call and stream credit, to play a
     /// misbehaving peer in hostile-input tests. Never set in production.
     #[doc(hidden)]
@@ -136,6 +138,7 @@ impl EndpointConfig {
             lane: 0,
             handshake_limits: crate::HandshakeLimits::default(),
             reset_limit: crate::DEFAULT_RESET_LIMIT,
+            congestion: crate::CongestionControl::default(),
             testing_ignore_credit: false,
         }
     }

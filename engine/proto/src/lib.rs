@@ -34,6 +34,7 @@ pub mod wire;
 
 pub use admission::CLOSE_EVICTED;
 pub use config::{EndpointConfig, TransportParams};
+pub use congestion::CongestionControl;
 pub use cookie::COOKIE_REPLY_LEN;
 pub use detector::{DetectorConfig, FailureDetector, PeerEvent, PeerSlot, PeerState};
 pub use endpoint::{Endpoint, Transmit};

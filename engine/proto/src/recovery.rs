@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::congestion::NewReno;
+use crate::congestion::{Congestion, CongestionControl, Pacer};
 
 /// RFC 9002 `kGranularity`: the smallest timer the loss and probe rules
 /// use. RFC 9002 suggests 1 ms for OS timers of that resolution; the
@@ -133,7 +133,9 @@ pub(crate) struct Ledger<F> {
     /// `rtt.ack_delay(own_max_ack_delay)`, recomputed with the RTT.
     ack_delay: Duration,
     /// Congestion window and bytes in flight.
-    cc: NewReno,
+    cc: Congestion,
+    /// Spaces bulk data over the round trip.
+    pacer: Pacer,
 }
 
 impl<F: Copy> Ledger<F> {
@@ -155,17 +157,18 @@ impl<F: Copy> Ledger<F> {
     }
 
     /// An empty ledger; the `max_ack_delay`s are (ours, the peer's), as
-    /// announced in the handshake; `mds` is the largest datagram we send
-    /// (the congestion window's unit).
+    /// announced in the handshake; `cc` is the congestion controller and
+    /// `mds` the largest datagram we send (the window's unit).
     pub fn new(
         first_pn: u64,
         initial_rtt: Duration,
         (own, peer): (Duration, Duration),
-        mds: usize,
+        (cc, mds): (CongestionControl, usize),
     ) -> Self {
         let rtt = Rtt::new(initial_rtt);
         Ledger {
-            cc: NewReno::new(mds as u64),
+            cc: Congestion::new(cc, mds as u64),
+            pacer: Pacer::new(),
             peer_max_ack_delay: peer,
             pto_base: rtt.pto(peer),
             own_max_ack_delay: own,
@@ -198,19 +201,30 @@ impl<F: Copy> Ledger<F> {
         self.in_flight
     }
 
-    /// Whether the congestion window lets bulk data go out now.
-    pub fn cwnd_open(&self) -> bool {
-        self.cc.is_open()
+    /// Whether the congestion window and the pacer let bulk data go out now.
+    pub fn bulk_open(&self) -> bool {
+        self.cc.is_open() && self.pacer.blocked_until().is_none()
+    }
+
+    /// When the pacer lets bulk data go out again, if it holds it back.
+    pub fn pace_time(&self) -> Option<Instant> {
+        self.pacer.blocked_until()
+    }
+
+    /// Timers at `now`: a pacing wait that ended is over.
+    pub fn on_timeout(&mut self, now: Instant) {
+        self.pacer.on_timeout(now);
     }
 
     /// The congestion controller (window, bytes in flight).
-    pub fn congestion(&self) -> &NewReno {
+    pub fn congestion(&self) -> &Congestion {
         &self.cc
     }
 
     /// Records packet `pn` of `size` bytes, which must be the next number
-    /// after the last one recorded (the session sends numbers densely).
-    pub fn on_sent(&mut self, pn: u64, now: Instant, frames: Vec<F>, size: usize) {
+    /// after the last one recorded (the session sends numbers densely);
+    /// `bulk` if it carried bulk data (the pacer counts it).
+    pub fn on_sent(&mut self, pn: u64, now: Instant, frames: Vec<F>, (size, bulk): (usize, bool)) {
         debug_assert_eq!(pn, self.base + self.packets.len() as u64);
         let ack_eliciting = !frames.is_empty();
         let size = u32::try_from(size).unwrap_or(u32::MAX);
@@ -218,6 +232,10 @@ impl<F: Copy> Ledger<F> {
             self.in_flight += 1;
             self.last_ack_eliciting = Some(now);
             self.cc.on_sent(u64::from(size));
+        }
+        if bulk {
+            self.pacer
+                .on_sent(u64::from(size), now, &self.cc, self.rtt.smoothed());
         }
         self.packets.push_back(Some(SentPacket {
             time: now,
@@ -275,7 +293,8 @@ impl<F: Copy> Ledger<F> {
                     largest_newly = Some((pn, pkt.time, pkt.ack_eliciting));
                 }
                 if pkt.ack_eliciting {
-                    self.cc.on_acked(u64::from(pkt.size), pkt.time);
+                    let rtt = self.rtt.smoothed();
+                    self.cc.on_acked(u64::from(pkt.size), pkt.time, now, rtt);
                 }
                 self.release(pkt, &mut acked);
             }
@@ -404,12 +423,12 @@ mod tests {
             10,
             Duration::from_millis(10),
             (Duration::ZERO, Duration::ZERO),
-            1200,
+            (CongestionControl::NewReno, 1200),
         );
         for pn in 10..20 {
             let mut v = l.frame_vec();
             v.push(pn as u32);
-            l.on_sent(pn, t0, v, 100);
+            l.on_sent(pn, t0, v, (100, false));
         }
         let mut acked = vec![];
         let t1 = t0 + Duration::from_millis(5);
@@ -434,9 +453,9 @@ mod tests {
             0,
             Duration::from_millis(10),
             (Duration::ZERO, Duration::ZERO),
-            1200,
+            (CongestionControl::NewReno, 1200),
         );
-        l.on_sent(0, t0, vec![1], 100);
+        l.on_sent(0, t0, vec![1], (100, false));
         let mut n = 0;
         l.on_ack(t0, [0..=u64::MAX >> 2].into_iter(), Duration::ZERO, |_| {
             n += 1
@@ -451,14 +470,14 @@ mod tests {
             0,
             Duration::from_millis(10),
             (Duration::ZERO, Duration::ZERO),
-            1200,
+            (CongestionControl::NewReno, 1200),
         );
-        l.on_sent(0, t0, vec![7], 100);
+        l.on_sent(0, t0, vec![7], (100, false));
         let first = l.pto_time().unwrap();
         let mut lost = vec![];
         l.on_pto(first, |f| lost.push(f));
         assert_eq!(lost, vec![7]);
-        l.on_sent(1, first, vec![7], 100);
+        l.on_sent(1, first, vec![7], (100, false));
         let second = l.pto_time().unwrap();
         assert!(second - first > first - t0, "backoff doubles the timeout");
     }

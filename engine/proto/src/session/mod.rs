@@ -172,7 +172,7 @@ impl Transport {
                 0,
                 cfg.initial_rtt,
                 (cfg.params.max_ack_delay(), peer_params.max_ack_delay()),
-                cfg.max_datagram,
+                (cfg.congestion, cfg.max_datagram),
             ),
         }
     }
@@ -578,7 +578,7 @@ impl Session {
                     || self.close_pending.is_some()
                     || self.theirs.credit_pending
                     || t.acks.due_now()
-                    || (self.segs.has_active() && t.ledger.cwnd_open())
+                    || (self.segs.has_active() && t.ledger.bulk_open())
             }
             Phase::Closed => false,
         }
@@ -598,7 +598,7 @@ impl Session {
             Phase::Closed => return None,
             Phase::Established(t) => t,
         };
-        [
+        let next = [
             t.acks.timer(),
             t.ledger.loss_time(),
             t.ledger.pto_time(),
@@ -610,7 +610,12 @@ impl Session {
         ]
         .into_iter()
         .flatten()
-        .min()
+        .min();
+        if !self.segs.has_active() {
+            return next;
+        }
+        // Bulk data held back by the pacer.
+        next.into_iter().chain(t.ledger.pace_time()).min()
     }
 
     /// Runs whatever timers are due at `now`.
@@ -657,6 +662,7 @@ impl Session {
         };
         t.keys.expire(now);
         t.acks.on_timeout(now);
+        t.ledger.on_timeout(now);
         let mut lost = std::mem::take(&mut self.scratch.lost);
         if t.ledger.loss_time().is_some_and(|l| l <= now) {
             ctx.stats.packets_lost += t.ledger.detect_lost(now, |f| lost.push(f));

@@ -33,6 +33,8 @@ const MAX_ACK_RANGES_SENT: usize = 16;
 struct QueueOutcome {
     /// A CLOSE frame was written: the session ends once this packet is out.
     close: bool,
+    /// Bulk data (SEGMENT pieces) went into the packet: the pacer counts it.
+    bulk: bool,
 }
 
 impl Session {
@@ -143,8 +145,8 @@ impl Session {
         let mut w = Writer::new(&mut rest[..body_len]);
         let mut frames = t.ledger.frame_vec();
         let acked = write_ack(t, now, &mut w);
-        let cwnd_open = t.ledger.cwnd_open();
-        let out = self.write_queued(now, &mut w, &mut frames, cwnd_open);
+        let bulk_open = t.ledger.bulk_open();
+        let out = self.write_queued(now, &mut w, &mut frames, bulk_open);
         let Phase::Established(t) = &mut self.phase else {
             return None;
         };
@@ -168,7 +170,8 @@ impl Session {
         if frames.is_empty() {
             ctx.stats.ack_only_tx += 1;
         }
-        t.ledger.on_sent(pn, now, frames, DATA_HEADER_LEN + sealed);
+        t.ledger
+            .on_sent(pn, now, frames, (DATA_HEADER_LEN + sealed, out.bulk));
         self.liveness.last_sent = now;
         ctx.stats.data_packets_tx += 1;
         if out.close {
@@ -182,14 +185,14 @@ impl Session {
         now: Instant,
         w: &mut Writer<'_>,
         frames: &mut Vec<Sent>,
-        cwnd_open: bool,
+        bulk_open: bool,
     ) -> QueueOutcome {
         if let Some(code) = self.close_pending {
             let close = (Frame::Close { code, reason: &[] }).encode(w).is_ok();
             if close {
                 self.close_pending = None;
             }
-            return QueueOutcome { close };
+            return QueueOutcome { close, bulk: false };
         }
         if self.theirs.credit_pending {
             let f = Frame::Credit(Credit::Calls {
@@ -211,16 +214,18 @@ impl Session {
         // Bulk data waits for the congestion window; frames of calls do not
         // (a LAN call is one packet each way, and holding it back would
         // only add latency).
-        if cwnd_open && self.segs.has_active() {
+        let before = frames.len();
+        if bulk_open && self.segs.has_active() {
             self.write_segments(w, frames);
         }
+        let bulk = frames.len() > before;
         if self.liveness.ping_pending && (frames.is_empty() && Frame::Ping.encode(w).is_ok()) {
             frames.push(Sent::Ping);
         }
         if !frames.is_empty() {
             self.liveness.ping_pending = false;
         }
-        QueueOutcome { close: false }
+        QueueOutcome { close: false, bulk }
     }
 }
 
