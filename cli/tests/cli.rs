@@ -1,8 +1,9 @@
 //! The `net` binary end to end: the README quickstart on loopback (keygen
 //! twice, two nodes, echo, stats, graceful shutdown) and the error paths of
-//! configs and secret files. Every wait is bounded; children die on drop.
+//! configs and secret files; `net call` with multi-MiB bodies from files and
+//! stdin. Every wait is bounded; children die on drop.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -83,7 +84,22 @@ struct Out {
 
 /// Runs a one-shot command to completion within [`LIMIT`] (killed after).
 fn run_bin(bin: &Path, dir: &Path, args: &[&str]) -> Out {
-    let mut child = command(bin, dir, args).spawn().expect("spawn net");
+    run_bin_with(bin, dir, args, None)
+}
+
+/// [`run_bin`] with `input`, if any, written to the command's stdin on a
+/// thread (then closed; a command that stops reading early is fine).
+fn run_bin_with(bin: &Path, dir: &Path, args: &[&str], input: Option<Vec<u8>>) -> Out {
+    let mut cmd = command(bin, dir, args);
+    if input.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
+    let mut child = cmd.spawn().expect("spawn net");
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+    }
     let out = drain(child.stdout.take().expect("stdout"));
     let err = drain(child.stderr.take().expect("stderr"));
     let deadline = Instant::now() + LIMIT;
@@ -110,7 +126,15 @@ fn net(dir: &Path, args: &[&str]) -> Out {
 
 /// `net …` that must succeed; returns stdout.
 fn ok(dir: &Path, args: &[&str]) -> String {
-    let o = net(dir, args);
+    succeeded(net(dir, args), args)
+}
+
+/// `net …` fed `input` on stdin that must succeed; returns stdout.
+fn ok_with(dir: &Path, args: &[&str], input: Vec<u8>) -> String {
+    succeeded(run_bin_with(Path::new(NET), dir, args, Some(input)), args)
+}
+
+fn succeeded(o: Out, args: &[&str]) -> String {
     assert!(
         o.status.success(),
         "`net {}` failed: {}\n{}",
@@ -545,4 +569,181 @@ fn call_failures_name_their_cause_and_the_callee_logs_rejected_handshakes() {
         log().contains("never confirmed our response")
     });
     assert!(node_b.stop("-TERM").success());
+}
+
+/// `len` pseudo-random bytes (xorshift64*, fixed seed): almost surely not
+/// UTF-8, and any misplaced or lost piece shows.
+fn noise(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Asserts equal bodies without printing megabytes when they differ.
+fn assert_same_body(got: &[u8], want: &[u8]) {
+    let first_diff = got.iter().zip(want).position(|(a, b)| a != b);
+    assert!(
+        got.len() == want.len() && first_diff.is_none(),
+        "got {} bytes, want {}; first difference at {first_diff:?}",
+        got.len(),
+        want.len()
+    );
+}
+
+/// The 16 MiB limit on a request body (the default `max_message`).
+const MAX_BODY: usize = net_proto::config::DEFAULT_MAX_MESSAGE as usize;
+/// A body far over one packet: segmented both ways.
+const TWO_MIB: usize = 2 << 20;
+
+/// Node B of the quickstart, running; returns it, `call` arguments from A
+/// to it (with a generous timeout for a loaded CI) and the temp dir.
+fn echo_node(name: &str) -> (Node, Vec<String>, TempDir) {
+    let d = TempDir::new(name);
+    let [_, (pub_b, _)] = quickstart_files(&d);
+    let node_b = Node::start(&d.0, "b.toml");
+    let addr_b = field(
+        &node_b.wait_line("net node listening on"),
+        "net node listening on",
+    );
+    let call = [
+        "call",
+        "--config",
+        "a.toml",
+        "--timeout-ms",
+        "20000",
+        "--peer",
+    ];
+    let mut args: Vec<String> = call.iter().map(|s| s.to_string()).collect();
+    args.push(format!("{pub_b}@{addr_b}"));
+    (node_b, args, d)
+}
+
+fn with<'a>(base: &'a [String], more: &[&'a str]) -> Vec<&'a str> {
+    base.iter()
+        .map(String::as_str)
+        .chain(more.iter().copied())
+        .collect()
+}
+
+/// A 2 MiB body (far over a packet) goes out from `--data-file`, and the
+/// echo comes back byte-exact in `--output`'s file; without `--output` the
+/// binary reply is summarized, and `--output -` writes just the body.
+#[test]
+fn call_data_file_of_2_mib_echoes_byte_exact_to_output() {
+    let (mut node_b, call, d) = echo_node("data-file");
+    let body = noise(TWO_MIB);
+    std::fs::write(d.path("body.bin"), &body).expect("write body");
+    let args = with(&call, &["--data-file", "body.bin", "--output", "reply.bin"]);
+    let out = ok(&d.0, &args);
+    let written = format!("reply: {TWO_MIB} bytes written to reply.bin");
+    assert!(out.lines().any(|l| l == written), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("rtt: ")), "{out}");
+    assert_same_body(&std::fs::read(d.path("reply.bin")).expect("reply"), &body);
+
+    let out = ok(&d.0, &with(&call, &["--data-file", "body.bin"]));
+    let summary = format!("reply: <{TWO_MIB} bytes, not UTF-8; --output saves it>");
+    assert!(
+        out.lines().any(|l| l == summary),
+        "{}",
+        &out[..out.len().min(300)]
+    );
+
+    let o = net(&d.0, &with(&call, &["--data", "hello", "--output", "-"]));
+    assert!(o.status.success(), "{}", o.stderr);
+    assert_eq!(o.stdout, "hello", "the body alone, no newline");
+    assert!(o.stderr.contains("rtt: "), "{}", o.stderr);
+    assert!(node_b.stop("-TERM").success());
+}
+
+/// `--data-file -` reads the body from stdin to its end.
+#[test]
+fn call_data_file_dash_reads_2_mib_from_stdin() {
+    let (mut node_b, call, d) = echo_node("stdin");
+    let body = noise(TWO_MIB);
+    let args = with(&call, &["--data-file", "-", "--output", "reply.bin"]);
+    let out = ok_with(&d.0, &args, body.clone());
+    assert!(
+        out.contains(&format!("reply: {TWO_MIB} bytes written")),
+        "{out}"
+    );
+    assert_same_body(&std::fs::read(d.path("reply.bin")).expect("reply"), &body);
+    assert!(node_b.stop("-TERM").success());
+}
+
+/// A body over 16 MiB, from a file or from stdin, is refused before any
+/// network: no node runs, yet the error names the limit, not the peer.
+#[test]
+fn call_refuses_a_body_over_16_mib_before_sending() {
+    let d = TempDir::new("too-large");
+    let dir = &d.0;
+    let key = ok(dir, &["keygen", "--out", "a.seed"]);
+    ok(dir, &["psk", "--out", "mesh.psk"]);
+    d.write("a.toml", &config("127.0.0.1:0", "a.seed"), 0o600);
+    let free = std::net::UdpSocket::bind("127.0.0.1:0").expect("probe");
+    let peer = format!(
+        "{}@{}",
+        field(&key, "public identity"),
+        free.local_addr().expect("addr")
+    );
+    drop(free);
+    let big = std::fs::File::create(d.path("big.bin")).expect("create");
+    big.set_len(MAX_BODY as u64 + 1).expect("sparse 16 MiB + 1");
+    drop(big);
+    let call = ["call", "--config", "a.toml", "--peer", &peer, "--data-file"];
+    let limit = |err: &str| {
+        assert!(
+            err.contains("16777216-byte (16 MiB) limit")
+                && err.contains("max_message")
+                && err.contains("not sent"),
+            "{err}"
+        );
+        assert!(!err.contains("listening"), "refused before the call: {err}");
+    };
+    let err = fails(dir, &[&call[..], &["big.bin"]].concat());
+    limit(&err);
+    assert!(err.contains("from big.bin"), "{err}");
+
+    let o = run_bin_with(
+        Path::new(NET),
+        dir,
+        &[&call[..], &["-"]].concat(),
+        Some(vec![b'x'; MAX_BODY + 1]),
+    );
+    assert!(!o.status.success(), "{}", o.stdout);
+    limit(&o.stderr);
+    assert!(o.stderr.contains("from standard input"), "{}", o.stderr);
+}
+
+/// `--data` and `--data-file` together are a usage error (exit 2).
+#[test]
+fn call_data_and_data_file_together_is_a_usage_error() {
+    let d = TempDir::new("conflict");
+    let key = ok(&d.0, &["keygen", "--out", "a.seed"]);
+    let peer = format!("{}@127.0.0.1:9", field(&key, "public identity"));
+    let args = [
+        "call",
+        "--config",
+        "a.toml",
+        "--peer",
+        &peer,
+        "--data",
+        "hi",
+        "--data-file",
+        "x.bin",
+    ];
+    let o = net(&d.0, &args);
+    assert_eq!(o.status.code(), Some(2), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("--data <DATA>") && o.stderr.contains("cannot be used with"),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("--data-file <PATH>"), "{}", o.stderr);
 }

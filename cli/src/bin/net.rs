@@ -91,10 +91,14 @@ enum Cmd {
         /// Service name.
         #[arg(long, default_value = "echo")]
         service: String,
-        /// Request body (UTF-8 text). A unary message must fit one packet
-        /// (about 1.2 KB at the default datagram size).
-        #[arg(long, default_value = "")]
-        data: String,
+        #[command(flatten)]
+        body: BodyArgs,
+        /// Write the (first) response body byte-exact to this file (`-`:
+        /// standard output, and the RTT lines go to standard error). Without
+        /// it the reply is printed if it is UTF-8 of at most 4 KiB, else
+        /// summarized as `<N bytes …>`.
+        #[arg(long, value_name = "PATH")]
+        output: Option<PathBuf>,
         /// Number of calls (the first includes the handshake).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         count: u32,
@@ -129,6 +133,28 @@ struct ClientArgs {
     timeout_ms: u64,
 }
 
+/// Where `net call`'s request body comes from (empty if neither is given).
+#[derive(clap::Args, Debug)]
+struct BodyArgs {
+    /// Request body (UTF-8 text). Bodies larger than a packet are segmented;
+    /// the limit is the peer's `max_message` (16 MiB by default).
+    #[arg(long, conflicts_with = "data_file")]
+    data: Option<String>,
+    /// Read the request body (raw bytes) from this file; `-` reads standard
+    /// input to its end. Refused before sending if it is over 16 MiB (the
+    /// default `max_message`).
+    #[arg(long, value_name = "PATH")]
+    data_file: Option<PathBuf>,
+}
+
+/// Largest request body `net call` sends: the `max_message` a peer accepts
+/// by default (one configured lower refuses with PAYLOAD_TOO_LARGE).
+const MAX_BODY: u64 = net_proto::config::DEFAULT_MAX_MESSAGE as u64;
+
+/// Longest reply `net call` prints as text without `--output`; longer or
+/// non-UTF-8 replies are summarized on one line.
+const PRINT_MAX: usize = 4096;
+
 fn parse_peer(s: &str) -> Result<Peer, String> {
     let (id, addr) = s
         .split_once('@')
@@ -159,6 +185,17 @@ enum CliError {
     },
     #[error("log filter {0}")]
     Log(String),
+    #[error("{what} {}: {source}", .path.display())]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the request body from {0} is over the {MAX_BODY}-byte (16 MiB) limit, the largest \
+         message a peer accepts by default (max_message); not sent"
+    )]
+    BodyTooLarge(String),
     #[error("{0}")]
     Call(String),
     #[error(
@@ -241,9 +278,15 @@ fn run(cmd: Cmd) -> Result<ExitCode, CliError> {
         Cmd::Call {
             client,
             service,
-            data,
+            body,
+            output,
             count,
-        } => call(&client, &reload, &service, data.as_bytes(), count)?,
+        } => {
+            // Before any network: a refused body sends nothing.
+            let data = read_body(body)?;
+            let to = output.as_deref();
+            call(&client, &reload, &service, &data, count, to)?;
+        }
         Cmd::Stats { client } => stats(&client, &reload)?,
         Cmd::Bench { args } => return bench(args),
     }
@@ -382,9 +425,9 @@ fn serve_builtins(mesh: &Mesh) -> Result<[ServeHandle; 2], MeshError> {
     Ok([echo, serve_stats(mesh)?])
 }
 
-/// Bytes of the stats document per stream message: a message must fit one
-/// packet (~1.2 KB at the default datagram size); the document is ~2.5 KB
-/// per core.
+/// Bytes of the stats document per stream message: each fits one packet
+/// (~1.2 KB at the default datagram size), so none needs segmenting; the
+/// document is ~2.5 KB per core.
 const STATS_CHUNK: usize = 1024;
 /// Most stats bytes `net stats` accepts from a peer.
 const STATS_MAX: usize = 4 << 20;
@@ -566,9 +609,9 @@ fn call_error(e: RpcError, args: &ClientArgs, service: &str) -> CliError {
         (_, Some(cause)) => format!("{cause}"),
         (RpcError::Status { status, .. }, None) => match *status {
             Status::NOT_FOUND => format!("the peer does not serve `{service}`"),
-            Status::PAYLOAD_TOO_LARGE => {
-                "a unary message must fit one packet (~1.2 KB across a 1500-byte MTU)".into()
-            }
+            Status::PAYLOAD_TOO_LARGE => "a body over its receiver's max_message (16 MiB by \
+                default): the request over the peer's, or the response over ours"
+                .into(),
             s => format!("the peer answered {s}"),
         },
         (e, None) => e.to_string(),
@@ -598,13 +641,102 @@ async fn bounded<T>(
         }))
 }
 
+/// The request body: `--data`'s text, or `--data-file`'s bytes (`-`: stdin),
+/// at most [`MAX_BODY`] bytes.
+fn read_body(body: BodyArgs) -> Result<Vec<u8>, CliError> {
+    let Some(path) = body.data_file else {
+        let data = body.data.unwrap_or_default().into_bytes();
+        if data.len() as u64 > MAX_BODY {
+            return Err(CliError::BodyTooLarge("--data".into()));
+        }
+        return Ok(data);
+    };
+    if path == Path::new("-") {
+        return read_bounded(std::io::stdin().lock(), "standard input", &path);
+    }
+    let file_err = |source| CliError::File {
+        what: "--data-file",
+        path: path.clone(),
+        source,
+    };
+    let file = std::fs::File::open(&path).map_err(file_err)?;
+    let name = path.display().to_string();
+    // A regular file's size is known: refuse it without reading it.
+    let meta = file.metadata().map_err(file_err)?;
+    if meta.is_file() && meta.len() > MAX_BODY {
+        return Err(CliError::BodyTooLarge(name));
+    }
+    read_bounded(file, &name, &path)
+}
+
+/// Reads `r` to its end, but stops and fails once it is over [`MAX_BODY`].
+fn read_bounded(r: impl std::io::Read, name: &str, path: &Path) -> Result<Vec<u8>, CliError> {
+    use std::io::Read as _;
+    let mut data = Vec::new();
+    r.take(MAX_BODY + 1)
+        .read_to_end(&mut data)
+        .map_err(|source| CliError::File {
+            what: "--data-file",
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if data.len() as u64 > MAX_BODY {
+        return Err(CliError::BodyTooLarge(name.into()));
+    }
+    Ok(data)
+}
+
+/// A status line of `net call`: on stdout, unless the reply goes there.
+fn note(to_stderr: bool, line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    if to_stderr {
+        let _ = writeln!(std::io::stderr(), "{line}");
+    } else {
+        out!("{line}");
+    }
+}
+
+/// The reply: byte-exact to `--output` (`-`: stdout), else printed as text
+/// if it is short UTF-8 and summarized otherwise.
+fn emit_reply(reply: &[u8], output: Option<&Path>) -> Result<(), CliError> {
+    use std::io::Write as _;
+    let Some(path) = output else {
+        match std::str::from_utf8(reply) {
+            Ok(text) if reply.len() <= PRINT_MAX => out!("reply: {text}"),
+            Ok(_) => out!("reply: <{} bytes of text; --output saves it>", reply.len()),
+            Err(_) => out!(
+                "reply: <{} bytes, not UTF-8; --output saves it>",
+                reply.len()
+            ),
+        }
+        return Ok(());
+    };
+    let file_err = |source| CliError::File {
+        what: "--output",
+        path: path.to_path_buf(),
+        source,
+    };
+    if path == Path::new("-") {
+        let mut stdout = std::io::stdout().lock();
+        return stdout
+            .write_all(reply)
+            .and_then(|()| stdout.flush())
+            .map_err(file_err);
+    }
+    std::fs::write(path, reply).map_err(file_err)?;
+    out!("reply: {} bytes written to {}", reply.len(), path.display());
+    Ok(())
+}
+
 fn call(
     args: &ClientArgs,
     reload: &Option<Reload>,
     service: &str,
     data: &[u8],
     count: u32,
+    output: Option<&Path>,
 ) -> Result<(), CliError> {
+    let to_stderr = output == Some(Path::new("-"));
     let mesh = client(args, reload)?;
     let peer = args.peer.identity.node_id();
     let opts = CallOptions {
@@ -618,14 +750,15 @@ fn call(
             let rtt = t.elapsed();
             let reply = reply.map_err(|e| call_error(e, args, service))?;
             if i == 1 {
-                out!("reply: {}", String::from_utf8_lossy(&reply));
+                emit_reply(&reply, output)?;
             }
-            let note = if i == 1 {
+            let first = if i == 1 {
                 " (includes the handshake)"
             } else {
                 ""
             };
-            out!("rtt: {:.3} ms{note}", rtt.as_secs_f64() * 1e3);
+            let ms = rtt.as_secs_f64() * 1e3;
+            note(to_stderr, format_args!("rtt: {ms:.3} ms{first}"));
         }
         Ok(())
     });
