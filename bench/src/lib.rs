@@ -2,6 +2,7 @@
 //! its building blocks. Criterion micro-benches live in `benches/`.
 #![forbid(unsafe_code)]
 
+pub mod bulk;
 pub mod handshake;
 pub mod nrpc;
 pub mod raw;
