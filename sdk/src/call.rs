@@ -401,7 +401,7 @@ impl ClientStream {
 
     /// Sends one message, waiting while the call's send credit is used up
     /// (the callee has not consumed earlier messages yet). Order is kept.
-    /// A message larger than one packet carries is refused here
+    /// A message larger than the stream carries (its window, 1 MiB by default, or the peer's `max_message`) is refused here
     /// (`Stream(PayloadTooLarge)`); if the call already ended, its status
     /// is returned.
     pub async fn send(&mut self, payload: impl Into<Vec<u8>>) -> Result<(), RpcError> {

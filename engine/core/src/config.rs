@@ -339,7 +339,7 @@ impl MeshNodeConfig {
         // Never write or invite datagrams the driver's slots cannot hold.
         let slot = self.driver_cfg.max_datagram;
         c.max_datagram = c.max_datagram.min(slot);
-        c.loopback_max_datagram = c.loopback_max_datagram.min(slot);
+        c.base_datagram = c.base_datagram.min(slot);
         c.params.max_datagram = c
             .params
             .max_datagram

@@ -34,7 +34,7 @@ const OPEN: u16 = u16::MAX;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendError {
-    /// The message exceeds what one packet of this session carries.
+    /// The message exceeds the largest this stream carries (its window, the peer's `max_message`).
     #[error("stream message of {len} bytes exceeds the limit of {max}")]
     PayloadTooLarge {
         /// Offered size.

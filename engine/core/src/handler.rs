@@ -129,7 +129,7 @@ pub struct AlreadyAnswered;
 impl Responder {
     /// Answers the call (for streaming calls: the trailer, sent after every
     /// stream message queued before it). Never refused for lack of room;
-    /// a body too large for one packet is answered `PayloadTooLarge`. A call
+    /// a body over the peer's `max_message` is answered `PayloadTooLarge`. A call
     /// that already ended (cancelled, timed out, session closed) ignores it.
     pub fn respond(&self, status: Status, payload: Vec<u8>) -> Result<(), AlreadyAnswered> {
         if !self.0.call.flow.mark_answered() {

@@ -40,6 +40,7 @@ pub(crate) fn bind_group(
             let _ = s.set_only_v6(true);
         }
         size_buffers(&s);
+        set_dont_fragment(&s, addr);
         if let Some(us) = busy_poll_us {
             set_busy_poll(&s, us);
         }
@@ -104,6 +105,29 @@ fn size_buffers(s: &Socket) {
         if let Err(e) = r {
             tracing::debug!(error = %e, "net-io: could not size socket buffer");
         }
+    }
+}
+
+/// Sets DF on every datagram and stops the kernel from fragmenting or
+/// capping them by its own path-MTU cache (`IP_PMTUDISC_PROBE`): the
+/// protocol discovers the path MTU itself (PROTOCOL §7.1), and needs a
+/// probe larger than the path to be refused (EMSGSIZE, counted in
+/// `tx_errors`) or dropped on the way, never fragmented into success.
+fn set_dont_fragment(s: &Socket, addr: SocketAddr) {
+    let (level, name, v) = match addr {
+        SocketAddr::V4(_) => (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_PROBE,
+        ),
+        SocketAddr::V6(_) => (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_PROBE,
+        ),
+    };
+    if let Err(e) = setsockopt_int(s.as_raw_fd(), level, name, v) {
+        tracing::warn!(error = %e, "net-io: could not set DF (path-MTU probing); datagrams may be fragmented");
     }
 }
 

@@ -8,14 +8,10 @@ use zeroize::Zeroizing;
 
 use crate::wire::{Reader, WireError, Writer};
 
-/// Largest UDP payload the endpoint writes by default: fits an Ethernet MTU of
-/// 1500 with IPv6 and UDP headers (1500 − 40 − 8).
-pub const DEFAULT_MAX_DATAGRAM: usize = 1452;
-
-/// Largest datagram written to loopback peers by default: big enough that
-/// 1 KiB calls coalesce a dozen to a datagram, small enough that a lost one
-/// (rare on loopback) costs little to resend.
-pub const DEFAULT_LOOPBACK_MAX_DATAGRAM: usize = 16_384;
+/// Largest UDP payload the endpoint writes by default: the ceiling of
+/// path-MTU discovery (PROTOCOL §7.1). Loopback carries it; an Ethernet
+/// path stops the search at its MTU.
+pub const DEFAULT_MAX_DATAGRAM: usize = 16_384;
 
 /// Default [`EndpointConfig::max_sessions`]: sessions per endpoint (core).
 pub const DEFAULT_MAX_SESSIONS: usize = 4096;
@@ -37,12 +33,15 @@ pub struct EndpointConfig {
     pub psk: Zeroizing<[u8; 32]>,
     /// AEAD implementation for transport packets.
     pub aead: Backend,
-    /// Largest datagram this endpoint writes; smaller than the path MTU.
+    /// Largest datagram this endpoint writes: the ceiling of path-MTU
+    /// discovery, which finds what each path carries (loopback's 64 KiB
+    /// lets many calls of a KiB or more share one datagram, one AEAD pass
+    /// and one trip through the kernel).
     pub max_datagram: usize,
-    /// Largest datagram written to a loopback peer. Loopback's MTU is
-    /// 64 KiB, so there many calls of a KiB or more share one datagram,
-    /// one AEAD pass and one trip through the kernel.
-    pub loopback_max_datagram: usize,
+    /// The size every session starts at, before discovery: what any path
+    /// carries (RFC 8899 `BASE_PLPMTU`, 1 200). Equal to `max_datagram`,
+    /// it turns discovery off.
+    pub base_datagram: usize,
     /// Transport parameters offered to peers.
     pub params: TransportParams,
     /// First handshake retransmission timeout; doubles per attempt.
@@ -117,7 +116,7 @@ impl EndpointConfig {
             psk: Zeroizing::new(psk),
             aead: Backend::Ring,
             max_datagram: DEFAULT_MAX_DATAGRAM,
-            loopback_max_datagram: DEFAULT_LOOPBACK_MAX_DATAGRAM,
+            base_datagram: crate::pmtu::BASE_DATAGRAM,
             params: TransportParams::default(),
             handshake_retry: Duration::from_millis(250),
             handshake_attempts: 8,

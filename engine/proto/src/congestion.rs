@@ -193,6 +193,12 @@ impl Congestion {
         self.window = self.ssthresh;
     }
 
+    /// A path-MTU probe of `bytes` was lost: out of flight, and no
+    /// reduction (RFC 8899 §3: a probe's loss is not congestion).
+    pub fn on_probe_lost(&mut self, bytes: u64) {
+        self.in_flight = self.in_flight.saturating_sub(bytes);
+    }
+
     fn in_recovery(&self, sent: Instant) -> bool {
         self.recovery_start.is_some_and(|r| sent <= r)
     }

@@ -20,6 +20,7 @@ pub mod fuzzing;
 mod handshake;
 pub mod ids;
 mod keys;
+mod pmtu;
 mod pool;
 pub mod ranges;
 mod ratelimit;

@@ -27,6 +27,47 @@ const PACKET_THRESHOLD: u64 = 3;
 /// `pto << MAX_PTO_BACKOFF` rather than never.
 const MAX_PTO_BACKOFF: u32 = 6;
 
+/// Black-hole evidence (RFC 8899 §4.3): packets larger than the base size
+/// declared lost, with none acknowledged after them. A queue overflow
+/// drops large packets too, but the ones after the gap are acknowledged
+/// (so the losses below them do not count); a path that shrank
+/// acknowledges none.
+#[derive(Debug, Clone)]
+struct LargeLosses {
+    /// Packets of at most this many bytes fit any path.
+    base: u32,
+    /// Highest acknowledged packet number above the base size.
+    largest_acked: Option<u64>,
+    /// Large packets lost past `largest_acked` (probes aside).
+    streak: u32,
+}
+
+impl LargeLosses {
+    fn on_acked(&mut self, pn: u64, pkt_size: u32, probe: bool) {
+        if pkt_size > self.base && !probe {
+            self.largest_acked = Some(self.largest_acked.map_or(pn, |l| l.max(pn)));
+            self.streak = 0;
+        }
+    }
+
+    fn on_lost(&mut self, pn: u64, pkt_size: u32, probe: bool) {
+        if pkt_size > self.base && !probe && self.largest_acked.is_none_or(|l| pn > l) {
+            self.streak += 1;
+        }
+    }
+}
+
+/// What a sent packet carried, as far as pacing and congestion go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Carries {
+    /// Calls, acknowledgements, control frames.
+    Calls,
+    /// Bulk data (SEGMENT pieces): paced.
+    Bulk,
+    /// A path-MTU probe: its loss does not shrink the window.
+    Probe,
+}
+
 /// Smoothed RTT per RFC 6298 / RFC 9002 §5.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Rtt {
@@ -107,6 +148,8 @@ struct SentPacket<F> {
     ack_eliciting: bool,
     /// Datagram bytes (counted in flight if ack-eliciting).
     size: u32,
+    /// A path-MTU probe: its loss says nothing about congestion.
+    probe: bool,
     frames: Vec<F>,
 }
 
@@ -136,6 +179,9 @@ pub(crate) struct Ledger<F> {
     cc: Congestion,
     /// Spaces bulk data over the round trip.
     pacer: Pacer,
+    /// Losses of packets above the base size since one was acknowledged:
+    /// black-hole detection for path-MTU discovery.
+    large: LargeLosses,
 }
 
 impl<F: Copy> Ledger<F> {
@@ -169,6 +215,11 @@ impl<F: Copy> Ledger<F> {
         Ledger {
             cc: Congestion::new(cc, mds as u64),
             pacer: Pacer::new(),
+            large: LargeLosses {
+                base: mds as u32,
+                largest_acked: None,
+                streak: 0,
+            },
             peer_max_ack_delay: peer,
             pto_base: rtt.pto(peer),
             own_max_ack_delay: own,
@@ -211,6 +262,22 @@ impl<F: Copy> Ledger<F> {
         self.pacer.blocked_until()
     }
 
+    /// Large packets (above the base size) lost with none acknowledged
+    /// after them; see `LargeLosses`.
+    pub fn large_loss_streak(&self) -> u32 {
+        self.large.streak
+    }
+
+    /// The datagram size fell back to the base: start counting afresh.
+    pub fn reset_large_losses(&mut self) {
+        self.large.streak = 0;
+    }
+
+    /// Consecutive probe timeouts without an acknowledgement.
+    pub fn pto_count(&self) -> u32 {
+        self.pto_count
+    }
+
     /// Timers at `now`: a pacing wait that ended is over.
     pub fn on_timeout(&mut self, now: Instant) {
         self.pacer.on_timeout(now);
@@ -223,8 +290,14 @@ impl<F: Copy> Ledger<F> {
 
     /// Records packet `pn` of `size` bytes, which must be the next number
     /// after the last one recorded (the session sends numbers densely);
-    /// `bulk` if it carried bulk data (the pacer counts it).
-    pub fn on_sent(&mut self, pn: u64, now: Instant, frames: Vec<F>, (size, bulk): (usize, bool)) {
+    /// `carries` says what for the pacer and the congestion controller.
+    pub fn on_sent(
+        &mut self,
+        pn: u64,
+        now: Instant,
+        frames: Vec<F>,
+        (size, carries): (usize, Carries),
+    ) {
         debug_assert_eq!(pn, self.base + self.packets.len() as u64);
         let ack_eliciting = !frames.is_empty();
         let size = u32::try_from(size).unwrap_or(u32::MAX);
@@ -233,7 +306,7 @@ impl<F: Copy> Ledger<F> {
             self.last_ack_eliciting = Some(now);
             self.cc.on_sent(u64::from(size));
         }
-        if bulk {
+        if carries == Carries::Bulk {
             self.pacer
                 .on_sent(u64::from(size), now, &self.cc, self.rtt.smoothed());
         }
@@ -241,6 +314,7 @@ impl<F: Copy> Ledger<F> {
             time: now,
             ack_eliciting,
             size,
+            probe: carries == Carries::Probe,
             frames,
         }));
     }
@@ -296,6 +370,7 @@ impl<F: Copy> Ledger<F> {
                     let rtt = self.rtt.smoothed();
                     self.cc.on_acked(u64::from(pkt.size), pkt.time, now, rtt);
                 }
+                self.large.on_acked(pn, pkt.size, pkt.probe);
                 self.release(pkt, &mut acked);
             }
         }
@@ -332,8 +407,13 @@ impl<F: Copy> Ledger<F> {
             if by_count || by_time {
                 if let Some(pkt) = self.packets[i].take() {
                     count += 1;
+                    self.large.on_lost(pn, pkt.size, pkt.probe);
                     if pkt.ack_eliciting {
-                        self.cc.on_lost(u64::from(pkt.size), pkt.time, now);
+                        let size = u64::from(pkt.size);
+                        match pkt.probe {
+                            true => self.cc.on_probe_lost(size),
+                            false => self.cc.on_lost(size, pkt.time, now),
+                        }
                     }
                     self.release(pkt, &mut lost);
                 }
@@ -346,12 +426,13 @@ impl<F: Copy> Ledger<F> {
     /// When the time threshold will declare the oldest candidate lost.
     pub fn loss_time(&self) -> Option<Instant> {
         let largest = self.largest_acked?;
+        // Read on every timer re-arm: in steady state every packet below
+        // the largest acknowledged was trimmed, and there is nothing to scan.
+        let below = usize::try_from(largest.checked_sub(self.base)?).ok()?;
         let delay = self.rtt.loss_delay();
         self.packets
-            .iter()
-            .enumerate()
-            .take_while(|(i, _)| self.base + (*i as u64) < largest)
-            .find_map(|(_, p)| p.as_ref().map(|p| p.time + delay))
+            .range(..below.min(self.packets.len()))
+            .find_map(|p| p.as_ref().map(|p| p.time + delay))
     }
 
     /// When the probe timer fires, if anything ack-eliciting is in flight.
@@ -370,12 +451,36 @@ impl<F: Copy> Ledger<F> {
     /// late ACK must still free what it carried and give an RTT sample.
     /// Frame handling is idempotent, so acknowledging both the packet and
     /// its probe does no harm.
-    pub fn on_pto(&mut self, now: Instant, mut probe: impl FnMut(F)) {
-        self.pto_count = self.pto_count.saturating_add(1);
+    ///
+    /// If that oldest packet is a path-MTU probe, it is declared lost
+    /// instead (its frames go to `probe` as for a loss, and the caller
+    /// learns it from the result) and the timer does not back off: a
+    /// probe larger than the path is expected to vanish, and that says
+    /// nothing about the path for ordinary packets. Returns whether this
+    /// was such a probe timeout.
+    pub fn on_pto(&mut self, now: Instant, mut probe: impl FnMut(F)) -> bool {
         self.last_ack_eliciting = Some(now);
-        if let Some(pkt) = self.packets.iter().flatten().find(|p| p.ack_eliciting) {
+        let oldest = self
+            .packets
+            .iter()
+            .position(|p| p.as_ref().is_some_and(|p| p.ack_eliciting));
+        let Some(i) = oldest else {
+            self.pto_count = self.pto_count.saturating_add(1);
+            return false;
+        };
+        if self.packets[i].as_ref().is_some_and(|p| p.probe) {
+            if let Some(pkt) = self.packets[i].take() {
+                self.cc.on_probe_lost(u64::from(pkt.size));
+                self.release(pkt, &mut probe);
+            }
+            self.trim();
+            return true;
+        }
+        self.pto_count = self.pto_count.saturating_add(1);
+        if let Some(pkt) = &self.packets[i] {
             pkt.frames.iter().copied().for_each(&mut probe);
         }
+        false
     }
 }
 
@@ -428,7 +533,7 @@ mod tests {
         for pn in 10..20 {
             let mut v = l.frame_vec();
             v.push(pn as u32);
-            l.on_sent(pn, t0, v, (100, false));
+            l.on_sent(pn, t0, v, (100, Carries::Calls));
         }
         let mut acked = vec![];
         let t1 = t0 + Duration::from_millis(5);
@@ -455,7 +560,7 @@ mod tests {
             (Duration::ZERO, Duration::ZERO),
             (CongestionControl::NewReno, 1200),
         );
-        l.on_sent(0, t0, vec![1], (100, false));
+        l.on_sent(0, t0, vec![1], (100, Carries::Calls));
         let mut n = 0;
         l.on_ack(t0, [0..=u64::MAX >> 2].into_iter(), Duration::ZERO, |_| {
             n += 1
@@ -472,12 +577,12 @@ mod tests {
             (Duration::ZERO, Duration::ZERO),
             (CongestionControl::NewReno, 1200),
         );
-        l.on_sent(0, t0, vec![7], (100, false));
+        l.on_sent(0, t0, vec![7], (100, Carries::Calls));
         let first = l.pto_time().unwrap();
         let mut lost = vec![];
         l.on_pto(first, |f| lost.push(f));
         assert_eq!(lost, vec![7]);
-        l.on_sent(1, first, vec![7], (100, false));
+        l.on_sent(1, first, vec![7], (100, Carries::Calls));
         let second = l.pto_time().unwrap();
         assert!(second - first > first - t0, "backoff doubles the timeout");
     }

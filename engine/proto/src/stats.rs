@@ -128,6 +128,15 @@ pub struct EndpointStats {
     pub segment_bytes_discarded: u64,
     /// Segmented bodies reassembled and handed over.
     pub segmented_bodies_rx: u64,
+    /// Path-MTU probes sent, acknowledged and lost.
+    pub pmtu_probes_tx: u64,
+    /// Path-MTU probes acknowledged (each may raise the datagram size).
+    pub pmtu_probes_acked: u64,
+    /// Path-MTU probes lost (the path does not carry that size, or loss).
+    pub pmtu_probes_lost: u64,
+    /// Times a session's datagram size fell back to the base because
+    /// packets stopped arriving (black-hole detection, RFC 8899 §4.3).
+    pub pmtu_black_holes: u64,
     /// Open calls the caller cancelled (or whose deadline passed) before the answer.
     pub calls_cancelled: u64,
     /// Requests delivered to the application.

@@ -236,6 +236,12 @@ impl SendStream {
         seq
     }
 
+    /// Held message `seq`, if not yet released.
+    pub fn get(&self, seq: u64) -> Option<&OutMsg> {
+        let i = usize::try_from(seq.checked_sub(self.base_seq)?).ok()?;
+        self.msgs.get(i)
+    }
+
     pub fn get_mut(&mut self, seq: u64) -> Option<&mut OutMsg> {
         let i = usize::try_from(seq.checked_sub(self.base_seq)?).ok()?;
         self.msgs.get_mut(i)

@@ -20,12 +20,27 @@ fn lan() -> LinkConfig {
     LinkConfig::default().with_mtu(1500)
 }
 
-/// A node that sends at most what an MTU-1500 path carries (the simulator's
-/// addresses are loopback ones, whose default datagram is 16 KiB).
+/// A node with the default configuration: path-MTU discovery finds what
+/// the link carries.
 fn node_cfg(n: u8) -> net_proto::EndpointConfig {
-    let mut c = config(n, PSK);
-    c.loopback_max_datagram = c.max_datagram;
-    c
+    config(n, PSK)
+}
+
+/// Datagrams the link dropped for size must all have been probes (sent and
+/// not acknowledged: lost, or the last one still in flight).
+fn assert_only_probes_were_too_big(sim: &Sim<RpcNode>) {
+    let unacked: u64 = [CLIENT, SERVER]
+        .iter()
+        .map(|&n| {
+            let s = sim.node(addr(n)).ep.stats();
+            s.pmtu_probes_tx - s.pmtu_probes_acked
+        })
+        .sum();
+    let too_big = sim.total_stats().too_big;
+    assert!(
+        too_big <= unacked,
+        "{too_big} datagrams over the MTU, {unacked} probes unacknowledged"
+    );
 }
 
 /// A client and a server that send MTU-1500 datagrams, on `lan()`.
@@ -78,7 +93,7 @@ fn large_unary_calls_are_byte_exact_across_mtu_1500() {
     for (len, total, conc) in [(2048, 40, 8), (65_536, 10, 4), (1 << 20, 3, 2)] {
         let mut sim = pair(len as u64);
         echo_calls(&mut sim, total, conc, len, Duration::from_secs(60));
-        assert_eq!(sim.total_stats().too_big, 0, "a datagram exceeded the MTU");
+        assert_only_probes_were_too_big(&sim);
         let srv = sim.node(addr(SERVER)).ep.stats();
         assert_eq!(
             srv.segmented_bodies_rx, total,
@@ -190,4 +205,35 @@ fn bodies_over_the_receivers_max_message_are_refused_with_a_typed_error() {
             max: 100_000
         }
     );
+}
+
+/// Path-MTU discovery finds the link's MTU without a special case, and a
+/// path that shrinks mid-transfer is caught (black-hole detection): the
+/// transfer completes, byte-exact, at the smaller size.
+#[test]
+fn path_mtu_is_discovered_and_a_shrinking_path_is_survived() {
+    let mut sim = pair(31);
+    echo_calls(&mut sim, 4, 2, 3000, Duration::from_secs(10));
+    let s = sim.node(addr(CLIENT)).client.session.unwrap();
+    let size = sim.node(addr(CLIENT)).ep.session_datagram_size(s).unwrap();
+    assert!(
+        (1484..=1500).contains(&size),
+        "discovered {size} on an MTU-1500 link"
+    );
+    assert_only_probes_were_too_big(&sim);
+    // The path shrinks to 1 300 bytes while 1 MiB calls are in flight.
+    let now = sim.now();
+    sim.node_mut(addr(CLIENT)).call_more(now, 4);
+    sim.node_mut(addr(CLIENT)).client.payload_len = 1 << 20;
+    sim.run_for(Duration::from_micros(300)).unwrap();
+    sim.set_default_link(lan().with_mtu(1300));
+    sim.run_until(Duration::from_secs(120), |s| s.node(addr(CLIENT)).done())
+        .expect("calls complete after the path shrank");
+    let client = &sim.node(addr(CLIENT)).client;
+    assert_eq!(client.mismatches, 0);
+    assert_eq!(client.statuses.get(&Status::OK.get()), Some(&8));
+    let stats = sim.node(addr(CLIENT)).ep.stats();
+    assert!(stats.pmtu_black_holes >= 1, "the shrink was detected");
+    let size = sim.node(addr(CLIENT)).ep.session_datagram_size(s).unwrap();
+    assert!((1200..=1300).contains(&size), "now {size}");
 }

@@ -80,7 +80,7 @@ impl Handoffs {
     }
 }
 
-/// Answers a call, replacing a body too large for one packet by
+/// Answers a call, replacing a body over the peer's `max_message` by
 /// `PayloadTooLarge` so the caller is never left waiting. Errors only if
 /// the call is gone (answered, cancelled, session closed).
 fn respond_fitting(
@@ -95,7 +95,7 @@ fn respond_fitting(
             tracing::warn!(
                 len,
                 max,
-                "response too large for one packet; answered PayloadTooLarge"
+                "response larger than the peer's max_message; answered PayloadTooLarge"
             );
             ep.respond(now, key.0, key.1, Status::PAYLOAD_TOO_LARGE, &[])
         }
@@ -107,7 +107,9 @@ impl Core {
     /// A flow for a call addressed from another thread.
     pub(crate) fn new_flow(&mut self, key: Key, streams: bool) -> Arc<Flow> {
         let window = self.ep.config().params.stream_window as usize;
-        let max = self.ep.max_payload(key.0).unwrap_or(0);
+        // Messages larger than a packet are segmented: the stream's own
+        // limit (its window, the peer's max_message) is what bounds them.
+        let max = self.ep.max_message(key.0).map_or(0, |(_, stream)| stream);
         let flow = Arc::new(Flow::new(window, max, streams));
         self.handoffs.flows.insert(key, flow.clone());
         flow

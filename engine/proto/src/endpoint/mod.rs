@@ -286,6 +286,21 @@ impl Endpoint {
         self.sessions.get(&session.0)?.suite()
     }
 
+    /// (largest body, largest stream message) a session's peer accepts;
+    /// see `Session::max_message`.
+    pub fn max_message(&self, session: SessionId) -> Option<(usize, usize)> {
+        self.sessions
+            .get(&session.0)
+            .map(|s| s.max_message(&self.cfg))
+    }
+
+    /// The datagram size path-MTU discovery validated for a session.
+    pub fn session_datagram_size(&self, session: SessionId) -> Option<usize> {
+        self.sessions
+            .get(&session.0)
+            .map(|s| s.datagram_budget(&self.cfg))
+    }
+
     /// (congestion window, bytes in flight) of an established session.
     pub fn session_congestion(&self, session: SessionId) -> Option<(u64, u64)> {
         self.sessions.get(&session.0)?.congestion()

@@ -29,6 +29,7 @@ use crate::event::{CloseReason, Event, SessionId};
 use crate::handshake::{HandshakeError, Initiation, Negotiated, RESP_LEN};
 use crate::ids::{CallId, ReceiverIndex, Side};
 use crate::keys::TransportKeys;
+use crate::pmtu::PathMtu;
 use crate::pool::BufPool;
 use crate::recovery::Ledger;
 use crate::replay::ReplayWindow;
@@ -52,6 +53,16 @@ const MAX_COUNTER: u64 = 1 << 62;
 pub(crate) fn wall_nanos(base: (Instant, u64), now: Instant) -> u64 {
     let since = now.saturating_duration_since(base.0);
     base.1.saturating_add(since.as_nanos() as u64)
+}
+
+/// After losses or a probe timeout: falls back to the base datagram size
+/// if the evidence says the path no longer carries the validated one.
+fn check_black_hole(t: &mut Transport, ctx: &mut Ctx<'_>) {
+    let evidence = (t.ledger.pto_count(), t.ledger.large_loss_streak());
+    if t.pmtu.on_evidence(evidence, ctx.cfg.base_datagram) {
+        t.ledger.reset_large_losses();
+        ctx.stats.pmtu_black_holes += 1;
+    }
 }
 
 /// Endpoint-wide state a session needs while handling input or output.
@@ -146,6 +157,8 @@ struct Transport {
     acks: Acks,
     /// Our packets in flight, with the frames each carried, and the RTT.
     ledger: Ledger<Sent>,
+    /// Path-MTU discovery: the size of the datagrams we send.
+    pmtu: PathMtu,
 }
 
 impl Transport {
@@ -172,7 +185,11 @@ impl Transport {
                 0,
                 cfg.initial_rtt,
                 (cfg.params.max_ack_delay(), peer_params.max_ack_delay()),
-                (cfg.congestion, cfg.max_datagram),
+                (cfg.congestion, cfg.base_datagram),
+            ),
+            pmtu: PathMtu::new(
+                cfg.base_datagram,
+                cfg.max_datagram.min(usize::from(peer_params.max_datagram)),
             ),
         }
     }
@@ -579,6 +596,7 @@ impl Session {
                     || self.theirs.credit_pending
                     || t.acks.due_now()
                     || (self.segs.has_active() && t.ledger.bulk_open())
+                    || t.pmtu.wants_probe()
             }
             Phase::Closed => false,
         }
@@ -666,11 +684,15 @@ impl Session {
         let mut lost = std::mem::take(&mut self.scratch.lost);
         if t.ledger.loss_time().is_some_and(|l| l <= now) {
             ctx.stats.packets_lost += t.ledger.detect_lost(now, |f| lost.push(f));
+            check_black_hole(t, ctx);
         }
         if t.ledger.pto_time().is_some_and(|p| p <= now) {
-            ctx.stats.ptos += 1;
-            t.ledger.on_pto(now, |f| lost.push(f));
-            self.liveness.ping_pending = true;
+            // A path-MTU probe that timed out is only a lost probe.
+            if !t.ledger.on_pto(now, |f| lost.push(f)) {
+                ctx.stats.ptos += 1;
+                self.liveness.ping_pending = true;
+                check_black_hole(t, ctx);
+            }
         }
         if now >= self.liveness.last_sent + ctx.cfg.detector.heartbeat
             && !self.liveness.ping_pending
@@ -863,21 +885,48 @@ impl Session {
         Ok(())
     }
 
-    /// The largest datagram we write to this peer: our limit for its path
-    /// (loopback or not), within what it accepts.
-    pub fn datagram_budget(&self, cfg: &EndpointConfig) -> usize {
-        let path = if self.peer.addr.ip().is_loopback() {
-            cfg.loopback_max_datagram.max(cfg.max_datagram)
-        } else {
-            cfg.max_datagram
-        };
-        if cfg.testing_ignore_credit {
-            return path;
+    /// A path-MTU probe of `size` bytes was acknowledged (`carried`) or lost.
+    fn on_mtu_probe(&mut self, now: Instant, size: usize, carried: bool) {
+        if let Some(t) = self.transport_mut() {
+            match carried {
+                true => t.pmtu.on_probe_acked(size, now),
+                false => t.pmtu.on_probe_lost(size, now),
+            }
         }
-        let peer_max = self
-            .transport()
-            .map_or(usize::MAX, |t| usize::from(t.peer_params.max_datagram));
-        path.min(peer_max)
+    }
+
+    /// Keys and transport state, once they exist (confirmed or not).
+    fn transport_mut(&mut self) -> Option<&mut Transport> {
+        match &mut self.phase {
+            Phase::Established(t) => Some(t),
+            Phase::Responding { transport, .. } => Some(transport),
+            _ => None,
+        }
+    }
+
+    /// The largest datagram we write to this peer: what path-MTU discovery
+    /// validated (the base size until the handshake completes).
+    pub fn datagram_budget(&self, cfg: &EndpointConfig) -> usize {
+        if cfg.testing_ignore_credit {
+            return cfg.max_datagram;
+        }
+        self.transport()
+            .map_or(cfg.base_datagram, |t| t.pmtu.current())
+    }
+
+    /// The largest body the peer accepts (its `max_message`; our own before
+    /// the handshake tells us), and the largest stream message a stream can
+    /// carry (that, within the smaller stream window, less its charge).
+    pub fn max_message(&self, cfg: &EndpointConfig) -> (usize, usize) {
+        let (body, window) = match self.transport() {
+            Some(t) => (
+                t.peer_params.max_message,
+                t.peer_params.stream_window.min(cfg.params.stream_window),
+            ),
+            None => (cfg.params.max_message, crate::config::MIN_STREAM_WINDOW),
+        };
+        let stream = u64::from(window).saturating_sub(crate::stream::MESSAGE_CHARGE);
+        (body as usize, (stream as usize).min(body as usize))
     }
 
     /// The largest stream or unary message payload that fits one packet.

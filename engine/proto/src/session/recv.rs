@@ -94,14 +94,6 @@ impl Session {
         }
     }
 
-    fn transport_mut(&mut self) -> Option<&mut super::Transport> {
-        match &mut self.phase {
-            Phase::Established(t) => Some(t),
-            Phase::Responding { transport, .. } => Some(transport),
-            _ => None,
-        }
-    }
-
     /// Replay check, decrypt, commit. Returns the plaintext length.
     fn open_packet(
         &mut self,
@@ -207,7 +199,11 @@ impl Session {
             return;
         };
         t.ledger.on_ack(now, ranges, ack_delay, |f| acked.push(f));
-        ctx.stats.packets_lost += t.ledger.detect_lost(now, |f| lost.push(f));
+        let newly_lost = t.ledger.detect_lost(now, |f| lost.push(f));
+        ctx.stats.packets_lost += newly_lost;
+        if newly_lost > 0 {
+            super::check_black_hole(t, ctx);
+        }
         for f in acked.drain(..) {
             self.on_acked(ctx, f);
         }

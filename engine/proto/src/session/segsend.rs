@@ -205,14 +205,18 @@ fn tx_of<'a>(
     part: Part,
 ) -> Option<(&'a [u8], &'a mut TxBody)> {
     let tx = txs.get_mut(&(id, part))?;
-    let call = calls.get_mut(&id)?;
-    let body = match (part, &call.role) {
-        (Part::Stream(seq), _) => &call.send.get_mut(seq).filter(|m| !m.acked)?.data,
-        (Part::Request, Role::Caller(c)) if c.cancel.is_none() => &c.request.as_ref()?.value,
-        (Part::Response, Role::Callee(c)) => &c.response.as_ref()?.frame.value.body,
-        _ => return None,
-    };
-    Some((body, tx))
+    Some((body_of(calls.get(&id)?, part)?, tx))
+}
+
+/// The body of message `part` of `call`, while it is still to be
+/// delivered.
+fn body_of(call: &Call, part: Part) -> Option<&[u8]> {
+    match (part, &call.role) {
+        (Part::Stream(seq), _) => call.send.get(seq).filter(|m| !m.acked).map(|m| &m.data[..]),
+        (Part::Request, Role::Caller(c)) if c.cancel.is_none() => Some(&c.request.as_ref()?.value),
+        (Part::Response, Role::Callee(c)) => Some(&c.response.as_ref()?.frame.value.body),
+        _ => None,
+    }
 }
 
 /// How many bytes of `[lo, hi)` (of a `total`-byte body) to put in a piece
@@ -376,6 +380,34 @@ impl Session {
         if self.segs.remove(id, part) {
             self.promote_bodies();
         }
+    }
+
+    /// A carrier with an inline body did not fit an empty packet (the path
+    /// MTU fell since it was first sent): its body goes segmented from now
+    /// on, and the carrier is written again in its `_SEG` form. A peer that
+    /// already has the inline copy treats the rest as duplicates. Returns
+    /// whether `item` was such a carrier.
+    pub(super) fn resegment(&mut self, item: super::Sent) -> bool {
+        let (id, part) = match item {
+            super::Sent::Request(id) => (id, Part::Request),
+            super::Sent::Response(id) => (id, Part::Response),
+            super::Sent::Stream(id, seq) => (id, Part::Stream(seq)),
+            _ => return false,
+        };
+        if self.segs.is_segmented(id, part) {
+            return false;
+        }
+        let len = self
+            .calls
+            .get(&id)
+            .and_then(|c| body_of(c, part))
+            .map_or(0, <[u8]>::len);
+        if len == 0 {
+            return false;
+        }
+        self.segs.create(id, part, len as u64);
+        self.start_body(id, part);
+        true
     }
 
     /// Call `id` is going: the bodies it was sending go with it.

@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 use crate::cookie::{mac1_of, EPOCH_SECS};
 use crate::handshake::{Initiation, Local, INIT_LEN, RESP_LEN};
 use crate::ids::ReceiverIndex;
-use crate::wire::{encode_ack, Credit, DataHeader, Frame, Writer, DATA_HEADER_LEN, TAG_LEN};
+use crate::recovery::Carries;
+use crate::wire::{
+    encode_ack, encode_padding, Credit, DataHeader, Frame, Writer, DATA_HEADER_LEN, TAG_LEN,
+};
 
 /// How long an initiator uses a cookie: a little under the responder's
 /// epoch, so it is not sent just as the responder stops accepting it.
@@ -33,8 +36,8 @@ const MAX_ACK_RANGES_SENT: usize = 16;
 struct QueueOutcome {
     /// A CLOSE frame was written: the session ends once this packet is out.
     close: bool,
-    /// Bulk data (SEGMENT pieces) went into the packet: the pacer counts it.
-    bulk: bool,
+    /// What the packet carries, for the pacer and congestion control.
+    carries: Carries,
 }
 
 impl Session {
@@ -140,13 +143,23 @@ impl Session {
         ) {
             ctx.stats.key_updates += 1;
         }
+        let probe = t.pmtu.probe_due(now, buf.len());
+        let size = probe.unwrap_or(budget);
         let (header, rest) = buf.split_at_mut(DATA_HEADER_LEN);
-        let body_len = budget.checked_sub(DATA_HEADER_LEN + TAG_LEN)?;
+        let body_len = size.checked_sub(DATA_HEADER_LEN + TAG_LEN)?;
         let mut w = Writer::new(&mut rest[..body_len]);
         let mut frames = t.ledger.frame_vec();
         let acked = write_ack(t, now, &mut w);
-        let bulk_open = t.ledger.bulk_open();
-        let out = self.write_queued(now, &mut w, &mut frames, bulk_open);
+        let out = match probe {
+            Some(size) => {
+                ctx.stats.pmtu_probes_tx += 1;
+                write_probe(&mut w, &mut frames, size)
+            }
+            None => {
+                let bulk_open = t.ledger.bulk_open();
+                self.write_queued(now, &mut w, &mut frames, bulk_open)
+            }
+        };
         let Phase::Established(t) = &mut self.phase else {
             return None;
         };
@@ -171,7 +184,7 @@ impl Session {
             ctx.stats.ack_only_tx += 1;
         }
         t.ledger
-            .on_sent(pn, now, frames, (DATA_HEADER_LEN + sealed, out.bulk));
+            .on_sent(pn, now, frames, (DATA_HEADER_LEN + sealed, out.carries));
         self.liveness.last_sent = now;
         ctx.stats.data_packets_tx += 1;
         if out.close {
@@ -192,7 +205,10 @@ impl Session {
             if close {
                 self.close_pending = None;
             }
-            return QueueOutcome { close, bulk: false };
+            return QueueOutcome {
+                close,
+                carries: Carries::Calls,
+            };
         }
         if self.theirs.credit_pending {
             let f = Frame::Credit(Credit::Calls {
@@ -207,6 +223,9 @@ impl Session {
             match self.write_item(item, w, now) {
                 Written::Yes => frames.push(item),
                 Written::Stale => {}
+                // Larger than an empty packet: the path shrank since the
+                // frame was first written. Its body goes segmented.
+                Written::NoRoom if frames.is_empty() && self.resegment(item) => continue,
                 Written::NoRoom => break,
             }
             self.queue.pop_front();
@@ -218,14 +237,32 @@ impl Session {
         if bulk_open && self.segs.has_active() {
             self.write_segments(w, frames);
         }
-        let bulk = frames.len() > before;
+        let carries = match frames.len() > before {
+            true => Carries::Bulk,
+            false => Carries::Calls,
+        };
         if self.liveness.ping_pending && (frames.is_empty() && Frame::Ping.encode(w).is_ok()) {
             frames.push(Sent::Ping);
         }
         if !frames.is_empty() {
             self.liveness.ping_pending = false;
         }
-        QueueOutcome { close: false, bulk }
+        QueueOutcome {
+            close: false,
+            carries,
+        }
+    }
+}
+
+/// A path-MTU probe: PING, then PADDING to the end of the packet, so the
+/// datagram is exactly `size` bytes.
+fn write_probe(w: &mut Writer<'_>, frames: &mut Vec<Sent>, size: usize) -> QueueOutcome {
+    if Frame::Ping.encode(w).is_ok() && encode_padding(w, w.remaining()).is_ok() {
+        frames.push(Sent::MtuProbe(size as u16));
+    }
+    QueueOutcome {
+        close: false,
+        carries: Carries::Probe,
     }
 }
 

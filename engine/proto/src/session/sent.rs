@@ -62,6 +62,10 @@ pub(crate) enum Sent {
     /// PING. Never queued: written only when nothing else is. Acked or
     /// lost: nothing, since any later packet elicits an ACK just as well.
     Ping,
+    /// A path-MTU probe of this many bytes (PING and PADDING). Never
+    /// queued: written when `PathMtu::probe_due` says so. Acked: the path
+    /// carries that size. Lost: one failed attempt at it (not retransmitted).
+    MtuProbe(u16),
     /// A SEGMENT piece of a body. Never queued: the session's started
     /// bodies are cut into pieces as packets have room (`segsend.rs`).
     /// Acked: the range counts as delivered; once the whole body and its
@@ -167,7 +171,9 @@ impl Session {
                 };
                 Frame::Announce { payload: body }
             }
-            Sent::CallCredit | Sent::Ping | Sent::Segment(_) => return Written::Stale,
+            Sent::CallCredit | Sent::Ping | Sent::Segment(_) | Sent::MtuProbe(_) => {
+                return Written::Stale
+            }
         };
         match frame.encode(w) {
             Ok(()) => Written::Yes,
@@ -274,6 +280,11 @@ impl Session {
                 self.on_piece_lost(ctx, r);
                 None
             }
+            Sent::MtuProbe(size) => {
+                ctx.stats.pmtu_probes_lost += 1;
+                self.on_mtu_probe(ctx.now, usize::from(size), false);
+                None
+            }
             Sent::Ping => None,
         };
         if let Some(flag) = requeue {
@@ -336,6 +347,10 @@ impl Session {
                 self.maybe_finish_callee(ctx, id);
             }
             Sent::Announce(n) => self.announces.release(n),
+            Sent::MtuProbe(size) => {
+                ctx.stats.pmtu_probes_acked += 1;
+                self.on_mtu_probe(ctx.now, usize::from(size), true);
+            }
             Sent::CallCredit | Sent::StreamCredit(_) | Sent::Ping => {}
         }
     }
