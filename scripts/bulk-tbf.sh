@@ -6,7 +6,8 @@
 #   scripts/bulk-tbf.sh
 #
 # Steps (the sender is always in netB, the receiver in netA, so the
-# bottleneck is the tbf on netB's veth0 egress):
+# bottleneck is the tbf on what netA receives: netns.sh puts it on an ifb
+# device fed by the veth's ingress, like a router between the hosts):
 #   1. netns.sh up (netns.sh down on exit, whatever happens), impair --rate 100mbit
 #   2. one flow of 256 MiB (16 MiB calls, 2 in flight): goodput as % of the
 #      link rate, tbf drops as % of the packets offered to it
@@ -69,9 +70,10 @@ find_bulk() {
     BULK=$target/release/bulk
 }
 
-# tbf_counters: "PKTS DROPPED" of the tbf on the sender's egress (netB veth0).
+# tbf_counters: "PKTS DROPPED" of the bottleneck tbf on the receiver's
+# ingress (netA's ifb device).
 tbf_counters() {
-    ip netns exec "$NS_B" tc -s qdisc show dev "$VETH" | awk '
+    ip netns exec "$NS_A" tc -s qdisc show dev "${NETNS_IFB:-ifb0}" | awk '
         /^qdisc tbf/ { tbf = 1; next }
         /^qdisc/ { tbf = 0 }
         tbf && $1 == "Sent" {
@@ -92,7 +94,7 @@ drops() {
     read -r p0 d0 <<<"$1"
     read -r p1 d1 <<<"$2"
     p=$((p1 - p0)) d=$((d1 - d0))
-    echo "tbf on $NS_B/$VETH: $p packets sent, $d dropped = $(calc "100 * $d / ($p + $d > 0 ? $p + $d : 1)") % of the packets offered"
+    echo "tbf on $NS_A ingress: $p packets sent, $d dropped = $(calc "100 * $d / ($p + $d > 0 ? $p + $d : 1)") % of the packets offered"
 }
 
 # run_bulk NAME LIMIT_S ARGS...: one bulk run (client in netB, sink server
@@ -188,7 +190,7 @@ with_tcp() {
 find_bulk
 bash "$NETNS_SH" up >/dev/null
 bash "$NETNS_SH" impair --rate "${RATE_MBIT}mbit" >/dev/null
-say "$NS_B ($ADDR_B) -> $NS_A ($ADDR_A), tbf $RATE_MBIT Mbit/s on both veth ends"
+say "$NS_B ($ADDR_B) -> $NS_A ($ADDR_A), tbf $RATE_MBIT Mbit/s on what each namespace receives (ifb)"
 single_flow
 two_flows
 with_tcp
