@@ -158,6 +158,70 @@ fn ack(ranges: &[(u64, u64)]) -> Vec<u8> {
     buf
 }
 
+/// Seeds with a segmented carrier and its SEGMENT pieces.
+fn segmented_seeds(call: CallId, svc: ServiceId) -> Vec<(&'static str, Vec<Frame<'static>>)> {
+    vec![
+        (
+            "segmented_request_and_pieces",
+            vec![
+                Frame::RpcRequest {
+                    call,
+                    service: svc,
+                    kind: CallKind::Unary,
+                    end: true,
+                    deadline_ms: 0,
+                    body: Body::Segmented(2000),
+                },
+                Frame::Segment {
+                    call,
+                    part: Part::Request,
+                    total: 2000,
+                    offset: 0,
+                    payload: &[1; 1200],
+                },
+                Frame::Segment {
+                    call,
+                    part: Part::Request,
+                    total: 2000,
+                    offset: 1200,
+                    payload: &[2; 800],
+                },
+            ],
+        ),
+        (
+            "segmented_response_and_stream",
+            vec![
+                Frame::RpcResponse {
+                    call,
+                    status: Status::OK,
+                    stream_count: 1,
+                    body: Body::Segmented(600),
+                },
+                Frame::StreamData {
+                    call,
+                    seq: 0,
+                    offset: 0,
+                    body: Body::Segmented(700),
+                },
+                Frame::Segment {
+                    call,
+                    part: Part::Stream(0),
+                    total: 700,
+                    offset: 100,
+                    payload: &[3; 600],
+                },
+                Frame::Segment {
+                    call,
+                    part: Part::Response,
+                    total: 600,
+                    offset: 0,
+                    payload: &[4; 600],
+                },
+            ],
+        ),
+    ]
+}
+
 fn frame_seeds() -> Vec<(String, Vec<u8>)> {
     let call = CallId::new(3, Side::Initiator);
     let svc = ServiceId::of("echo");
@@ -218,67 +282,10 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
                 reason: b"shutdown",
             }],
         ),
-        (
-            "segmented_request_and_pieces",
-            vec![
-                Frame::RpcRequest {
-                    call,
-                    service: svc,
-                    kind: CallKind::Unary,
-                    end: true,
-                    deadline_ms: 0,
-                    body: Body::Segmented(2000),
-                },
-                Frame::Segment {
-                    call,
-                    part: Part::Request,
-                    total: 2000,
-                    offset: 0,
-                    payload: &[1; 1200],
-                },
-                Frame::Segment {
-                    call,
-                    part: Part::Request,
-                    total: 2000,
-                    offset: 1200,
-                    payload: &[2; 800],
-                },
-            ],
-        ),
-        (
-            "segmented_response_and_stream",
-            vec![
-                Frame::RpcResponse {
-                    call,
-                    status: Status::OK,
-                    stream_count: 1,
-                    body: Body::Segmented(600),
-                },
-                Frame::StreamData {
-                    call,
-                    seq: 0,
-                    offset: 0,
-                    body: Body::Segmented(700),
-                },
-                Frame::Segment {
-                    call,
-                    part: Part::Stream(0),
-                    total: 700,
-                    offset: 100,
-                    payload: &[3; 600],
-                },
-                Frame::Segment {
-                    call,
-                    part: Part::Response,
-                    total: 600,
-                    offset: 0,
-                    payload: &[4; 600],
-                },
-            ],
-        ),
     ];
     let mut out: Vec<(String, Vec<u8>)> = singles
         .into_iter()
+        .chain(segmented_seeds(call, svc))
         .map(|(n, f)| (n.to_string(), encode(&f)))
         .collect();
     out.push(("ack_one_range".into(), ack(&[(0, 41)])));

@@ -270,33 +270,9 @@ fn rekey_by_age() {
 fn stream_delivers_100_mib_in_order_under_loss() {
     let mut sim = pair(7, PSK);
     sim.set_default_link(LinkConfig::lossy(0.05));
-    let now = sim.now();
-    let client = sim.node_mut(addr(CLIENT));
-    let session = client
-        .ep
-        .connect(now, server_identity(), addr(SERVER))
-        .unwrap();
-    client.client.session = Some(session);
-    sim.run_until(Duration::from_secs(30), |s| {
-        s.node(addr(CLIENT)).client.connected
-    })
-    .unwrap();
     const TOTAL: u64 = 100 << 20;
-    let now = sim.now();
-    let call = sim
-        .node_mut(addr(CLIENT))
-        .start_upload(now, session, TOTAL, 1200);
-    sim.run_until(Duration::from_secs(3600), |s| {
-        s.node(addr(CLIENT)).client.responses.contains_key(&call)
-    })
-    .expect("upload completes");
-    let (status, body) = &sim.node(addr(CLIENT)).client.responses[&call];
-    assert_eq!(*status, Status::OK);
-    assert_eq!(
-        u64::from_be_bytes(body[..8].try_into().unwrap()),
-        TOTAL,
-        "server received every byte"
-    );
+    let answer = upload_to_sink(&mut sim, TOTAL, 1200, Duration::from_secs(3600));
+    assert_eq!(answer, (Status::OK, TOTAL), "server received every byte");
     assert_eq!(
         sim.node(addr(SERVER)).server.sink_out_of_order,
         0,

@@ -139,29 +139,9 @@ fn segmented_calls_survive_loss_reordering_and_duplication() {
 fn stream_messages_larger_than_a_packet_arrive_whole_and_in_order() {
     let mut sim = pair(21);
     sim.set_default_link(lan().with_loss(0.02));
-    let now = sim.now();
-    let client = sim.node_mut(addr(CLIENT));
-    let session = client
-        .ep
-        .connect(now, server_identity(), addr(SERVER))
-        .unwrap();
-    client.client.session = Some(session);
-    sim.run_until(Duration::from_secs(10), |s| {
-        s.node(addr(CLIENT)).client.connected
-    })
-    .unwrap();
     const TOTAL: u64 = 4 << 20;
-    let now = sim.now();
-    let call = sim
-        .node_mut(addr(CLIENT))
-        .start_upload(now, session, TOTAL, 100_000);
-    sim.run_until(Duration::from_secs(600), |s| {
-        s.node(addr(CLIENT)).client.responses.contains_key(&call)
-    })
-    .expect("upload completes");
-    let (status, body) = &sim.node(addr(CLIENT)).client.responses[&call];
-    assert_eq!(*status, Status::OK);
-    assert_eq!(u64::from_be_bytes(body[..8].try_into().unwrap()), TOTAL);
+    let answer = upload_to_sink(&mut sim, TOTAL, 100_000, Duration::from_secs(600));
+    assert_eq!(answer, (Status::OK, TOTAL));
     assert_eq!(sim.node(addr(SERVER)).server.sink_out_of_order, 0);
     assert!(sim.node(addr(SERVER)).ep.stats().segmented_bodies_rx >= TOTAL / 100_000);
 }

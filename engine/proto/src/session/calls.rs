@@ -636,23 +636,7 @@ impl Session {
         };
         self.calls.insert(id, call);
         if let Err(status) = admitted {
-            match status {
-                Status::NOT_FOUND => ctx.stats.calls_not_found += 1,
-                Status::PAYLOAD_TOO_LARGE => ctx.stats.calls_too_large += 1,
-                _ => ctx.stats.calls_backpressure += 1,
-            }
-            self.reasm.drop_call(id);
-            // Not admitted, so nothing to release: mark done before
-            // responding. Stream data that follows is checked, not kept:
-            // the refusal's ACK may never come.
-            if let Some(c) = self.calls.get_mut(&id) {
-                if let Some(callee) = c.callee_mut() {
-                    callee.response = Some(Answer::new(status, 0, Vec::new()));
-                    callee.request_body = false;
-                }
-                stop_receiving(ctx, c);
-            }
-            self.push_fresh(Sent::Response(id));
+            self.refuse_request(ctx, id, status);
             return Ok(());
         }
         if let Some(d) = deadline {
@@ -672,6 +656,28 @@ impl Session {
             payload,
         });
         Ok(())
+    }
+
+    /// A request the callee does not run (no such service, over its limits,
+    /// a body over `max_message`) is answered `status` at once.
+    fn refuse_request(&mut self, ctx: &mut Ctx<'_>, id: CallId, status: Status) {
+        match status {
+            Status::NOT_FOUND => ctx.stats.calls_not_found += 1,
+            Status::PAYLOAD_TOO_LARGE => ctx.stats.calls_too_large += 1,
+            _ => ctx.stats.calls_backpressure += 1,
+        }
+        self.reasm.drop_call(id);
+        // Not admitted, so nothing to release: mark done before
+        // responding. Stream data that follows is checked, not kept:
+        // the refusal's ACK may never come.
+        if let Some(c) = self.calls.get_mut(&id) {
+            if let Some(callee) = c.callee_mut() {
+                callee.response = Some(Answer::new(status, 0, Vec::new()));
+                callee.request_body = false;
+            }
+            stop_receiving(ctx, c);
+        }
+        self.push_fresh(Sent::Response(id));
     }
 
     /// The request of peer call `id` is whole: the application gets it.

@@ -396,7 +396,6 @@ impl Frame<'_> {
         let ty = |w: &mut Writer<'_>, t: FrameType| w.put_u8(t as u8);
         match self {
             Frame::Ack(_) => Ok(()),
-            Frame::Ping => ty(w, FrameType::Ping),
             Frame::RpcRequest {
                 call,
                 service,
@@ -431,11 +430,6 @@ impl Frame<'_> {
                 w.put_varint(*stream_count)?;
                 body.encode(w)
             }
-            Frame::Cancel { call, status } => {
-                ty(w, FrameType::Cancel)?;
-                w.put_varint(call.get())?;
-                w.put_u16(status.get())
-            }
             Frame::StreamData {
                 call,
                 seq,
@@ -457,32 +451,30 @@ impl Frame<'_> {
                 total,
                 offset,
                 payload,
-            } => {
-                ty(w, FrameType::Segment)?;
+            } => encode_segment(w, *call, *part, (*total, *offset), payload),
+            _ => self.encode_control(w),
+        }
+    }
+
+    /// The frames that carry no message body, type byte included.
+    fn encode_control(&self, w: &mut Writer<'_>) -> Result<(), WireError> {
+        w.put_u8(self.frame_type() as u8)?;
+        match self {
+            Frame::Cancel { call, status } => {
                 w.put_varint(call.get())?;
-                w.put_varint(part.code())?;
-                w.put_varint(*total)?;
-                w.put_varint(*offset)?;
-                put_len_prefixed(w, payload)
+                w.put_u16(status.get())
             }
             Frame::StreamEnd { call, count } => {
-                ty(w, FrameType::StreamEnd)?;
                 w.put_varint(call.get())?;
                 w.put_varint(*count)
             }
-            Frame::Credit(c) => {
-                ty(w, FrameType::Credit)?;
-                encode_credit(w, c)
-            }
-            Frame::Announce { payload } => {
-                ty(w, FrameType::Announce)?;
-                put_len_prefixed(w, payload)
-            }
+            Frame::Credit(c) => encode_credit(w, c),
+            Frame::Announce { payload } => put_len_prefixed(w, payload),
             Frame::Close { code, reason } => {
-                ty(w, FrameType::Close)?;
                 w.put_u16(*code)?;
                 put_len_prefixed(w, reason)
             }
+            _ => Ok(()),
         }
     }
 
@@ -500,6 +492,22 @@ impl Frame<'_> {
     pub fn is_retransmittable(&self) -> bool {
         !matches!(self, Frame::Ack(_) | Frame::Ping)
     }
+}
+
+/// A SEGMENT frame, type byte included.
+fn encode_segment(
+    w: &mut Writer<'_>,
+    call: CallId,
+    part: Part,
+    (total, offset): (u64, u64),
+    payload: &[u8],
+) -> Result<(), WireError> {
+    w.put_u8(FrameType::Segment as u8)?;
+    w.put_varint(call.get())?;
+    w.put_varint(part.code())?;
+    w.put_varint(total)?;
+    w.put_varint(offset)?;
+    put_len_prefixed(w, payload)
 }
 
 fn encode_credit(w: &mut Writer<'_>, c: &Credit) -> Result<(), WireError> {

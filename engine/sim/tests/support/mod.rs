@@ -388,6 +388,38 @@ pub fn pair(seed: u64, client_psk: [u8; 32]) -> net_sim::Sim<RpcNode> {
     sim
 }
 
+/// Connects the client to the server, uploads `total` bytes to the sink in
+/// `msg`-byte stream messages, and returns the sink's answer: its status
+/// and the byte count it received (panics past `limit` of simulated time).
+pub fn upload_to_sink(
+    sim: &mut net_sim::Sim<RpcNode>,
+    total: u64,
+    msg: usize,
+    limit: Duration,
+) -> (Status, u64) {
+    let now = sim.now();
+    let server = identity(SERVER).public();
+    let client = sim.node_mut(addr(CLIENT));
+    let session = client.ep.connect(now, server, addr(SERVER)).unwrap();
+    client.client.session = Some(session);
+    sim.run_until(limit, |s| s.node(addr(CLIENT)).client.connected)
+        .expect("connected");
+    let now = sim.now();
+    let call = sim
+        .node_mut(addr(CLIENT))
+        .start_upload(now, session, total, msg);
+    sim.run_until(limit, |s| {
+        s.node(addr(CLIENT)).client.responses.contains_key(&call)
+    })
+    .expect("upload completes");
+    let (status, body) = &sim.node(addr(CLIENT)).client.responses[&call];
+    let received = body
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_be_bytes);
+    (*status, received)
+}
+
 /// Packet type byte of a datagram.
 pub fn packet_type(bytes: &[u8]) -> u8 {
     bytes.first().copied().unwrap_or(0)
