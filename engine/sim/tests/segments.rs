@@ -217,3 +217,50 @@ fn path_mtu_is_discovered_and_a_shrinking_path_is_survived() {
     let size = sim.node(addr(CLIENT)).ep.session_datagram_size(s).unwrap();
     assert!((1200..=1300).contains(&size), "now {size}");
 }
+
+/// The reassembly window: an honest caller whose bodies do not all fit the
+/// callee's window sends them one after another, and all complete; a
+/// caller that ignores it has its session closed (`Segment(Window)`)
+/// before the callee holds more than the window.
+#[test]
+fn the_reassembly_window_serialises_honest_bodies_and_stops_a_hostile_peer() {
+    for hostile in [false, true] {
+        let mut sim = Sim::new(41);
+        let now = sim.now();
+        let mut server_cfg = node_cfg(SERVER);
+        server_cfg.params.max_message = 100_000;
+        server_cfg.params.reassembly_window = 150_000;
+        let mut client_cfg = node_cfg(CLIENT);
+        client_cfg.testing_ignore_credit = hostile;
+        sim.add_node(addr(CLIENT), RpcNode::new(client_cfg, now));
+        sim.add_node(addr(SERVER), RpcNode::new(server_cfg, now));
+        // The hook also skips path-MTU discovery (16 KiB datagrams): no MTU.
+        sim.set_default_link(if hostile {
+            LinkConfig::default()
+        } else {
+            lan()
+        });
+        if !hostile {
+            echo_calls(&mut sim, 5, 5, 90_000, Duration::from_secs(30));
+            continue;
+        }
+        let now = sim.now();
+        sim.node_mut(addr(CLIENT))
+            .start_calls(now, server_identity(), addr(SERVER), 5, 5, 90_000);
+        sim.run_until(Duration::from_secs(30), |s| {
+            !s.node(addr(SERVER)).client.closed.is_empty()
+        })
+        .expect("the hostile session is closed");
+        let reason = sim.node(addr(SERVER)).client.closed[0];
+        assert_eq!(
+            reason,
+            net_proto::CloseReason::Protocol(net_proto::ProtocolViolation::Segment(
+                net_proto::SegmentViolation::Window
+            ))
+        );
+        assert!(
+            sim.node(addr(SERVER)).server.by_tag.is_empty(),
+            "no request ran"
+        );
+    }
+}

@@ -414,7 +414,7 @@ impl Session {
                 lost: Vec::new(),
             },
             reasm: Default::default(),
-            segs: Default::default(),
+            segs: segsend::SegSend::new(cfg.testing_ignore_credit),
         }
     }
 

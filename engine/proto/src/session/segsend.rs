@@ -107,9 +107,20 @@ pub(super) struct SegSend {
     waiting: VecDeque<(CallId, Part)>,
     /// Credit units of the peer's window held by started bodies.
     reserved: u64,
+    /// Test hook (`EndpointConfig::testing_ignore_credit`): start every
+    /// body at once, as a hostile peer would.
+    ignore_window: bool,
 }
 
 impl SegSend {
+    /// Send state for a session; `ignore_window` plays a hostile peer.
+    pub(super) fn new(ignore_window: bool) -> Self {
+        SegSend {
+            ignore_window,
+            ..SegSend::default()
+        }
+    }
+
     /// `(id, part)` is a body of `total` bytes to be segmented.
     pub(super) fn create(&mut self, id: CallId, part: Part, total: u64) {
         self.txs.insert((id, part), TxBody::new(total));
@@ -311,7 +322,7 @@ impl Session {
                 continue;
             }
             let charge = TransportParams::reassembly_charge(body.len() as u64);
-            if self.segs.reserved + charge > window {
+            if self.segs.reserved + charge > window && !self.segs.ignore_window {
                 return;
             }
             self.segs.reserved += charge;
