@@ -341,6 +341,8 @@ pub fn spawn_server(
     match (read, addr) {
         (Ok(_), Some(addr)) => Ok((child, addr)),
         (read, _) => {
+            // Tearing down a child that failed to start: its own error is
+            // what is reported below; nothing can act on these.
             let _ = child.kill();
             let _ = child.wait();
             Err(match read {

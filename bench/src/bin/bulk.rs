@@ -150,6 +150,7 @@ fn serve(args: &Args) {
         .unwrap_or_else(|e| fail(&format!("binding {listen}: {e}")));
     println!("READY {}", node.local_addr().expect("started"));
     bulk::wait_for_stdin_eof();
+    // The run is over; a slow shutdown changes no figure.
     let _ = node.shutdown(Duration::from_millis(200));
 }
 
@@ -165,9 +166,11 @@ impl Drop for Server {
         match self {
             Server::Child(c) => {
                 drop(c.stdin.take());
+                // The server child exits on EOF; its status changes no figure.
                 let _ = c.wait();
             }
             Server::Local(node) => {
+                // After the run: a slow shutdown changes no figure.
                 let _ = node.shutdown(Duration::from_millis(200));
             }
         }
@@ -259,6 +262,7 @@ fn run_flows(args: &Args, server: SocketAddr) -> (Vec<FlowResult>, (String, Stri
         Ok::<_, String>(out)
     });
     for m in &meshes {
+        // After the run: a slow shutdown changes no figure.
         let _ = m.shutdown(Duration::from_millis(200));
     }
     (

@@ -690,6 +690,7 @@ fn read_bounded(r: impl std::io::Read, name: &str, path: &Path) -> Result<Vec<u8
 fn note(to_stderr: bool, line: std::fmt::Arguments<'_>) {
     use std::io::Write as _;
     if to_stderr {
+        // A status line; if stderr is gone there is nowhere left to say so.
         let _ = writeln!(std::io::stderr(), "{line}");
     } else {
         out!("{line}");
