@@ -297,6 +297,14 @@ impl MmsgDriver {
             match e.raw_os_error() {
                 Some(libc::EINTR) => {}
                 Some(libc::EIO | libc::EINVAL) if run.is_gso() => return Some(run.first),
+                Some(libc::EMSGSIZE) if run.is_gso() => {
+                    // One datagram of the run is larger than the path (a
+                    // path-MTU probe: the socket sets DF) and the kernel
+                    // refuses the whole GSO run: send them one by one, so
+                    // only that one is lost.
+                    self.send_singly(k, base, run);
+                    k += 1;
+                }
                 _ if is_full(&e) && !retried => {
                     retried = true;
                     self.wait_writable();
@@ -316,6 +324,27 @@ impl MmsgDriver {
             }
         }
         None
+    }
+
+    /// Sends the datagrams of `run` one `sendmsg` each, through header `k`
+    /// (the run's own, free once the kernel refused it). Refusals are
+    /// counted in `tx_errors`, as for any datagram the kernel drops.
+    fn send_singly(&mut self, k: usize, base: *mut u8, run: Run) {
+        for i in run.first..run.first + run.count {
+            let single = self.tx.run_at(i, false);
+            self.txh.fill(k, base, &self.tx, &single);
+            self.stats.syscalls += 1;
+            // SAFETY: entry k of `txh.msgs` was just filled for item i: its
+            // name, iovec and control pointers target live buffers of this
+            // struct and the iovec lies inside the tx slab. The kernel only
+            // reads them.
+            let r = unsafe { libc::sendmsg(self.fd, &self.txh.msgs[k].msg_hdr, 0) };
+            if r >= 0 {
+                self.stats.tx_datagrams += 1;
+            } else {
+                self.stats.tx_errors += 1;
+            }
+        }
     }
 
     /// Waits up to 1 ms for send-buffer space.

@@ -496,6 +496,14 @@ impl UringDriver {
                 let run = self.tx.run_at(i, false);
                 self.queue_send(i, run, false)?;
             }
+        } else if rec.run.is_gso() && errno == libc::EMSGSIZE {
+            // One datagram of the run is larger than the path (a path-MTU
+            // probe: the socket sets DF) and the kernel refuses the whole
+            // GSO run: send them one by one, so only that one is lost.
+            for i in rec.run.first..rec.run.first + rec.run.count {
+                let run = self.tx.run_at(i, false);
+                self.queue_send(i, run, false)?;
+            }
         } else if matches!(errno, libc::EAGAIN | libc::ENOBUFS) && !rec.retried {
             self.queue_send(slot, rec.run, true)?;
         } else {
