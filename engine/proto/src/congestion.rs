@@ -18,7 +18,8 @@
 //! rate (2 to 256 datagrams). On a LAN the bucket covers the whole window,
 //! so pacing costs nothing there. (Bursts of 2 ms and at least 10
 //! datagrams, quinn's choice, left an iperf3 TCP flow 24 % of a shared
-//! 100 Mbit/s bottleneck; these leave it 35 %: docs/BENCHMARKS.md.)
+//! 100 Mbit/s bottleneck; these leave it 20–36 % across runs:
+//! docs/BENCHMARKS.md.)
 
 use std::time::{Duration, Instant};
 

@@ -50,7 +50,7 @@ const BLACK_HOLE_LOSSES: u32 = 6;
 pub(crate) struct PathMtu {
     /// Validated size: the largest datagram the session sends.
     current: usize,
-    /// Smallest size not known to work... the lower search bound (works).
+    /// Lower search bound: the largest size known to work.
     lo: usize,
     /// Upper search bound: no size above it is tried.
     hi: usize,

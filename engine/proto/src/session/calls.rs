@@ -830,8 +830,11 @@ impl Session {
         let Some(call) = self.calls.get_mut(&id) else {
             return Ok(());
         };
-        if let Ok(len) = call.recv.fill(seq, body) {
-            ctx.stats.stream_hold(len);
+        match call.recv.fill(seq, body) {
+            Ok(len) => ctx.stats.stream_hold(len),
+            // Not awaited after all (the caller checked it is): counted,
+            // like any body no longer wanted.
+            Err(b) => ctx.stats.segment_bytes_discarded += b.len() as u64,
         }
         self.deliver_stream(ctx, id)
     }
