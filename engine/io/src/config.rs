@@ -167,6 +167,12 @@ pub struct DriverConfig {
     /// destination with equal size (default true). A kernel that refuses it
     /// turns it off for that driver (counted as a downgrade).
     pub gso: bool,
+    /// Use UDP GRO (`UDP_GRO`) on receive (default true): the kernel hands
+    /// over up to 64 datagrams of one flow in one buffer, which the driver
+    /// splits. Takes effect only for a group of one socket and the uring and
+    /// mmsg drivers (see the `gro` module for why); receive buffers then
+    /// hold 64 KiB each (memory is touched only as far as datagrams fill it).
+    pub gro: bool,
     /// `SO_BUSY_POLL` in microseconds, if permitted (EPERM is ignored).
     pub busy_poll_us: Option<u32>,
 }
@@ -177,6 +183,7 @@ impl Default for DriverConfig {
             batch: 64,
             max_datagram: 16_384,
             gso: true,
+            gro: true,
             busy_poll_us: None,
         }
     }
@@ -213,6 +220,8 @@ pub struct DriverStats {
     pub tx_datagrams: u64,
     /// GSO super-buffers the kernel accepted (each carries ≥ 2 datagrams).
     pub gso_sends: u64,
+    /// Coalesced receive buffers (GRO) the driver split into ≥ 2 datagrams.
+    pub gro_buffers: u64,
     /// Times `recv` actually blocked in the kernel.
     pub parks: u64,
     /// Times `recv` observed a [`crate::Waker::wake`].

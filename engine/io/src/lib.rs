@@ -40,6 +40,7 @@
 pub mod alloc_counter;
 mod config;
 mod error;
+mod gro;
 mod mem;
 mod mmsg;
 mod portable;
@@ -207,14 +208,19 @@ fn open_kind(
     cfg: &DriverConfig,
     downgrades: u64,
 ) -> std::io::Result<Box<dyn Driver>> {
+    // GRO only where one core receives everything and the driver reads the
+    // segment size (see the `gro` module); set either way, so a socket a
+    // failed attempt turned it on for is reset before a downgrade.
+    let wants_gro = cfg.gro && steering.is_none() && kind != DriverKind::Portable;
+    let gro = gro::set(sock, wants_gro) && wants_gro;
     Ok(match kind {
         DriverKind::Uring => {
-            let mut d = uring::UringDriver::new(sock, cfg)?;
+            let mut d = uring::UringDriver::new(sock, cfg, gro)?;
             d.stats_mut().downgrades = downgrades;
             Box::new(d)
         }
         DriverKind::Mmsg => {
-            let mut d = mmsg::MmsgDriver::new(sock, cfg)?;
+            let mut d = mmsg::MmsgDriver::new(sock, cfg, gro)?;
             d.stats_mut().downgrades = downgrades;
             Box::new(d)
         }

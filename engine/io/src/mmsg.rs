@@ -1,6 +1,8 @@
 //! The `recvmmsg`/`sendmmsg` driver.
 //!
-//! One `recvmmsg` harvests up to `batch` datagrams; one `sendmmsg` sends a
+//! One `recvmmsg` harvests up to `batch` messages (with GRO each may be a
+//! coalesced buffer, cut into datagrams that `recv` hands out `batch` at a
+//! time before harvesting again); one `sendmmsg` sends a
 //! whole flush (GSO runs as single messages). The socket is nonblocking; to
 //! park, `ppoll` waits on the socket and the waker's eventfd. All header,
 //! iovec and address arrays are allocated at open and only rewritten.
@@ -11,24 +13,27 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::gro::{self, CTRL_LEN, GRO_SLOT, MAX_GRO_SEGMENTS};
 use crate::portable::{is_full, is_transient};
 use crate::sock::{self, errno, NAME_LEN};
 use crate::txq::{Run, TxHeaders, TxQueue};
 use crate::waker::{Notify, WakeShared};
 use crate::{Driver, DriverConfig, DriverKind, DriverStats, Waker};
 
-/// Receive-side arrays: `hdrs[i]` points at `iov[i]` (slot `i` of `bufs`)
-/// and `names[i]`.
+/// Receive-side arrays: `hdrs[i]` points at `iov[i]` (slot `i` of `bufs`),
+/// `names[i]` and, with GRO, `ctrl[i]` (its control buffer).
 struct RxArrays {
     hdrs: Vec<libc::mmsghdr>,
     iov: Vec<libc::iovec>,
     names: Vec<libc::sockaddr_in6>,
     bufs: Vec<u8>,
     slot: usize,
+    /// `CTRL_LEN` bytes per header when GRO is on, else empty.
+    ctrl: Vec<u8>,
 }
 
 impl RxArrays {
-    fn new(batch: usize, slot: usize) -> Self {
+    fn new(batch: usize, slot: usize, gro: bool) -> Self {
         RxArrays {
             // SAFETY: mmsghdr is a C struct of integers and pointers; all
             // zero (null pointers, zero lengths) is a valid value.
@@ -42,16 +47,23 @@ impl RxArrays {
             names: (0..batch).map(|_| sock::zero_sockaddr()).collect(),
             bufs: vec![0u8; batch * slot],
             slot,
+            ctrl: if gro {
+                vec![0u8; batch * CTRL_LEN]
+            } else {
+                Vec::new()
+            },
         }
     }
 
-    /// Points header `i` at `iov[i]` (slot `i` of `bufs`) and `names[i]`
-    /// and resets the lengths the kernel overwrites. Pointers are derived
-    /// afresh each call, so they are never stale.
+    /// Points header `i` at `iov[i]` (slot `i` of `bufs`), `names[i]` and
+    /// its control buffer, and resets the lengths the kernel overwrites.
+    /// Pointers are derived afresh each call, so they are never stale.
     fn prepare(&mut self) {
         let base = self.bufs.as_mut_ptr();
         let names = self.names.as_mut_ptr();
         let iov = self.iov.as_mut_ptr();
+        let ctrl = self.ctrl.as_mut_ptr();
+        let ctrl_len = if self.ctrl.is_empty() { 0 } else { CTRL_LEN };
         for (i, h) in self.hdrs.iter_mut().enumerate() {
             // SAFETY: `i < batch` = length of `iov` and `names`, so these
             // element pointers are in bounds; nothing else borrows them now.
@@ -65,11 +77,23 @@ impl RxArrays {
             }
             h.msg_hdr.msg_iovlen = 1;
             h.msg_hdr.msg_namelen = NAME_LEN as libc::socklen_t;
-            h.msg_hdr.msg_control = std::ptr::null_mut();
-            h.msg_hdr.msg_controllen = 0;
+            // In bounds of `ctrl` (batch * CTRL_LEN bytes) when GRO is on;
+            // a null pointer with length 0 otherwise.
+            h.msg_hdr.msg_control = if ctrl_len == 0 {
+                std::ptr::null_mut()
+            } else {
+                ctrl.wrapping_add(i * CTRL_LEN).cast()
+            };
+            h.msg_hdr.msg_controllen = ctrl_len;
             h.msg_hdr.msg_flags = 0;
             h.msg_len = 0;
         }
+    }
+
+    /// The control data the kernel wrote for header `i` (empty without GRO).
+    fn control(&self, i: usize) -> &[u8] {
+        let n = self.hdrs[i].msg_hdr.msg_controllen.min(CTRL_LEN);
+        self.ctrl.get(i * CTRL_LEN..i * CTRL_LEN + n).unwrap_or(&[])
     }
 }
 
@@ -83,8 +107,15 @@ pub(crate) struct MmsgDriver {
     batch: usize,
     max_datagram: usize,
     rx: RxArrays,
-    /// Slot and length of each accepted datagram of the last `recv`.
+    /// Source, offset in `rx.bufs` and length of each accepted datagram of
+    /// the last `recvmmsg` (a GRO buffer yields several). `recv` hands them
+    /// out `batch` at a time, from `rx_pos`, and harvests again only when
+    /// all are handed out.
     rx_meta: Vec<(SocketAddr, u32, u32)>,
+    /// First datagram of the current batch in `rx_meta`.
+    rx_pos: usize,
+    /// Datagrams in the current batch.
+    rx_n: usize,
     tx: TxQueue,
     txh: TxHeaders,
     /// The run each `txh` entry of the current `sendmmsg` carries.
@@ -102,7 +133,9 @@ unsafe impl Send for MmsgDriver {}
 
 impl MmsgDriver {
     /// Sets up the driver on (a duplicate of) the bound socket `s`.
-    pub(crate) fn new(s: &socket2::Socket, cfg: &DriverConfig) -> io::Result<Self> {
+    /// With `gro` (already set on the socket) each receive slot holds a
+    /// coalesced buffer and is split by segment size.
+    pub(crate) fn new(s: &socket2::Socket, cfg: &DriverConfig, gro: bool) -> io::Result<Self> {
         let sock = s.try_clone()?;
         sock.set_nonblocking(true)?;
         let local = sock::local_addr(&sock)?;
@@ -114,8 +147,14 @@ impl MmsgDriver {
             local,
             batch: cfg.batch,
             max_datagram: cfg.max_datagram,
-            rx: RxArrays::new(cfg.batch, cfg.max_datagram),
-            rx_meta: Vec::with_capacity(cfg.batch),
+            rx: RxArrays::new(
+                cfg.batch,
+                if gro { GRO_SLOT } else { cfg.max_datagram },
+                gro,
+            ),
+            rx_meta: Vec::with_capacity(cfg.batch * if gro { MAX_GRO_SEGMENTS } else { 1 }),
+            rx_pos: 0,
+            rx_n: 0,
             tx: TxQueue::new(cfg.batch, cfg.max_datagram),
             txh: TxHeaders::new(cfg.batch),
             runs: vec![Run::default(); cfg.batch],
@@ -153,8 +192,12 @@ impl MmsgDriver {
         }
     }
 
-    /// One nonblocking `recvmmsg`; appends accepted datagrams to `rx_meta`.
+    /// One nonblocking `recvmmsg`, unless datagrams of the previous one are
+    /// still to be handed out; appends accepted datagrams to `rx_meta`.
     fn harvest(&mut self) -> io::Result<()> {
+        if self.rx_pos < self.rx_meta.len() {
+            return Ok(());
+        }
         self.rx.prepare();
         loop {
             self.stats.syscalls += 1;
@@ -192,12 +235,19 @@ impl MmsgDriver {
         for i in 0..n {
             let h = &self.rx.hdrs[i];
             let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            let len = h.msg_len as usize;
             let src = sock::sockaddr_from_raw(&self.rx.names[i], h.msg_hdr.msg_namelen);
-            match src {
-                Some(src) if !truncated && (h.msg_len as usize) <= self.max_datagram => {
-                    self.rx_meta.push((src, i as u32, h.msg_len));
-                }
-                _ => self.stats.rx_errors += 1,
+            let Some(src) = src.filter(|_| !truncated) else {
+                self.stats.rx_errors += 1;
+                continue;
+            };
+            let seg = gro::segment_size(self.rx.control(i));
+            let base = i * self.rx.slot;
+            let (cut, refused) = gro::Cut::new(len, seg, self.max_datagram);
+            self.stats.rx_errors += refused;
+            self.stats.gro_buffers += u64::from(cut.remaining() > 1);
+            for (off, l) in cut {
+                self.rx_meta.push((src, (base + off) as u32, l as u32));
             }
         }
     }
@@ -238,7 +288,8 @@ impl MmsgDriver {
     }
 
     fn finish(&mut self) -> usize {
-        let n = self.rx_meta.len();
+        let n = (self.rx_meta.len() - self.rx_pos).min(self.batch);
+        self.rx_n = n;
         if n > 0 {
             self.stats.rx_batches += 1;
             self.stats.rx_datagrams += n as u64;
@@ -419,9 +470,10 @@ impl Driver for MmsgDriver {
     }
 
     fn rx(&mut self, i: usize) -> (SocketAddr, &mut [u8]) {
-        match self.rx_meta.get(i) {
-            Some(&(src, slot, len)) => {
-                let start = slot as usize * self.rx.slot;
+        let got = (i < self.rx_n).then(|| self.rx_meta.get(self.rx_pos + i));
+        match got.flatten() {
+            Some(&(src, off, len)) => {
+                let start = off as usize;
                 (src, &mut self.rx.bufs[start..start + len as usize])
             }
             None => (self.local, &mut []),
@@ -445,7 +497,12 @@ impl crate::waker::Parking for MmsgDriver {
         &mut self.stats
     }
     fn clear_rx(&mut self) {
-        self.rx_meta.clear();
+        self.rx_pos += self.rx_n;
+        self.rx_n = 0;
+        if self.rx_pos >= self.rx_meta.len() {
+            self.rx_meta.clear();
+            self.rx_pos = 0;
+        }
     }
     fn harvest(&mut self) -> io::Result<()> {
         MmsgDriver::harvest(self)
@@ -454,7 +511,7 @@ impl crate::waker::Parking for MmsgDriver {
         self.poll(left)
     }
     fn has_rx(&self) -> bool {
-        !self.rx_meta.is_empty()
+        self.rx_pos < self.rx_meta.len()
     }
     fn finish(&mut self) -> usize {
         MmsgDriver::finish(self)

@@ -23,6 +23,7 @@ fn send_equal(d: &mut dyn Driver, dst: SocketAddr, n: usize, len: usize) {
     for i in 0..n {
         let slot = d.tx_slot().unwrap();
         slot[..len].fill(i as u8);
+        slot[4..8].fill(0); // one receiver index: the datagrams form a GSO run
         d.tx_commit(dst, len);
     }
     d.flush().unwrap();
@@ -40,7 +41,7 @@ fn check_fallback(d: &mut dyn Driver) {
     for _ in 0..20 {
         let (n, _) = peer.recv_from(&mut buf).unwrap();
         assert_eq!(n, 1000);
-        assert!(buf[..n].iter().all(|&b| b == buf[0]));
+        assert!(buf[8..n].iter().all(|&b| b == buf[0]));
         got[buf[0] as usize] = true;
     }
     assert!(got.iter().all(|&g| g));
@@ -59,14 +60,14 @@ fn check_fallback(d: &mut dyn Driver) {
 #[test]
 fn mmsg_gso_fallback() {
     let s = bound_no_check();
-    let mut d = MmsgDriver::new(&s, &DriverConfig::default()).unwrap();
+    let mut d = MmsgDriver::new(&s, &DriverConfig::default(), false).unwrap();
     check_fallback(&mut d);
 }
 
 #[test]
 fn uring_gso_fallback() {
     let s = bound_no_check();
-    match UringDriver::new(&s, &DriverConfig::default()) {
+    match UringDriver::new(&s, &DriverConfig::default(), false) {
         Ok(mut d) => check_fallback(&mut d),
         Err(e) => eprintln!("uring unavailable ({e}); fallback test skipped"),
     }
@@ -75,7 +76,7 @@ fn uring_gso_fallback() {
 #[test]
 fn uring_shutdown_quiesces() {
     let s = bound_no_check();
-    let Ok(mut d) = UringDriver::new(&s, &DriverConfig::default()) else {
+    let Ok(mut d) = UringDriver::new(&s, &DriverConfig::default(), false) else {
         eprintln!("uring unavailable; skipped");
         return;
     };
@@ -96,7 +97,7 @@ fn uring_shutdown_quiesces() {
 #[test]
 fn uring_shutdown_after_migration() {
     let s = bound_no_check();
-    let Ok(mut d) = UringDriver::new(&s, &DriverConfig::default()) else {
+    let Ok(mut d) = UringDriver::new(&s, &DriverConfig::default(), false) else {
         eprintln!("uring unavailable; skipped");
         return;
     };

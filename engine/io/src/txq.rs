@@ -16,6 +16,12 @@ use crate::sock::{write_sockaddr, zero_sockaddr};
 /// before Linux 6.x raised it; 64 works everywhere).
 pub(crate) const MAX_GSO_SEGMENTS: usize = 64;
 
+/// The bytes that must be equal for datagrams to share a GSO run: the
+/// receiver index at [`crate::Steering`]'s offset (4..8). The receiving
+/// kernel steers a GSO buffer as a whole by its first datagram, so a run
+/// mixing sessions that different cores own would all land on one core.
+const RUN_KEY: std::ops::Range<usize> = 4..8;
+
 /// One queued datagram.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct TxItem {
@@ -103,7 +109,8 @@ impl TxQueue {
     /// The run starting at item `first`. With `gso`, it extends over
     /// following items to the same destination while their size equals the
     /// first's (one final shorter item is allowed), up to
-    /// [`MAX_GSO_SEGMENTS`] and [`MAX_UDP_PAYLOAD`] bytes.
+    /// [`MAX_GSO_SEGMENTS`] and [`MAX_UDP_PAYLOAD`] bytes, and only while
+    /// their [`RUN_KEY`] bytes equal the first's.
     pub(crate) fn run_at(&self, first: usize, gso: bool) -> Run {
         let head = self.items[first];
         let mut run = Run {
@@ -115,8 +122,10 @@ impl TxQueue {
         if !gso || head.len == 0 {
             return run;
         }
+        let key = self.data(&head).get(RUN_KEY);
         for it in &self.items[first + 1..] {
             if it.dst != head.dst
+                || self.data(it).get(RUN_KEY) != key
                 || it.len > head.len
                 || it.len == 0
                 || run.count >= MAX_GSO_SEGMENTS
@@ -259,6 +268,27 @@ mod tests {
         // Contiguity: each item starts where the previous ended.
         let it = q.items();
         assert!(it.windows(2).all(|w| w[1].off == w[0].off + w[0].len));
+    }
+
+    #[test]
+    fn a_run_holds_one_receiver_index() {
+        let mut q = TxQueue::new(4, 2048);
+        let dst = SocketAddr::from(([127, 0, 0, 1], 1));
+        for index in [7u32, 7, 9, 9] {
+            let slot = q.slot().expect("room");
+            slot[..100].fill(0);
+            slot[4..8].copy_from_slice(&index.to_be_bytes());
+            assert!(q.commit(dst, 100));
+        }
+        assert_eq!(
+            q.run_at(0, true).count,
+            2,
+            "index 9 belongs to another session"
+        );
+        assert_eq!(q.run_at(2, true).count, 2);
+        // Datagrams too short to carry an index only join each other.
+        let q = q_with(&[(1, 3), (1, 3), (1, 100)]);
+        assert_eq!(q.run_at(0, true).count, 2);
     }
 
     #[test]

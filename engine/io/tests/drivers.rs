@@ -99,6 +99,37 @@ fn gso(kind: DriverKind) {
     }
 }
 
+/// A GSO run of 40 × 1200 B and a 600-B tail reaches a uring or mmsg
+/// receiver as one coalesced buffer (loopback keeps the run whole), which
+/// the driver cuts back into the 41 datagrams, in order, even when its
+/// batch of 8 ends in the middle of the buffer. Portable gets them one by
+/// one.
+fn gro(kind: DriverKind) {
+    let mut a = open_kind(kind);
+    let cfg = DriverConfig {
+        batch: 8,
+        ..DriverConfig::default()
+    };
+    let mut b = open_with(kind, &cfg);
+    let dst = b.local_addr();
+    let msgs: Vec<(SocketAddr, Vec<u8>)> = (0..41)
+        .map(|i| (dst, payload(i, if i == 40 { 600 } else { 1200 })))
+        .collect();
+    send_all(&mut *a, &msgs);
+    let (got, calls) = collect(&mut *b, 41);
+    let idx: Vec<usize> = got.iter().map(|(_, b)| check_payload(b)).collect();
+    assert_eq!(idx, (0..41).collect::<Vec<_>>(), "in order, none lost");
+    assert!(got.iter().all(|(src, _)| *src == a.local_addr()));
+    assert!(calls >= 6, "batch of 8 respected: {calls} calls");
+    let s = b.stats();
+    assert_eq!((s.rx_datagrams, s.rx_errors), (41, 0), "{s:?}");
+    if kind == DriverKind::Portable {
+        assert_eq!(s.gro_buffers, 0);
+    } else {
+        assert!(s.gro_buffers >= 1, "{kind}: nothing coalesced ({s:?})");
+    }
+}
+
 /// A burst far larger than the receiver's batch (and, for uring, its
 /// buffer ring: the multishot receive ends with ENOBUFS and is re-armed)
 /// arrives complete, `batch` datagrams per `recv` at most.
@@ -356,6 +387,7 @@ per_kind!(
         echo,
         batch_mixed,
         gso,
+        gro,
         idle_and_timeout,
         waker,
         errors,

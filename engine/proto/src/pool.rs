@@ -12,6 +12,43 @@ const MAX_POOLED: usize = 4096;
 /// every pooled buffer into a jumbo buffer.
 const MAX_POOLED_CAPACITY: usize = 64 * 1024;
 
+/// A body handed to the endpoint: borrowed (copied into a pooled buffer) or
+/// a buffer the caller gives up.
+#[derive(Debug)]
+pub enum Payload<'a> {
+    /// Copied: the caller keeps its bytes.
+    Copy(&'a [u8]),
+    /// Taken, without a copy, when larger than the pool keeps (64 KiB; a
+    /// 16-MiB body would otherwise be copied once more before it is sent);
+    /// smaller ones are copied, so the caller's buffer stays reusable. The
+    /// vector is left empty when taken, and untouched when the call fails.
+    Take(&'a mut Vec<u8>),
+}
+
+impl Payload<'_> {
+    /// The body's length.
+    pub fn len(&self) -> usize {
+        match self {
+            Payload::Copy(d) => d.len(),
+            Payload::Take(v) => v.len(),
+        }
+    }
+
+    /// Whether the body is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The body as an owned buffer: taken or copied into one of `pool`'s.
+    pub(crate) fn into_buf(self, pool: &mut BufPool) -> Vec<u8> {
+        match self {
+            Payload::Take(v) if v.len() > MAX_POOLED_CAPACITY => std::mem::take(v),
+            Payload::Take(v) => pool.copy_of(v),
+            Payload::Copy(d) => pool.copy_of(d),
+        }
+    }
+}
+
 impl BufPool {
     /// A buffer holding a copy of `data`.
     pub fn copy_of(&mut self, data: &[u8]) -> Vec<u8> {

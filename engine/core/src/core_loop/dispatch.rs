@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use net_crypto::NodeId;
-use net_proto::{ApiError, CallId, CallKind, Cause, FastMap, SessionId, Status};
+use net_proto::{ApiError, CallId, CallKind, Cause, FastMap, Payload, SessionId, Status};
 
 use crate::config::PeerConfig;
 use crate::core_loop::{Core, Waiter};
@@ -171,14 +171,16 @@ impl Core {
 
     /// Hands a call to the endpoint, or puts it back at the head of the
     /// backlog when credit is exhausted (then returns false).
-    fn issue(&mut self, now: Instant, session: SessionId, p: Pending) -> bool {
+    fn issue(&mut self, now: Instant, session: SessionId, mut p: Pending) -> bool {
+        let body = Payload::Take(&mut p.payload);
         match self
             .ep
-            .call(now, session, p.service, p.kind, p.deadline, &p.payload)
+            .call_with(now, session, p.service, p.kind, p.deadline, body)
         {
             Ok(call) => {
-                // The endpoint copied the body; keep the buffer for the next
-                // on-core call (SDK buffers go to the endpoint's pool).
+                // The endpoint took a large body and copied a small one; keep
+                // the buffer (emptied if taken) for the next on-core call
+                // (SDK buffers go to the endpoint's pool).
                 match p.waiter {
                     Waiter::App { .. } => {
                         if let Some(buf) = self.app.recycle(p.payload) {

@@ -1,8 +1,9 @@
 //! The io_uring driver.
 //!
 //! * **rx**: one multishot `RECVMSG` SQE draws buffers from a provided-buffer
-//!   ring ([`bufring`]); each completion is one datagram (header, source
-//!   name, payload) in one buffer. Completions are moved to `ready`; `recv`
+//!   ring ([`bufring`]); each completion is one message (header, source
+//!   name, control data, payload) in one buffer: one datagram, or with GRO
+//!   a coalesced run that `recv` cuts into datagrams (`crate::gro`). Completions are moved to `ready`; `recv`
 //!   hands out up to `batch` of them and returns their buffers to the ring
 //!   at the start of the next `recv`. When the kernel runs out of buffers it
 //!   ends the multishot with `ENOBUFS` (the datagrams stay queued in the
@@ -42,6 +43,7 @@ use std::time::{Duration, Instant};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use self::bufring::BufRing;
+use crate::gro::{self, CTRL_LEN, GRO_SLOT};
 use crate::sock::{self, NAME_LEN};
 use crate::txq::{Run, TxHeaders, TxQueue};
 use crate::waker::{Notify, WakeShared};
@@ -77,13 +79,26 @@ const SEND_PATIENCE: Duration = Duration::from_millis(100);
 /// error instead of re-arming forever.
 const MAX_RX_ERROR_STREAK: u32 = 64;
 
-/// One received datagram held in buffer `bid` at `off..off+len`.
+/// One received datagram held in buffer `bid` at `off..off+len`. A GRO
+/// buffer yields several entries; only its last has `release` set, and the
+/// buffer goes back to the ring when that entry's batch is done.
 #[derive(Clone, Copy, Debug)]
 struct RxEntry {
     bid: u16,
     src: SocketAddr,
     off: u32,
     len: u32,
+    release: bool,
+}
+
+/// A received buffer not yet handed out in full: its datagrams are the
+/// pieces `cut` still yields, at `base` + offset in buffer `bid`.
+#[derive(Clone, Copy, Debug)]
+struct RxBuf {
+    bid: u16,
+    src: SocketAddr,
+    base: u32,
+    cut: gro::Cut,
 }
 
 /// What a send SQE (indexed by its `TxHeaders` entry) carries.
@@ -123,7 +138,7 @@ pub(crate) struct UringDriver {
     stale_armed: u32,
     /// Send SQEs pushed since the last `io_uring_enter`.
     sends_unsubmitted: usize,
-    ready: VecDeque<RxEntry>,
+    ready: VecDeque<RxBuf>,
     cur: Vec<RxEntry>,
     sends: Vec<SendRec>,
     /// Send SQEs pushed and not completed.
@@ -204,13 +219,21 @@ impl UringDriver {
     /// Sets up the ring, buffer ring and eventfd for (a duplicate of) the
     /// bound socket `s`, and arms the receive; fails with the kernel's errno
     /// if any piece is refused.
-    pub(crate) fn new(s: &socket2::Socket, cfg: &DriverConfig) -> io::Result<Self> {
+    ///
+    /// With `gro` (already set on the socket) each buffer holds a coalesced
+    /// message and room for its control data, and is split by segment size.
+    pub(crate) fn new(s: &socket2::Socket, cfg: &DriverConfig, gro: bool) -> io::Result<Self> {
         let sock = s.try_clone()?;
         // io_uring never blocks the task; a blocking socket lets it poll
         // instead of failing sends with EAGAIN.
         sock.set_nonblocking(false)?;
         let local = sock::local_addr(&sock)?;
-        let buf_size = RECVMSG_OUT_LEN + NAME_LEN + cfg.max_datagram;
+        let (ctrl_len, payload) = if gro {
+            (CTRL_LEN, GRO_SLOT)
+        } else {
+            (0, cfg.max_datagram)
+        };
+        let buf_size = RECVMSG_OUT_LEN + NAME_LEN + ctrl_len + payload;
         let (nbufs, sq, cq) = ring_sizes(cfg.batch, buf_size);
         let ring = build_ring(sq, cq)?;
         check_opcodes(&ring)?;
@@ -228,6 +251,7 @@ impl UringDriver {
         // valid. Only namelen/controllen matter for a multishot recvmsg.
         let mut recv_hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         recv_hdr.msg_namelen = NAME_LEN as libc::socklen_t;
+        recv_hdr.msg_controllen = ctrl_len;
         let mut d = UringDriver {
             ring,
             bufs,
@@ -301,8 +325,10 @@ impl UringDriver {
     /// this thread, see the module docs), and publishes the buffer ring.
     fn prepare(&mut self) -> io::Result<()> {
         for i in 0..self.cur.len() {
-            let bid = self.cur[i].bid;
-            self.bufs.push(bid);
+            let e = self.cur[i];
+            if e.release {
+                self.bufs.push(e.bid);
+            }
         }
         self.cur.clear();
         self.bufs.publish();
@@ -437,36 +463,41 @@ impl UringDriver {
             return;
         };
         match self.parse(bid, res as usize) {
-            Some(entry) => {
+            Some(b) => {
                 self.rx_error_streak = 0;
-                self.ready.push_back(entry);
+                self.stats.gro_buffers += u64::from(b.cut.remaining() > 1);
+                self.ready.push_back(b);
             }
-            None => {
-                self.stats.rx_errors += 1;
-                self.bufs.push(bid);
-            }
+            None => self.bufs.push(bid),
         }
     }
 
-    /// Reads the `recvmsg_out` layout of buffer `bid` (`len` bytes filled):
-    /// `None` for truncated or unparsable datagrams.
-    fn parse(&self, bid: u16, len: usize) -> Option<RxEntry> {
+    /// Reads buffer `bid` (`len` bytes filled, in the `recvmsg_out` layout)
+    /// and cuts its payload into datagrams. Refused datagrams are counted in
+    /// `rx_errors`; `None` (the caller returns the buffer) when nothing of
+    /// it is usable: truncated, unparsable or wholly refused.
+    fn parse(&mut self, bid: u16, len: usize) -> Option<RxBuf> {
         let buf = self.bufs.buf(bid, len);
-        let out = types::RecvMsgOut::parse(buf, &self.recv_hdr).ok()?;
-        if out.is_payload_truncated() || out.is_name_data_truncated() {
+        let out = types::RecvMsgOut::parse(buf, &self.recv_hdr).ok();
+        let out = out.filter(|o| !o.is_payload_truncated() && !o.is_name_data_truncated());
+        let Some(src) = out
+            .as_ref()
+            .and_then(|o| sock::read_sockaddr(o.name_data()))
+        else {
+            self.stats.rx_errors += 1;
             return None;
-        }
+        };
+        let out = out?;
+        let seg = gro::segment_size(out.control_data());
         let payload = out.payload_data();
-        if payload.len() > self.max_datagram {
-            return None;
-        }
-        let src = sock::read_sockaddr(out.name_data())?;
-        let off = payload.as_ptr() as usize - buf.as_ptr() as usize;
-        Some(RxEntry {
+        let base = (payload.as_ptr() as usize - buf.as_ptr() as usize) as u32;
+        let (cut, refused) = gro::Cut::new(payload.len(), seg, self.max_datagram);
+        self.stats.rx_errors += refused;
+        (cut.remaining() > 0).then_some(RxBuf {
             bid,
             src,
-            off: off as u32,
-            len: payload.len() as u32,
+            base,
+            cut,
         })
     }
 
@@ -586,12 +617,28 @@ impl UringDriver {
         Ok(())
     }
 
-    /// Moves up to `batch` ready datagrams into the current batch.
+    /// Moves up to `batch` ready datagrams into the current batch, cutting
+    /// coalesced buffers (a buffer may span two batches: it is returned
+    /// with the batch that holds its last datagram).
     fn take_batch(&mut self) -> usize {
         while self.cur.len() < self.batch {
-            match self.ready.pop_front() {
-                Some(e) => self.cur.push(e),
-                None => break,
+            let Some(b) = self.ready.front_mut() else {
+                break;
+            };
+            let Some((off, len)) = b.cut.next() else {
+                self.ready.pop_front();
+                continue;
+            };
+            let release = b.cut.remaining() == 0;
+            self.cur.push(RxEntry {
+                bid: b.bid,
+                src: b.src,
+                off: b.base + off as u32,
+                len: len as u32,
+                release,
+            });
+            if release {
+                self.ready.pop_front();
             }
         }
         let n = self.cur.len();

@@ -137,10 +137,20 @@ pub fn peer() -> UdpSocket {
     s
 }
 
-/// `len` bytes identifying datagram `i`: byte 0..2 = i, then a pattern.
+/// `len` bytes identifying datagram `i`: byte 0..2 = i, bytes 2..8 the
+/// same for every `i` (where Net puts the receiver index, which a GSO run
+/// keeps constant), then a pattern of `i`.
 pub fn payload(i: usize, len: usize) -> Vec<u8> {
     assert!(len >= 2);
-    let mut v: Vec<u8> = (0..len).map(|j| (i.wrapping_mul(31) + j) as u8).collect();
+    let mut v: Vec<u8> = (0..len)
+        .map(|j| {
+            if j < 8 {
+                j as u8
+            } else {
+                (i.wrapping_mul(31) + j) as u8
+            }
+        })
+        .collect();
     v[..2].copy_from_slice(&(i as u16).to_be_bytes());
     v
 }

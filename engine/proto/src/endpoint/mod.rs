@@ -48,6 +48,7 @@ use crate::event::{ApiError, CloseReason, Event, SessionId};
 use crate::handshake::{self, mac1_key, AcceptedInit, HandshakeError, RESP_LEN};
 use crate::ids::{CallId, CallKind, ReceiverIndex, ServiceId, Side, Status};
 use crate::pool::BufPool;
+use crate::pool::Payload;
 use crate::reset::ResetState;
 use crate::services::Services;
 use crate::session::{Ctx, Session};
@@ -810,6 +811,21 @@ impl Endpoint {
         kind: CallKind,
         deadline: Option<Instant>,
         payload: &[u8],
+    ) -> Result<CallId, ApiError> {
+        let body = Payload::Copy(payload);
+        self.call_with(now, session, service, kind, deadline, body)
+    }
+
+    /// [`Self::call`] with a body that may be taken instead of copied
+    /// ([`Payload::Take`]).
+    pub fn call_with(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        service: ServiceId,
+        kind: CallKind,
+        deadline: Option<Instant>,
+        payload: Payload<'_>,
     ) -> Result<CallId, ApiError> {
         self.with_session(now, session, |s, ctx| {
             s.open_call(ctx, service, kind, deadline, payload)

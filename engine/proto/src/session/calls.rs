@@ -241,9 +241,10 @@ impl Session {
         service: ServiceId,
         kind: CallKind,
         deadline: Option<Instant>,
-        payload: &[u8],
+        payload: crate::Payload<'_>,
     ) -> Result<CallId, ApiError> {
-        let segmented = self.check_body(ctx.cfg, payload.len())?;
+        let len = payload.len();
+        let segmented = self.check_body(ctx.cfg, len)?;
         if self.ours.next_seq >= self.ours.limit && !ctx.cfg.testing_ignore_credit {
             self.ours.blocked = true;
             return Err(ApiError::CallsBlocked);
@@ -253,7 +254,7 @@ impl Session {
         let window = u64::from(ctx.cfg.params.stream_window);
         let send = self.new_send_stream(ctx.cfg);
         let role = Role::Caller(Caller {
-            request: Some(Outgoing::queued(ctx.pool.copy_of(payload))),
+            request: Some(Outgoing::queued(payload.into_buf(ctx.pool))),
             response: None,
             cancel: None,
             awaiting_body: false,
@@ -270,7 +271,7 @@ impl Session {
         }
         self.push_fresh(Sent::Request(id));
         if segmented {
-            self.segs.create(id, Part::Request, payload.len() as u64);
+            self.segs.create(id, Part::Request, len as u64);
             self.start_body(id, Part::Request);
         }
         Ok(id)
