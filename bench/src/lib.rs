@@ -9,10 +9,29 @@ pub mod raw;
 pub mod relay;
 pub mod slices;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
+
+static GRO: AtomicBool = AtomicBool::new(true);
+
+/// Turns UDP GRO on or off for every driver this process opens afterwards:
+/// the raw baseline's and the nodes' alike, so the two always share one
+/// driver configuration (`nrpc_qps --gro`).
+pub fn set_gro(on: bool) {
+    GRO.store(on, Ordering::Relaxed);
+}
+
+/// The driver configuration of every driver the bench opens: the default,
+/// with GRO as [`set_gro`] left it.
+pub fn driver_config() -> net_io::DriverConfig {
+    net_io::DriverConfig {
+        gro: GRO.load(Ordering::Relaxed),
+        ..net_io::DriverConfig::default()
+    }
+}
 
 /// A point with no progress for this long fails the run (never a livelock).
 pub const STALL: Duration = Duration::from_secs(20);

@@ -71,6 +71,7 @@ pub fn server(
     let mut cfg = MeshNodeConfig::new(Identity::from_seed(&[1; 32]), PSK)
         .with_listen(listen)
         .with_driver(driver)
+        .with_driver_config(crate::driver_config())
         .with_spin(spin)
         .with_handshake_limits(unlimited);
     if let Some(c) = cpu {
@@ -116,6 +117,7 @@ pub fn client(
     let mut cfg = MeshNodeConfig::new(Identity::from_seed(&[2; 32]), PSK)
         .with_listen(SocketAddr::new(bind, 0))
         .with_driver(driver)
+        .with_driver_config(crate::driver_config())
         .with_spin(spin)
         .with_peer(server, server_identity());
     if let Some(c) = cpu {

@@ -20,6 +20,10 @@ const OPEN_LOOP_SLOTS: usize = 4096;
 
 /// The `recv` timeout for a side that last saw traffic at `last`: poll
 /// while within `spin` of it (the engine's spin-then-park), block after.
+/// Bytes before the slot and sequence number of a raw datagram: a constant
+/// header standing in for Net's packet type and receiver index.
+const HDR: usize = 8;
+
 fn wait(spin: Duration, last: Instant, now: Instant) -> Option<Duration> {
     if now.saturating_duration_since(last) < spin {
         Some(Duration::ZERO)
@@ -36,7 +40,7 @@ pub fn max_payload() -> usize {
 
 /// Opens a raw driver bound to `addr`.
 pub fn open(addr: SocketAddr, driver: DriverChoice) -> std::io::Result<Box<dyn Driver>> {
-    net_io::open(addr, driver, &DriverConfig::default()).map_err(std::io::Error::other)
+    net_io::open(addr, driver, &crate::driver_config()).map_err(std::io::Error::other)
 }
 
 /// Echoes every datagram back to its sender until `stop` is set. Like an
@@ -99,8 +103,11 @@ struct Run<'a> {
 impl Run<'_> {
     fn send(&mut self, i: usize) {
         let s = &self.slots[i];
-        self.body[..8].copy_from_slice(&(i as u64).to_be_bytes());
-        self.body[8..16].copy_from_slice(&s.seq.to_be_bytes());
+        // Bytes 0..8 stay zero, like the type and receiver index of Net's
+        // packets to one session, so equal-size echoes form GSO runs as
+        // Net's do (net-io joins a run only while bytes 4..8 are equal).
+        self.body[HDR..HDR + 8].copy_from_slice(&(i as u64).to_be_bytes());
+        self.body[HDR + 8..HDR + 16].copy_from_slice(&s.seq.to_be_bytes());
         if self.drv.tx_slot().is_none() {
             let _ = self.drv.flush();
         }
@@ -121,11 +128,12 @@ impl Run<'_> {
         replies.clear();
         for i in 0..n {
             let (_, buf) = self.drv.rx(i);
-            if buf.len() < 16 {
+            if buf.len() < HDR + 16 {
                 continue;
             }
-            let slot = u64::from_be_bytes(buf[..8].try_into().unwrap_or_default()) as usize;
-            let seq = u64::from_be_bytes(buf[8..16].try_into().unwrap_or_default());
+            let slot = u64::from_be_bytes(buf[HDR..HDR + 8].try_into().unwrap_or_default());
+            let slot = slot as usize;
+            let seq = u64::from_be_bytes(buf[HDR + 8..HDR + 16].try_into().unwrap_or_default());
             replies.push((slot, seq, buf.len()));
         }
         for &(slot, seq, len) in replies.iter() {
@@ -208,7 +216,7 @@ impl Client {
         let mut run = Run {
             drv: &mut self.drv,
             server,
-            body: vec![0u8; point.payload.max(16)],
+            body: vec![0u8; point.payload.max(HDR + 16)],
             slots,
             free: if gap.is_some() {
                 (0..n).rev().collect()

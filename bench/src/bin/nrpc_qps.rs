@@ -66,6 +66,13 @@ struct Args {
     /// Unmeasured warm-up per point.
     #[arg(long, default_value_t = 500)]
     warmup_ms: u64,
+    /// UDP GRO on receive (on, off) for every driver of the run, raw
+    /// baseline and nodes alike. With it a raw echo receives and answers up
+    /// to 64 datagrams per kernel crossing; off gives the baseline of the
+    /// figures published before 2026-12-03 (and of the CI gate).
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    gro: String,
+
     /// UDP driver: auto, uring, mmsg or portable.
     #[arg(long, default_value = "auto")]
     driver: String,
@@ -368,6 +375,8 @@ fn spawn_server(args: &Args, role: Role) -> (Server, SocketAddr) {
             role_arg,
             "--driver",
             &args.driver,
+            "--gro",
+            &args.gro,
             "--spin-us",
             &args.spin_us.to_string(),
         ])
@@ -875,6 +884,7 @@ fn table(
 fn main() {
     let args = Args::parse();
     args.validate();
+    net_bench::set_gro(args.gro == "on");
     if let Some(role) = args.role {
         serve_role(&args, role);
         return;
@@ -906,8 +916,8 @@ fn main() {
     let mode = format!("{:?}", args.mode).to_lowercase();
     let host = Host::detect(&aead);
     println!(
-        "nrpc_qps — {} cores, kernel {}, {}; driver {drv}, mode {mode}, spin {} µs, {} process(es)",
-        host.cores, host.kernel, host.aead, args.spin_us, args.processes
+        "nrpc_qps — {} cores, kernel {}, {}; driver {drv}, GRO {}, mode {mode}, spin {} µs, {} process(es)",
+        host.cores, host.kernel, host.aead, args.gro, args.spin_us, args.processes
     );
     if let Some(path) = args.path() {
         println!("{path}");
