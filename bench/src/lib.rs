@@ -4,6 +4,7 @@
 
 pub mod bulk;
 pub mod handshake;
+pub mod load;
 pub mod nrpc;
 pub mod raw;
 pub mod relay;
@@ -76,6 +77,9 @@ pub struct PointResult {
     /// Datagrams the kernel refused to send (raw baseline; nRPC counts
     /// its own). Zero where not counted.
     pub refused_sends: u64,
+    /// CPU time of every bench process over the measured stretch (see
+    /// [`load::CpuWindow`]); `None` where not measured.
+    pub cpu: Option<Duration>,
 }
 
 impl PointResult {
@@ -88,6 +92,7 @@ impl PointResult {
             elapsed: Duration::ZERO,
             stalled: false,
             refused_sends: 0,
+            cpu: None,
         }
     }
 
@@ -109,6 +114,12 @@ impl PointResult {
         } else {
             0.0
         }
+    }
+
+    /// CPU seconds of the bench's processes per million completed calls.
+    pub fn cpu_s_per_million(&self) -> Option<f64> {
+        let cpu = self.cpu?.as_secs_f64();
+        (self.ok > 0).then(|| cpu * 1e6 / self.ok as f64)
     }
 
     /// Latency quantile in microseconds.
@@ -151,6 +162,9 @@ pub struct Record {
     pub calls: u64,
     /// Calls failed, wrong or lost.
     pub errors: u64,
+    /// CPU seconds of all the bench's processes (client and server) per
+    /// million calls over the measured stretch, if measured.
+    pub cpu_s_per_million: Option<f64>,
 }
 
 impl Record {
@@ -169,6 +183,7 @@ impl Record {
             p999_us: r.quantile_us(0.999),
             calls: r.ok,
             errors: r.errors,
+            cpu_s_per_million: r.cpu_s_per_million(),
         }
     }
 }

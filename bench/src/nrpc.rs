@@ -209,6 +209,7 @@ pub fn run_engine(node: &MeshNode, point: &Point) -> Result<PointResult, String>
         elapsed: r.elapsed,
         stalled: r.stalled,
         refused_sends: 0,
+        cpu: None,
     })
 }
 

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use net_bench::load::{CpuWindow, LoadProbe};
 use net_bench::slices::{cpu_spent, cpu_time, merge, SliceFigures, SlicePair, SliceSeries, Spread};
 use net_bench::{nrpc, pin, raw, Host, Point, PointResult, Record, Report, Skip};
 use net_engine::DriverChoice;
@@ -462,6 +463,28 @@ fn refused(r: &PointResult) -> Option<String> {
 /// One system's result at one point: its figures, or why it was skipped.
 type Outcome = Result<PointResult, String>;
 
+/// One stderr line per point as it ends (`[i/n] system point: figures`), so
+/// a sweep shows it is alive, with a warning when the machine was busy with
+/// other work meanwhile (`load`, from [`LoadProbe::verdict`]); the table on
+/// stdout is unchanged.
+fn progress(system: &str, i: usize, n: usize, p: &Point, r: &Outcome, load: Option<String>) {
+    let what = match r {
+        Ok(r) => format!(
+            "{:.0} calls/s, p50 {:.1} µs, p99 {:.1} µs, {} errors, CPU {} s per million calls",
+            r.qps(),
+            r.quantile_us(0.5),
+            r.quantile_us(0.99),
+            r.errors,
+            cpu_cell(Some(r))
+        ),
+        Err(why) => format!("skipped: {why}"),
+    };
+    eprintln!("nrpc_qps: [{}/{n}] {system} {}: {what}", i + 1, p.name());
+    if let Some(w) = load {
+        eprintln!("nrpc_qps: WARNING: {system} {}: {w}", p.name());
+    }
+}
+
 /// Why the baseline cannot carry `p`, if it cannot.
 fn raw_skip(p: &Point) -> Option<String> {
     let max = raw::max_payload();
@@ -471,26 +494,37 @@ fn raw_skip(p: &Point) -> Option<String> {
 /// The baseline, point by point, on one client socket (a relay in the path
 /// serves one client address: see `udp_relay`).
 fn run_raw(args: &Args, pts: &[Point]) -> Vec<Outcome> {
-    let (_server, addr) = start_server(args, Role::RawServer);
+    let (server, addr) = start_server(args, Role::RawServer);
+    let pids: Vec<u32> = server.pid().into_iter().collect();
     pin(Some(args.client_cpu));
     let mut client =
         raw::Client::open(args.bind, driver(args)).unwrap_or_else(|e| fail(&e.to_string()));
     let never = AtomicBool::new(false);
-    pts.iter()
-        .map(|p| {
-            if let Some(why) = raw_skip(p) {
-                return Err(why);
-            }
-            let r = client
-                .run(p, addr, &never)
-                .unwrap_or_else(|e| fail(&format!("raw {}: {e}", p.name())));
-            if let Some(why) = refused(&r) {
-                return Err(why);
-            }
-            check(p, "raw", &r);
-            Ok(r)
-        })
-        .collect()
+    let mut one = |p: &Point| {
+        if let Some(why) = raw_skip(p) {
+            return Err(why);
+        }
+        let r = client
+            .run(p, addr, &never)
+            .unwrap_or_else(|e| fail(&format!("raw {}: {e}", p.name())));
+        if let Some(why) = refused(&r) {
+            return Err(why);
+        }
+        check(p, "raw", &r);
+        Ok(r)
+    };
+    let mut out = Vec::with_capacity(pts.len());
+    for (i, p) in pts.iter().enumerate() {
+        let probe = LoadProbe::start(&pids);
+        let cpu = CpuWindow::start(&pids, p.warmup, p.duration);
+        let mut r = one(p);
+        if let Ok(r) = &mut r {
+            r.cpu = cpu.finish();
+        }
+        out.push(r);
+        progress("raw", i, pts.len(), p, &out[i], probe.verdict(&pids));
+    }
+    out
 }
 
 /// The nRPC client side, in either mode, peered with one server.
@@ -515,9 +549,13 @@ impl NrpcClient {
                     .enable_all()
                     .build()
                     .unwrap_or_else(|e| fail(&e.to_string()));
+                let base = net_engine::MeshNodeConfig::new(
+                    net_crypto::Identity::from_seed(&[2; 32]),
+                    nrpc::PSK,
+                )
+                .with_driver_config(net_bench::driver_config());
                 let mesh = net::Mesh::builder()
-                    .identity(net_crypto::Identity::from_seed(&[2; 32]))
-                    .psk(nrpc::PSK)
+                    .node_config(base)
                     .listen(SocketAddr::new(args.bind, 0))
                     .driver(driver(args))
                     .spin(spin)
@@ -597,16 +635,24 @@ impl Drop for NrpcClient {
 }
 
 fn run_nrpc(args: &Args, pts: &[Point]) -> (Vec<Outcome>, String, String) {
-    let (_server, addr) = start_server(args, Role::NrpcServer);
+    let (server, addr) = start_server(args, Role::NrpcServer);
+    let pids: Vec<u32> = server.pid().into_iter().collect();
     let client = NrpcClient::start(args, addr);
     let (drv, aead) = client.describe();
-    let out = pts
-        .iter()
-        .map(|p| match client.skip_reason(p.payload) {
+    let mut out = Vec::with_capacity(pts.len());
+    for (i, p) in pts.iter().enumerate() {
+        let probe = LoadProbe::start(&pids);
+        out.push(match client.skip_reason(p.payload) {
             Some(why) => Err(why),
-            None => Ok(client.run(p)),
-        })
-        .collect();
+            None => {
+                let cpu = CpuWindow::start(&pids, p.warmup, p.duration);
+                let mut r = client.run(p);
+                r.cpu = cpu.finish();
+                Ok(r)
+            }
+        });
+        progress("nrpc", i, pts.len(), p, &out[i], probe.verdict(&pids));
+    }
     (out, drv, aead)
 }
 
@@ -721,16 +767,20 @@ fn run_sliced(args: &Args, pts: &[Point]) -> Sliced {
         driver,
         aead,
     };
-    for p in pts {
+    for (i, p) in pts.iter().enumerate() {
+        let probe = LoadProbe::start(&rig.pids);
         if let Some((raw_why, nrpc_why)) = rig.skip(p) {
             out.raw.push(Err(raw_why));
             out.nrpc.push(Err(nrpc_why));
-            continue;
+        } else {
+            let (r, n, series) = rig.measure(args, p);
+            out.raw.push(Ok(r));
+            out.nrpc.push(Ok(n));
+            out.series.push(series);
         }
-        let (r, n, series) = rig.measure(args, p);
-        out.raw.push(Ok(r));
-        out.nrpc.push(Ok(n));
-        out.series.push(series);
+        let load = probe.verdict(&rig.pids);
+        progress("raw (sliced)", i, pts.len(), p, &out.raw[i], None);
+        progress("nrpc (sliced)", i, pts.len(), p, &out.nrpc[i], load);
     }
     out
 }
@@ -818,6 +868,12 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
+/// CPU seconds per million calls, or "-" where not measured.
+fn cpu_cell(r: Option<&PointResult>) -> String {
+    r.and_then(PointResult::cpu_s_per_million)
+        .map_or("-".into(), |c| format!("{c:.2}"))
+}
+
 /// Prints the main table and the reasons of skipped points; returns the
 /// JSON records and skips.
 fn table(
@@ -827,8 +883,8 @@ fn table(
     drv: &str,
     mode: &str,
 ) -> (Vec<Record>, Vec<Skip>) {
-    println!("| conc | payload | raw qps | nrpc qps | qps ratio | raw p50 µs | nrpc p50 µs | p50 ratio | raw p99 µs | nrpc p99 µs | p99 ratio | nrpc p99.9 µs | errors |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| conc | payload | raw qps | nrpc qps | qps ratio | raw p50 µs | nrpc p50 µs | p50 ratio | raw p99 µs | nrpc p99 µs | p99 ratio | nrpc p99.9 µs | errors | raw CPU s/M calls | nrpc CPU s/M calls |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut records = Vec::new();
     let mut skips = Vec::new();
     for (i, p) in pts.iter().enumerate() {
@@ -842,18 +898,19 @@ fn table(
             Ok(n) => n,
             Err(_) => {
                 println!(
-                    "| {} | {} B | {} | skipped | - | {} | - | - | {} | - | - | - | - |",
+                    "| {} | {} B | {} | skipped | - | {} | - | - | {} | - | - | - | - | {} | - |",
                     p.conc,
                     p.payload,
                     r.map_or("-".into(), |_| format!("{rq:.0}")),
                     r.map_or("-".into(), |_| format!("{r50:.1}")),
                     r.map_or("-".into(), |_| format!("{r99:.1}")),
+                    cpu_cell(r),
                 );
                 continue;
             }
         };
         println!(
-            "| {} | {} B | {:.0} | {:.0} | {} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {} | {:.1} | {} |",
+            "| {} | {} B | {:.0} | {:.0} | {} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {} | {:.1} | {} | {} | {} |",
             p.conc,
             p.payload,
             rq,
@@ -866,7 +923,9 @@ fn table(
             n.quantile_us(0.99),
             ratio(n.quantile_us(0.99), r99),
             n.quantile_us(0.999),
-            n.errors
+            n.errors,
+            cpu_cell(r),
+            cpu_cell(Some(n)),
         );
         records.push(Record::new("nrpc", drv, mode, p, n));
     }
