@@ -28,10 +28,14 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use net_bench::load::{CpuWindow, LoadProbe};
-use net_bench::slices::{cpu_spent, cpu_time, merge, SliceFigures, SlicePair, SliceSeries, Spread};
-use net_bench::{nrpc, pin, raw, Host, Point, PointResult, Record, Report, Skip};
+use net_bench::slices::{cpu_spent, cpu_time, merge, SliceFigures, SlicePair, SliceSeries};
+use net_bench::{nrpc, pin, raw, Host, Point, PointResult, Record, Report};
 use net_engine::DriverChoice;
 use net_proto::Status;
+
+mod report;
+
+use report::{print_slices, progress, table, Outcome};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -460,31 +464,6 @@ fn refused(r: &PointResult) -> Option<String> {
     })
 }
 
-/// One system's result at one point: its figures, or why it was skipped.
-type Outcome = Result<PointResult, String>;
-
-/// One stderr line per point as it ends (`[i/n] system point: figures`), so
-/// a sweep shows it is alive, with a warning when the machine was busy with
-/// other work meanwhile (`load`, from [`LoadProbe::verdict`]); the table on
-/// stdout is unchanged.
-fn progress(system: &str, i: usize, n: usize, p: &Point, r: &Outcome, load: Option<String>) {
-    let what = match r {
-        Ok(r) => format!(
-            "{:.0} calls/s, p50 {:.1} µs, p99 {:.1} µs, {} errors, CPU {} s per million calls",
-            r.qps(),
-            r.quantile_us(0.5),
-            r.quantile_us(0.99),
-            r.errors,
-            cpu_cell(Some(r))
-        ),
-        Err(why) => format!("skipped: {why}"),
-    };
-    eprintln!("nrpc_qps: [{}/{n}] {system} {}: {what}", i + 1, p.name());
-    if let Some(w) = load {
-        eprintln!("nrpc_qps: WARNING: {system} {}: {w}", p.name());
-    }
-}
-
 /// Why the baseline cannot carry `p`, if it cannot.
 fn raw_skip(p: &Point) -> Option<String> {
     let max = raw::max_payload();
@@ -785,47 +764,6 @@ fn run_sliced(args: &Args, pts: &[Point]) -> Sliced {
     out
 }
 
-/// Prints each point's slice-ratio spreads and the pairs' gate ratios.
-fn print_slices(series: &[SliceSeries]) {
-    let show_p = |s: &Option<Spread>, p: usize| {
-        s.as_ref().map_or("-".to_string(), |s| {
-            format!(
-                "median {:.p$} (min {:.p$}, q1 {:.p$}, q3 {:.p$}, max {:.p$}, IQR {:.p$})",
-                s.median, s.min, s.q1, s.q3, s.max, s.iqr
-            )
-        })
-    };
-    let show = |s: &Option<Spread>| show_p(s, 3);
-    for s in series {
-        println!(
-            "slices c{}/{}B: {} pairs of {} ms (+{} ms warm-up each), {} left out (a starved slice)",
-            s.conc,
-            s.payload,
-            s.pairs.len(),
-            s.slice_ms,
-            s.slice_warmup_ms,
-            s.skipped
-        );
-        println!("  CPU per call ratio {}", show(&s.cpu_ratio));
-        println!(
-            "  raw CPU ns per round trip {}",
-            show(&s.raw_cpu_ns_per_call)
-        );
-        println!("  nRPC CPU ns per call {}", show(&s.nrpc_cpu_ns_per_call));
-        println!("  mean latency ratio {}", show(&s.mean_ratio));
-        println!("  p99 ratio {}", show(&s.p99_ratio));
-        println!("  p50 ratio {}", show(&s.p50_ratio));
-        println!("  qps ratio {}", show(&s.qps_ratio));
-        let each = |f: fn(&SlicePair) -> f64| {
-            let v: Vec<String> = s.pairs.iter().map(|p| format!("{:.2}", f(p))).collect();
-            v.join(" ")
-        };
-        println!("  CPU per call ratio per pair: {}", each(|p| p.cpu_ratio));
-        println!("  mean latency ratio per pair: {}", each(|p| p.mean_ratio));
-        println!("  p99 ratio per pair: {}", each(|p| p.p99_ratio));
-    }
-}
-
 /// The handshake point against a fresh server (or the running one of
 /// `--server-addr`); prints its line.
 fn run_handshakes(args: &Args) -> Option<PointResult> {
@@ -858,86 +796,6 @@ fn run_handshakes(args: &Args) -> Option<PointResult> {
         fail("handshakes: no progress");
     }
     Some(r)
-}
-
-fn ratio(a: f64, b: f64) -> String {
-    if b > 0.0 {
-        format!("{:.2}", a / b)
-    } else {
-        "-".into()
-    }
-}
-
-/// CPU seconds per million calls, or "-" where not measured.
-fn cpu_cell(r: Option<&PointResult>) -> String {
-    r.and_then(PointResult::cpu_s_per_million)
-        .map_or("-".into(), |c| format!("{c:.2}"))
-}
-
-/// Prints the main table and the reasons of skipped points; returns the
-/// JSON records and skips.
-fn table(
-    pts: &[Point],
-    raw: &[Outcome],
-    nrpc: &[Outcome],
-    drv: &str,
-    mode: &str,
-) -> (Vec<Record>, Vec<Skip>) {
-    println!("| conc | payload | raw qps | nrpc qps | qps ratio | raw p50 µs | nrpc p50 µs | p50 ratio | raw p99 µs | nrpc p99 µs | p99 ratio | nrpc p99.9 µs | errors | raw CPU s/M calls | nrpc CPU s/M calls |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    let mut records = Vec::new();
-    let mut skips = Vec::new();
-    for (i, p) in pts.iter().enumerate() {
-        let r = raw.get(i).and_then(|r| r.as_ref().ok());
-        let rq = r.map_or(0.0, |r| r.qps());
-        let (r50, r99) = r.map_or((0.0, 0.0), |r| (r.quantile_us(0.5), r.quantile_us(0.99)));
-        if let Some(r) = r {
-            records.push(Record::new("raw", drv, "raw", p, r));
-        }
-        let n = match &nrpc[i] {
-            Ok(n) => n,
-            Err(_) => {
-                println!(
-                    "| {} | {} B | {} | skipped | - | {} | - | - | {} | - | - | - | - | {} | - |",
-                    p.conc,
-                    p.payload,
-                    r.map_or("-".into(), |_| format!("{rq:.0}")),
-                    r.map_or("-".into(), |_| format!("{r50:.1}")),
-                    r.map_or("-".into(), |_| format!("{r99:.1}")),
-                    cpu_cell(r),
-                );
-                continue;
-            }
-        };
-        println!(
-            "| {} | {} B | {:.0} | {:.0} | {} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {} | {:.1} | {} | {} | {} |",
-            p.conc,
-            p.payload,
-            rq,
-            n.qps(),
-            ratio(n.qps(), rq),
-            r50,
-            n.quantile_us(0.5),
-            ratio(n.quantile_us(0.5), r50),
-            r99,
-            n.quantile_us(0.99),
-            ratio(n.quantile_us(0.99), r99),
-            n.quantile_us(0.999),
-            n.errors,
-            cpu_cell(r),
-            cpu_cell(Some(n)),
-        );
-        records.push(Record::new("nrpc", drv, mode, p, n));
-    }
-    for (system, outcomes) in [("raw", raw), ("nrpc", nrpc)] {
-        for (p, o) in pts.iter().zip(outcomes) {
-            if let Err(why) = o {
-                println!("skipped {system} {}: {why}", p.name());
-                skips.push(Skip::new(system, p, why));
-            }
-        }
-    }
-    (records, skips)
 }
 
 fn main() {
