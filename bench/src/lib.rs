@@ -6,6 +6,7 @@ pub mod bulk;
 pub mod handshake;
 pub mod load;
 pub mod nrpc;
+pub mod pingpong;
 pub mod raw;
 pub mod relay;
 pub mod slices;

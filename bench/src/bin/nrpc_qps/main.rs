@@ -29,13 +29,13 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use net_bench::load::{CpuWindow, LoadProbe};
 use net_bench::slices::{cpu_spent, cpu_time, merge, SliceFigures, SlicePair, SliceSeries};
-use net_bench::{nrpc, pin, raw, Host, Point, PointResult, Record, Report};
+use net_bench::{nrpc, pin, pingpong, raw, Host, Point, PointResult, Record, Report};
 use net_engine::DriverChoice;
 use net_proto::Status;
 
 mod report;
 
-use report::{print_slices, progress, table, Outcome};
+use report::{floor_table, print_slices, progress, table, Outcome};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -50,9 +50,14 @@ enum Mode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Role {
     /// The raw-UDP echo server of the baseline.
-    RawServer,
+    #[value(name = "raw-server")]
+    Raw,
     /// The nRPC echo server node.
-    NrpcServer,
+    #[value(name = "nrpc-server")]
+    Nrpc,
+    /// The busy-poll ping-pong echo of the c1 floor (`net_bench::pingpong`).
+    #[value(name = "ping-server")]
+    Ping,
 }
 
 /// Unary nRPC QPS and latency vs a same-run raw-UDP baseline.
@@ -165,8 +170,9 @@ impl Args {
     /// The already-running server for `role`, if one was named.
     fn external(&self, role: Role) -> Option<SocketAddr> {
         match role {
-            Role::RawServer => self.raw_server_addr,
-            Role::NrpcServer => self.server_addr,
+            Role::Raw => self.raw_server_addr,
+            Role::Nrpc => self.server_addr,
+            Role::Ping => None,
         }
     }
 
@@ -280,7 +286,7 @@ fn serve_role(args: &Args, role: Role) {
     let stop = Arc::new(AtomicBool::new(false));
     let listen = SocketAddr::new(args.server_ip(), args.server_port);
     let _keep = match role {
-        Role::RawServer => {
+        Role::Raw => {
             let drv = raw::open(listen, driver(args))
                 .unwrap_or_else(|e| fail(&format!("binding {listen}: {e}")));
             println!("READY {}", drv.local_addr());
@@ -289,7 +295,12 @@ fn serve_role(args: &Args, role: Role) {
                 let _ = raw::serve(drv, spin, &s);
             }))
         }
-        Role::NrpcServer => {
+        Role::Ping => {
+            let (addr, t) = ping_server(listen, args.server_cpu, stop.clone());
+            println!("READY {addr}");
+            Some(t)
+        }
+        Role::Nrpc => {
             let node = nrpc_server(args, listen, spin);
             println!("READY {}", node.local_addr().expect("started"));
             wait_until_told(args.serve_ms);
@@ -338,7 +349,7 @@ fn start_server(args: &Args, role: Role) -> (Server, SocketAddr) {
     let spin = Duration::from_micros(args.spin_us);
     let listen = SocketAddr::new(args.server_ip(), 0);
     match role {
-        Role::RawServer => {
+        Role::Raw => {
             let drv = raw::open(listen, driver(args))
                 .unwrap_or_else(|e| fail(&format!("binding {listen}: {e}")));
             let addr = drv.local_addr();
@@ -349,20 +360,43 @@ fn start_server(args: &Args, role: Role) -> (Server, SocketAddr) {
             });
             (Server::Thread(stop, Some(t), None), addr)
         }
-        Role::NrpcServer => {
+        Role::Nrpc => {
             let node = nrpc_server(args, listen, spin);
             let addr = node.local_addr().expect("started");
             (Server::Thread(stop, None, Some(Box::new(node))), addr)
         }
+        Role::Ping => {
+            let (addr, t) = ping_server(listen, args.server_cpu, stop.clone());
+            (Server::Thread(stop, Some(t), None), addr)
+        }
     }
+}
+
+/// Binds the ping-pong echo at `listen` and runs it on a thread pinned to
+/// `cpu` until `stop`; returns its address.
+fn ping_server(
+    listen: SocketAddr,
+    cpu: usize,
+    stop: Arc<AtomicBool>,
+) -> (SocketAddr, std::thread::JoinHandle<()>) {
+    let sock = pingpong::bind(listen).unwrap_or_else(|e| fail(&format!("binding {listen}: {e}")));
+    let addr = sock.local_addr().unwrap_or_else(|e| fail(&e.to_string()));
+    let t = std::thread::spawn(move || {
+        pin(Some(cpu));
+        if let Err(e) = pingpong::serve(&sock, &stop) {
+            fail(&format!("ping-pong echo: {e}"));
+        }
+    });
+    (addr, t)
 }
 
 /// A server child process; returns once it said READY.
 fn spawn_server(args: &Args, role: Role) -> (Server, SocketAddr) {
     let exe = std::env::current_exe().unwrap_or_else(|e| fail(&e.to_string()));
     let role_arg = match role {
-        Role::RawServer => "raw-server",
-        Role::NrpcServer => "nrpc-server",
+        Role::Raw => "raw-server",
+        Role::Nrpc => "nrpc-server",
+        Role::Ping => "ping-server",
     };
     let mut cmd = match &args.server_netns {
         Some(ns) => {
@@ -473,7 +507,7 @@ fn raw_skip(p: &Point) -> Option<String> {
 /// The baseline, point by point, on one client socket (a relay in the path
 /// serves one client address: see `udp_relay`).
 fn run_raw(args: &Args, pts: &[Point]) -> Vec<Outcome> {
-    let (server, addr) = start_server(args, Role::RawServer);
+    let (server, addr) = start_server(args, Role::Raw);
     let pids: Vec<u32> = server.pid().into_iter().collect();
     pin(Some(args.client_cpu));
     let mut client =
@@ -502,6 +536,34 @@ fn run_raw(args: &Args, pts: &[Point]) -> Vec<Outcome> {
         }
         out.push(r);
         progress("raw", i, pts.len(), p, &out[i], probe.verdict(&pids));
+    }
+    out
+}
+
+/// The c1 floor: the busy-poll ping-pong at each c1 point, unless the run
+/// uses servers started elsewhere (`--server-addr`) or no baseline.
+fn run_floor(args: &Args, pts: &[Point]) -> Vec<(Point, Outcome)> {
+    let c1: Vec<&Point> = pts
+        .iter()
+        .filter(|p| p.conc == 1 && p.rate.is_none())
+        .collect();
+    if c1.is_empty() || args.no_baseline || args.server_addr.is_some() {
+        return Vec::new();
+    }
+    let (server, addr) = start_server(args, Role::Ping);
+    let pids: Vec<u32> = server.pid().into_iter().collect();
+    pin(Some(args.client_cpu));
+    let mut out = Vec::new();
+    for (i, p) in c1.iter().enumerate() {
+        let probe = LoadProbe::start(&pids);
+        let cpu = CpuWindow::start(&pids, p.warmup, p.duration);
+        let mut r = pingpong::run(args.bind, addr, p)
+            .unwrap_or_else(|e| fail(&format!("ping-pong {}: {e}", p.name())));
+        r.cpu = cpu.finish();
+        check(p, "ping-pong", &r);
+        let r = Ok(r);
+        progress("ping-pong", i, c1.len(), p, &r, probe.verdict(&pids));
+        out.push(((*p).clone(), r));
     }
     out
 }
@@ -614,7 +676,7 @@ impl Drop for NrpcClient {
 }
 
 fn run_nrpc(args: &Args, pts: &[Point]) -> (Vec<Outcome>, String, String) {
-    let (server, addr) = start_server(args, Role::NrpcServer);
+    let (server, addr) = start_server(args, Role::Nrpc);
     let pids: Vec<u32> = server.pid().into_iter().collect();
     let client = NrpcClient::start(args, addr);
     let (drv, aead) = client.describe();
@@ -724,8 +786,8 @@ impl SliceRig {
 /// processes is read around every slice (servers started by hand are not
 /// among them).
 fn run_sliced(args: &Args, pts: &[Point]) -> Sliced {
-    let (raw_server, raw_addr) = start_server(args, Role::RawServer);
-    let (nrpc_server, nrpc_addr) = start_server(args, Role::NrpcServer);
+    let (raw_server, raw_addr) = start_server(args, Role::Raw);
+    let (nrpc_server, nrpc_addr) = start_server(args, Role::Nrpc);
     pin(Some(args.client_cpu));
     let mut rig = SliceRig {
         raw_client: raw::Client::open(args.bind, driver(args))
@@ -770,7 +832,7 @@ fn run_handshakes(args: &Args) -> Option<PointResult> {
     if args.handshake_ms == 0 {
         return None;
     }
-    let (_server, addr) = start_server(args, Role::NrpcServer);
+    let (_server, addr) = start_server(args, Role::Nrpc);
     pin(Some(args.client_cpu));
     let r = net_bench::handshake::run(
         addr,
@@ -830,6 +892,11 @@ fn main() {
         let (nrpc, drv, aead) = run_nrpc(&args, &pts);
         (raw, nrpc, drv, aead, Vec::new())
     };
+    let floor = if args.slices > 0 {
+        Vec::new()
+    } else {
+        run_floor(&args, &pts)
+    };
     let mode = format!("{:?}", args.mode).to_lowercase();
     let host = Host::detect(&aead);
     println!(
@@ -840,6 +907,7 @@ fn main() {
         println!("{path}");
     }
     let (mut records, skipped_points) = table(&pts, &raw, &nrpc, &drv, &mode);
+    records.extend(floor_table(&floor, &pts, &raw, &nrpc));
     print_slices(&series);
     if let Some(h) = run_handshakes(&args) {
         let p = Point {

@@ -156,3 +156,47 @@ pub(crate) fn table(
     }
     (records, skips)
 }
+
+/// Prints the c1 floor (busy-poll ping-pong) beside the raw baseline's and
+/// nRPC's c1 figures of the same run; returns its JSON records.
+pub(crate) fn floor_table(
+    floor: &[(Point, Outcome)],
+    pts: &[Point],
+    raw: &[Outcome],
+    nrpc: &[Outcome],
+) -> Vec<Record> {
+    if floor.is_empty() {
+        return Vec::new();
+    }
+    println!();
+    println!("c1 floor: a plain busy-poll UDP ping-pong (std sockets, non-blocking recv_from/send_to, one datagram in flight)");
+    println!("| payload | floor round trips/s | floor p50 µs | floor p99 µs | raw p50 µs | nrpc p50 µs | raw p50 ÷ floor | nrpc p50 ÷ floor |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut records = Vec::new();
+    for (p, f) in floor {
+        let Ok(f) = f else { continue };
+        let at = pts
+            .iter()
+            .position(|q| q.conc == p.conc && q.payload == p.payload);
+        let p50 = |o: Option<&Outcome>| o.and_then(|o| o.as_ref().ok()).map(|r| r.quantile_us(0.5));
+        let (r50, n50) = (
+            p50(at.and_then(|i| raw.get(i))),
+            p50(at.and_then(|i| nrpc.get(i))),
+        );
+        let f50 = f.quantile_us(0.5);
+        let show = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1}"));
+        let of = |v: Option<f64>| v.map_or("-".into(), |v| ratio(v, f50));
+        println!(
+            "| {} B | {:.0} | {f50:.1} | {:.1} | {} | {} | {} | {} |",
+            p.payload,
+            f.qps(),
+            f.quantile_us(0.99),
+            show(r50),
+            show(n50),
+            of(r50),
+            of(n50),
+        );
+        records.push(Record::new("pingpong", "std", "pingpong", p, f));
+    }
+    records
+}
