@@ -25,6 +25,24 @@ pub enum Payload<'a> {
     Take(&'a mut Vec<u8>),
 }
 
+impl<'a> From<&'a [u8]> for Payload<'a> {
+    fn from(d: &'a [u8]) -> Self {
+        Payload::Copy(d)
+    }
+}
+
+impl<'a> From<&'a Vec<u8>> for Payload<'a> {
+    fn from(d: &'a Vec<u8>) -> Self {
+        Payload::Copy(d)
+    }
+}
+
+impl<'a, const N: usize> From<&'a [u8; N]> for Payload<'a> {
+    fn from(d: &'a [u8; N]) -> Self {
+        Payload::Copy(d)
+    }
+}
+
 impl Payload<'_> {
     /// The body's length.
     pub fn len(&self) -> usize {

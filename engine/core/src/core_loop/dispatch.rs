@@ -175,7 +175,7 @@ impl Core {
         let body = Payload::Take(&mut p.payload);
         match self
             .ep
-            .call_with(now, session, p.service, p.kind, p.deadline, body)
+            .call(now, session, p.service, p.kind, p.deadline, body)
         {
             Ok(call) => {
                 // The endpoint took a large body and copied a small one; keep

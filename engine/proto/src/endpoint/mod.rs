@@ -802,31 +802,19 @@ impl Endpoint {
     }
 
     /// Opens a call. Its outcome arrives as `Event::Response` (and, for
-    /// server-streaming calls, `Event::Message`s before it).
-    pub fn call(
+    /// server-streaming calls, `Event::Message`s before it). The body is
+    /// copied from a slice, or taken from a vector without a copy when large
+    /// ([`Payload`]).
+    pub fn call<'p>(
         &mut self,
         now: Instant,
         session: SessionId,
         service: ServiceId,
         kind: CallKind,
         deadline: Option<Instant>,
-        payload: &[u8],
+        payload: impl Into<Payload<'p>>,
     ) -> Result<CallId, ApiError> {
-        let body = Payload::Copy(payload);
-        self.call_with(now, session, service, kind, deadline, body)
-    }
-
-    /// [`Self::call`] with a body that may be taken instead of copied
-    /// ([`Payload::Take`]).
-    pub fn call_with(
-        &mut self,
-        now: Instant,
-        session: SessionId,
-        service: ServiceId,
-        kind: CallKind,
-        deadline: Option<Instant>,
-        payload: Payload<'_>,
-    ) -> Result<CallId, ApiError> {
+        let payload = payload.into();
         self.with_session(now, session, |s, ctx| {
             s.open_call(ctx, service, kind, deadline, payload)
         })
