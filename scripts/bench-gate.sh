@@ -75,7 +75,7 @@ sliced() {
     local json out
     json=$(mktemp)
     if ! "$bin/nrpc_qps" --conc 128 --payload 32 --slices "$SLICES" --slice-ms "$SLICE_MS" \
-        --spin-us 0 --warmup-ms 500 --handshake-ms 0 --gro off --json "$json" >/dev/null; then
+        --spin-us 0 --warmup-ms 500 --handshake-ms 0 --gro off --mode engine --json "$json" >/dev/null; then
         rm -f "$json"
         echo "bench-gate: nrpc_qps failed" >&2
         return 2

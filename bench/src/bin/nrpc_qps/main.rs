@@ -31,11 +31,13 @@ use net_bench::load::{CpuWindow, LoadProbe};
 use net_bench::slices::{cpu_spent, cpu_time, merge, SliceFigures, SlicePair, SliceSeries};
 use net_bench::{nrpc, pin, pingpong, raw, Host, Point, PointResult, Record, Report};
 use net_engine::DriverChoice;
-use net_proto::Status;
 
+mod client;
 mod report;
 
-use report::{floor_table, print_slices, progress, table, Outcome};
+use client::NrpcClient;
+
+use report::{floor_table, print_slices, progress, sdk_vs_engine, table, Outcome};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -43,6 +45,24 @@ enum Mode {
     Engine,
     /// Calls through the public async API on tokio.
     Sdk,
+}
+
+impl Mode {
+    /// What the mode measures, in a line.
+    fn describe(self) -> &'static str {
+        match self {
+            Mode::Engine => "calls issued on the client node's own core (no hand-off)",
+            Mode::Sdk => "calls through the public async API (net::Mesh::call) from tokio tasks",
+        }
+    }
+
+    /// The mode's name, as on the command line and in JSON records.
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Engine => "engine",
+            Mode::Sdk => "sdk",
+        }
+    }
 }
 
 /// A server alone (what `nrpc_qps` spawns as its children; also usable by
@@ -89,9 +109,12 @@ struct Args {
     /// Spin before parking, µs (0 = park at once; the baseline then blocks too).
     #[arg(long, default_value_t = 50)]
     spin_us: u64,
-    /// Where calls are issued from.
-    #[arg(long, value_enum, default_value_t = Mode::Engine)]
-    mode: Mode,
+    /// Where calls are issued from, comma separated: each mode is measured
+    /// against the same raw baseline and printed as its own table (the
+    /// default runs both: the engine's own figure and what a user of the
+    /// public API gets). `--slices` takes one mode.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = vec![Mode::Engine, Mode::Sdk])]
+    mode: Vec<Mode>,
     /// 2: server in a child process; 1: server on a thread of this process.
     #[arg(long, default_value_t = 2)]
     processes: u8,
@@ -568,117 +591,11 @@ fn run_floor(args: &Args, pts: &[Point]) -> Vec<(Point, Outcome)> {
     out
 }
 
-/// The nRPC client side, in either mode, peered with one server.
-enum NrpcClient {
-    /// Calls from the client node's own core.
-    Engine(Box<net_engine::MeshNode>),
-    /// Calls from tokio tasks through the public API.
-    Sdk(net::Mesh, tokio::runtime::Runtime),
-}
-
-impl NrpcClient {
-    fn start(args: &Args, addr: SocketAddr) -> Self {
-        let spin = Duration::from_micros(args.spin_us);
-        match args.mode {
-            Mode::Engine => NrpcClient::Engine(Box::new(
-                nrpc::client(addr, args.bind, driver(args), spin, Some(args.client_cpu))
-                    .unwrap_or_else(|e| fail(&e)),
-            )),
-            Mode::Sdk => {
-                let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(1)
-                    .enable_all()
-                    .build()
-                    .unwrap_or_else(|e| fail(&e.to_string()));
-                let base = net_engine::MeshNodeConfig::new(
-                    net_crypto::Identity::from_seed(&[2; 32]),
-                    nrpc::PSK,
-                )
-                .with_driver_config(net_bench::driver_config());
-                let mesh = net::Mesh::builder()
-                    .node_config(base)
-                    .listen(SocketAddr::new(args.bind, 0))
-                    .driver(driver(args))
-                    .spin(spin)
-                    .peer(addr, nrpc::server_identity())
-                    .build()
-                    .unwrap_or_else(|e| fail(&e.to_string()));
-                mesh.start().unwrap_or_else(|e| fail(&e.to_string()));
-                NrpcClient::Sdk(mesh, rt)
-            }
-        }
-    }
-
-    /// (driver, AEAD) of the client.
-    fn describe(&self) -> (String, String) {
-        match self {
-            NrpcClient::Engine(node) => (
-                node.driver().map(|d| d.to_string()).unwrap_or_default(),
-                node.aead().to_string(),
-            ),
-            NrpcClient::Sdk(mesh, _) => (mesh.describe().0, mesh.describe().1.to_string()),
-        }
-    }
-
-    /// Why nRPC cannot carry a unary call of `payload` bytes on this path,
-    /// asked with one probe call before the point is measured (exits if
-    /// the probe fails any other way).
-    fn skip_reason(&self, payload: usize) -> Option<String> {
-        let status = match self {
-            NrpcClient::Engine(node) => nrpc::probe_engine(node, payload),
-            NrpcClient::Sdk(mesh, rt) => nrpc::probe_sdk(mesh, rt, payload),
-        }
-        .unwrap_or_else(|e| fail(&e));
-        if status == Status::PAYLOAD_TOO_LARGE {
-            Some(format!(
-                "nRPC answered PayloadTooLarge to a {payload} B unary call (a unary message must fit one packet on this path)"
-            ))
-        } else if status.is_ok() {
-            None
-        } else {
-            fail(&format!(
-                "probe call of {payload} B failed with status {status}"
-            ))
-        }
-    }
-
-    /// Measures one point (exits the process if it cannot).
-    fn run(&self, p: &Point) -> PointResult {
-        let r = self.run_unchecked(p);
-        check(p, "nrpc", &r);
-        r
-    }
-
-    /// Measures one point; a point with no completed call is returned, not
-    /// fatal (a slice on a loaded machine may be starved).
-    fn run_unchecked(&self, p: &Point) -> PointResult {
-        match self {
-            NrpcClient::Engine(node) => nrpc::run_engine(node, p).unwrap_or_else(|e| fail(&e)),
-            NrpcClient::Sdk(mesh, rt) => nrpc::run_sdk(mesh, rt, p)
-                .unwrap_or_else(|e| fail(&format!("nrpc {}: {e}", p.name()))),
-        }
-    }
-}
-
-impl Drop for NrpcClient {
-    fn drop(&mut self) {
-        // Best effort: the run's figures are already taken.
-        let grace = Duration::from_millis(200);
-        match self {
-            NrpcClient::Engine(node) => {
-                let _ = node.shutdown(grace);
-            }
-            NrpcClient::Sdk(mesh, _) => {
-                let _ = mesh.shutdown(grace);
-            }
-        }
-    }
-}
-
-fn run_nrpc(args: &Args, pts: &[Point]) -> (Vec<Outcome>, String, String) {
+fn run_nrpc(args: &Args, pts: &[Point], mode: Mode) -> (Vec<Outcome>, String, String) {
     let (server, addr) = start_server(args, Role::Nrpc);
     let pids: Vec<u32> = server.pid().into_iter().collect();
-    let client = NrpcClient::start(args, addr);
+    let client = NrpcClient::start(args, addr, mode);
+    let system = format!("nrpc {}", mode.name());
     let (drv, aead) = client.describe();
     let mut out = Vec::with_capacity(pts.len());
     for (i, p) in pts.iter().enumerate() {
@@ -692,7 +609,7 @@ fn run_nrpc(args: &Args, pts: &[Point]) -> (Vec<Outcome>, String, String) {
                 Ok(r)
             }
         });
-        progress("nrpc", i, pts.len(), p, &out[i], probe.verdict(&pids));
+        progress(&system, i, pts.len(), p, &out[i], probe.verdict(&pids));
     }
     (out, drv, aead)
 }
@@ -793,7 +710,7 @@ fn run_sliced(args: &Args, pts: &[Point]) -> Sliced {
         raw_client: raw::Client::open(args.bind, driver(args))
             .unwrap_or_else(|e| fail(&e.to_string())),
         raw_addr,
-        nrpc_client: NrpcClient::start(args, nrpc_addr),
+        nrpc_client: NrpcClient::start(args, nrpc_addr, args.mode[0]),
         pids: [raw_server.pid(), nrpc_server.pid()]
             .into_iter()
             .flatten()
@@ -877,37 +794,79 @@ fn main() {
             nrpc::INJECT_SPIN_ENV
         );
     }
-    let (raw, nrpc, drv, aead, series) = if args.slices > 0 {
+    let (raw, runs, drv, aead, series) = if args.slices > 0 {
         if args.no_baseline {
             fail("--slices compares with the baseline; drop --no-baseline");
         }
+        if args.mode.len() != 1 {
+            fail("--slices measures one mode: add --mode engine or --mode sdk");
+        }
         let s = run_sliced(&args, &pts);
-        (s.raw, s.nrpc, s.driver, s.aead, s.series)
+        (
+            s.raw,
+            vec![(args.mode[0], s.nrpc)],
+            s.driver,
+            s.aead,
+            s.series,
+        )
     } else {
         let raw = if args.no_baseline {
             Vec::new()
         } else {
             run_raw(&args, &pts)
         };
-        let (nrpc, drv, aead) = run_nrpc(&args, &pts);
-        (raw, nrpc, drv, aead, Vec::new())
+        let mut runs = Vec::new();
+        let (mut drv, mut aead) = (String::new(), String::new());
+        for &m in &args.mode {
+            let (nrpc, d, a) = run_nrpc(&args, &pts, m);
+            (drv, aead) = (d, a);
+            runs.push((m, nrpc));
+        }
+        (raw, runs, drv, aead, Vec::new())
     };
     let floor = if args.slices > 0 {
         Vec::new()
     } else {
         run_floor(&args, &pts)
     };
-    let mode = format!("{:?}", args.mode).to_lowercase();
+    let modes: Vec<&str> = args.mode.iter().map(|m| m.name()).collect();
     let host = Host::detect(&aead);
     println!(
-        "nrpc_qps — {} cores, kernel {}, {}; driver {drv}, GRO {}, mode {mode}, spin {} µs, {} process(es)",
-        host.cores, host.kernel, host.aead, args.gro, args.spin_us, args.processes
+        "nrpc_qps — {} cores, kernel {}, {}; driver {drv}, GRO {}, mode {}, spin {} µs, {} process(es)",
+        host.cores,
+        host.kernel,
+        host.aead,
+        args.gro,
+        modes.join(" and "),
+        args.spin_us,
+        args.processes
     );
     if let Some(path) = args.path() {
         println!("{path}");
     }
-    let (mut records, skipped_points) = table(&pts, &raw, &nrpc, &drv, &mode);
-    records.extend(floor_table(&floor, &pts, &raw, &nrpc));
+    let (mut records, mut skipped_points) = (Vec::new(), Vec::new());
+    for (k, (m, nrpc)) in runs.iter().enumerate() {
+        if runs.len() > 1 {
+            println!();
+            println!("mode {}: {}", m.name(), m.describe());
+        }
+        let (r, mut skips) = table(&pts, &raw, nrpc, &drv, m.name());
+        if k > 0 {
+            skips.retain(|s| s.system != "raw");
+        }
+        records.extend(r);
+        skipped_points.extend(skips);
+    }
+    if let [(_, engine), (_, sdk)] = &runs[..] {
+        sdk_vs_engine(&pts, engine, sdk);
+    }
+    records.extend(floor_table(
+        &floor,
+        &pts,
+        &raw,
+        &runs[0].1,
+        runs[0].0.name(),
+    ));
     print_slices(&series);
     if let Some(h) = run_handshakes(&args) {
         let p = Point {
@@ -918,7 +877,7 @@ fn main() {
             spin: Duration::from_micros(args.spin_us),
             rate: None,
         };
-        records.push(Record::new("handshake", &drv, &mode, &p, &h));
+        records.push(Record::new("handshake", &drv, modes[0], &p, &h));
     }
     if let Some(path) = &args.json {
         let report = Report {
@@ -932,7 +891,11 @@ fn main() {
         std::fs::write(path, json)
             .unwrap_or_else(|e| fail(&format!("writing {}: {e}", path.display())));
     }
-    if nrpc.iter().flatten().any(|r| r.errors > 0) {
+    if runs
+        .iter()
+        .flat_map(|(_, n)| n.iter().flatten())
+        .any(|r| r.errors > 0)
+    {
         fail("some calls failed (see the errors column)");
     }
 }

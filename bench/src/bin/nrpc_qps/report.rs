@@ -164,13 +164,14 @@ pub(crate) fn floor_table(
     pts: &[Point],
     raw: &[Outcome],
     nrpc: &[Outcome],
+    mode: &str,
 ) -> Vec<Record> {
     if floor.is_empty() {
         return Vec::new();
     }
     println!();
     println!("c1 floor: a plain busy-poll UDP ping-pong (std sockets, non-blocking recv_from/send_to, one datagram in flight)");
-    println!("| payload | floor round trips/s | floor p50 µs | floor p99 µs | raw p50 µs | nrpc p50 µs | raw p50 ÷ floor | nrpc p50 ÷ floor |");
+    println!("| payload | floor round trips/s | floor p50 µs | floor p99 µs | raw p50 µs | nrpc {mode} p50 µs | raw p50 ÷ floor | nrpc {mode} p50 ÷ floor |");
     println!("|---|---|---|---|---|---|---|---|");
     let mut records = Vec::new();
     for (p, f) in floor {
@@ -199,4 +200,29 @@ pub(crate) fn floor_table(
         records.push(Record::new("pingpong", "std", "pingpong", p, f));
     }
     records
+}
+
+/// When both modes ran: what a user of the public API gets as a share of
+/// what the engine does, point by point (the same raw baseline under both).
+pub(crate) fn sdk_vs_engine(pts: &[Point], engine: &[Outcome], sdk: &[Outcome]) {
+    println!();
+    println!(
+        "| conc | payload | engine qps | sdk qps | sdk ÷ engine | engine p50 µs | sdk p50 µs |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (i, p) in pts.iter().enumerate() {
+        let (Some(Ok(e)), Some(Ok(s))) = (engine.get(i), sdk.get(i)) else {
+            continue;
+        };
+        println!(
+            "| {} | {} B | {:.0} | {:.0} | {} | {:.1} | {:.1} |",
+            p.conc,
+            p.payload,
+            e.qps(),
+            s.qps(),
+            ratio(s.qps(), e.qps()),
+            e.quantile_us(0.5),
+            s.quantile_us(0.5),
+        );
+    }
 }
