@@ -269,6 +269,11 @@ impl Mesh {
     }
 
     /// Unary call: sends `payload` to `service` on `peer`, returns the response.
+    ///
+    /// When the core's queue of new calls is full (`with_inbox`, 4 096 by
+    /// default), the call waits for room instead of failing, for at most
+    /// its deadline (then `Backpressure`); a `Vec` or a unique `Bytes`
+    /// body is not copied on the way in.
     pub async fn call(
         &self,
         peer: NodeId,
@@ -338,14 +343,17 @@ impl Mesh {
             shared: shared.clone(),
             done: Some(done_tx),
         };
-        self.node.call(
-            peer,
-            service_id(service),
-            CallKind::Unary,
-            deadline.map(|d| Instant::now() + d),
-            payload.into(),
-            Box::new(sink),
-        )?;
+        // A full core inbox makes this wait (bounded by the deadline), not fail.
+        self.node
+            .call_when_room(
+                peer,
+                service_id(service),
+                CallKind::Unary,
+                deadline.map(|d| Instant::now() + d),
+                payload.into(),
+                Box::new(sink),
+            )
+            .await?;
         let guard = UnaryGuard(shared);
         let r = done.await;
         drop(guard);

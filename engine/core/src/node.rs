@@ -390,6 +390,49 @@ impl MeshNode {
         })
     }
 
+    /// [`Self::call`] from async code: when the core's inbox is full, waits
+    /// for room instead of failing with `Backpressure` (the core wakes such
+    /// callers after each pass that took commands). The wait is bounded by
+    /// `deadline`: a caller still waiting when a wake finds it past is
+    /// refused with `Backpressure`; without a deadline it waits as long as
+    /// the core takes commands. Dropping the future before it resolves
+    /// sends nothing. Runtime-agnostic (a plain `Future`).
+    pub async fn call_when_room(
+        &self,
+        peer: NodeId,
+        service: ServiceId,
+        kind: CallKind,
+        deadline: Option<Instant>,
+        payload: Vec<u8>,
+        events: Box<dyn CallEvents>,
+    ) -> Result<(), EngineError> {
+        let inbox = {
+            let running = self.lock();
+            let r = running.as_ref().ok_or(EngineError::NotRunning)?;
+            let i = self.next_core.fetch_add(1, Ordering::Relaxed) % r.cores.len();
+            r.cores[i].inbox.clone()
+        };
+        let mut cmd = Command::Call(CallRequest {
+            peer,
+            service,
+            kind,
+            deadline,
+            payload,
+            waiter: events,
+        });
+        loop {
+            match inbox.push(cmd) {
+                Ok(()) => return Ok(()),
+                Err(_) if inbox.is_closed() => return Err(EngineError::NotRunning),
+                Err(back) => cmd = back,
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(EngineError::Backpressure);
+            }
+            std::future::poll_fn(|cx| inbox.room(cx)).await;
+        }
+    }
+
     /// Nodes whose current (verified, unexpired) announcements advertise
     /// `nrpc:<name>`, in node-id order, trusted or not: matchmaking. Any
     /// PSK holder can advertise any name; [`call_service`](Self::call_service)

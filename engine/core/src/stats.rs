@@ -20,6 +20,9 @@ pub struct CoreStats {
     pub parks: u64,
     /// Wakes other threads sent to this core's parked loop.
     pub inbox_wakes: u64,
+    /// Times a caller found this core's inbox full and waited for room
+    /// ([`MeshNode::call_when_room`](crate::MeshNode::call_when_room)).
+    pub inbox_room_waits: u64,
     /// Commands taken from the inbox.
     pub commands: u64,
     /// Requests answered inline by sync handlers.

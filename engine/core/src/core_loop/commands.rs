@@ -126,6 +126,10 @@ impl Core {
         s.io = self.driver.stats();
         s.proto = self.ep.stats().clone();
         s.inbox_wakes = self.inbox.wakes.load(std::sync::atomic::Ordering::Relaxed);
+        s.inbox_room_waits = self
+            .inbox
+            .room_waits
+            .load(std::sync::atomic::Ordering::Relaxed);
         s.trust = self.trust.stats.clone();
         s.open_calls = self.ep.call_count() as u64;
         s

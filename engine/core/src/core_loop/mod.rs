@@ -236,6 +236,7 @@ impl Core {
             self.command(now, cmd);
             work = true;
         }
+        self.inbox.wake_room();
         if self.ep.poll_timeout().is_some_and(|t| t <= now) {
             self.ep.handle_timeout(now);
             work = true;
