@@ -22,6 +22,9 @@
 #   FLAME_FREQ       sampling frequency in Hz (default 1999)
 #   FLAME_MINWIDTH   inferno --minwidth in pixels (default 0.1)
 #   SERVER_CPU / CLIENT_CPU  (default 0 / 1)
+#   FLAME_MODE       engine (default: calls from the client core's own load
+#                    generator) or sdk (calls through net::Mesh::call from a
+#                    tokio worker, whose thread then shows as tokio-rt-worker)
 #   FLAME_SKIP_BUILD=1  profile the existing target/profiling/nrpc_qps as is
 #
 # Needs perf (installs Debian's linux-perf if missing and we are root) and
@@ -61,6 +64,8 @@ CONC=$1 PAYLOAD=$2 DURATION_MS=$3 NAME=$4
 CALLGRAPH=${FLAME_CALLGRAPH:-dwarf,24576}
 FREQ=${FLAME_FREQ:-1999}
 MINWIDTH=${FLAME_MINWIDTH:-0.1}
+MODE=${FLAME_MODE:-engine}
+case $MODE in engine | sdk) ;; *) echo "flamegraph.sh: FLAME_MODE must be engine or sdk, not $MODE" >&2; exit 2 ;; esac
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 WARMUP_MS=500
@@ -144,7 +149,7 @@ case $CALLGRAPH in
     *) CG_ARGS=(--call-graph "$CALLGRAPH") ;;
 esac
 RUN=("$BIN" --conc "$CONC" --payload "$PAYLOAD" --duration-ms "$DURATION_MS" --warmup-ms "$WARMUP_MS"
-    --no-baseline --handshake-ms 0 --processes 1 --mode engine --server-cpu "$SERVER_CPU" --client-cpu "$CLIENT_CPU")
+    --no-baseline --handshake-ms 0 --processes 1 --mode "$MODE" --server-cpu "$SERVER_CPU" --client-cpu "$CLIENT_CPU")
 PERF=(perf record -e cpu-clock -F "$FREQ" "${CG_ARGS[@]}" --sample-cpu -o "$TMP/perf.data" --)
 say "recording: ${PERF[*]} ${RUN[*]#"$TARGET_DIR/"}"
 if ! "${PERF[@]}" "${RUN[@]}" >"$TMP/run.out" 2>"$TMP/perf.err"; then
@@ -189,7 +194,7 @@ BREAKDOWN=$(python3 "$ROOT/scripts/flame-breakdown.py" --top 20 "$TMP/out.folded
     echo "# flamegraphs/$NAME"
     echo
     echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); host: $(nproc) cores, kernel $(uname -r); $(perf --version)"
-    echo "regenerate: scripts/flamegraph.sh $CONC $PAYLOAD $DURATION_MS $NAME"
+    echo "regenerate: FLAME_MODE=$MODE FLAME_CALLGRAPH=$CALLGRAPH scripts/flamegraph.sh $CONC $PAYLOAD $DURATION_MS $NAME"
     echo "perf: perf record -e cpu-clock -F $FREQ ${CG_ARGS[*]} --sample-cpu -- nrpc_qps ${RUN[*]:1}"
     echo
     echo "## nrpc_qps output (under perf)"
