@@ -18,6 +18,20 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 static GRO: AtomicBool = AtomicBool::new(true);
+static SPIN_YIELD: AtomicBool = AtomicBool::new(true);
+
+/// Sets whether the nodes this process starts afterwards yield while they
+/// spin (`nrpc_qps --spin-yield`; `MeshNodeConfig::with_spin_yield`).
+pub fn set_spin_yield(on: bool) {
+    SPIN_YIELD.store(on, Ordering::Relaxed);
+}
+
+/// `cfg` with the process's node settings: its driver configuration
+/// ([`driver_config`]) and spin yield ([`set_spin_yield`]).
+pub fn tune(cfg: net_engine::MeshNodeConfig) -> net_engine::MeshNodeConfig {
+    cfg.with_driver_config(driver_config())
+        .with_spin_yield(SPIN_YIELD.load(Ordering::Relaxed))
+}
 
 /// Turns UDP GRO on or off for every driver this process opens afterwards:
 /// the raw baseline's and the nodes' alike, so the two always share one

@@ -68,10 +68,9 @@ pub fn server(
     // from one client address (which the default per-source share under
     // load would hold to 20/s).
     let unlimited = net_proto::HandshakeLimits::unlimited();
-    let mut cfg = MeshNodeConfig::new(Identity::from_seed(&[1; 32]), PSK)
+    let mut cfg = crate::tune(MeshNodeConfig::new(Identity::from_seed(&[1; 32]), PSK))
         .with_listen(listen)
         .with_driver(driver)
-        .with_driver_config(crate::driver_config())
         .with_spin(spin)
         .with_handshake_limits(unlimited);
     if let Some(c) = cpu {
@@ -114,10 +113,9 @@ pub fn client(
     spin: Duration,
     cpu: Option<usize>,
 ) -> Result<MeshNode, String> {
-    let mut cfg = MeshNodeConfig::new(Identity::from_seed(&[2; 32]), PSK)
+    let mut cfg = crate::tune(MeshNodeConfig::new(Identity::from_seed(&[2; 32]), PSK))
         .with_listen(SocketAddr::new(bind, 0))
         .with_driver(driver)
-        .with_driver_config(crate::driver_config())
         .with_spin(spin)
         .with_peer(server, server_identity());
     if let Some(c) = cpu {

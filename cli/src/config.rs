@@ -279,6 +279,9 @@ pub struct FileConfig {
     /// Spin before parking (µs, default 50).
     #[serde(default, deserialize_with = "ranged::<_, 0, 1_000_000>")]
     pub spin_us: Option<u64>,
+    /// Yield the CPU after each idle pass while spinning (default true).
+    #[serde(default)]
+    pub spin_yield: Option<bool>,
     /// Log filter, `RUST_LOG` syntax (default `info`; `RUST_LOG` wins).
     #[serde(default, deserialize_with = "log_filter")]
     pub log: Option<String>,
@@ -578,6 +581,9 @@ impl NodeConfig {
         if let Some(us) = f.spin_us {
             c = c.with_spin(Duration::from_micros(us));
         }
+        if let Some(y) = f.spin_yield {
+            c = c.with_spin_yield(y);
+        }
         let s = &f.session;
         if s.idle_timeout_ms.is_some() || s.keepalive_ms.is_some() {
             let idle = s.idle_timeout_ms.unwrap_or(DEFAULT_IDLE_MS);
@@ -652,6 +658,7 @@ mod tests {
         let f = parse(EXAMPLE).expect("example parses");
         assert!(f.psk_file.is_some() && f.listen.is_some() && f.cores.is_some());
         assert!(f.driver.is_some() && f.aead.is_some() && f.spin_us.is_some());
+        assert!(f.spin_yield.is_some());
         assert!(f.log.is_some() && f.limits.max_in_flight.is_some());
         let l = &f.limits;
         assert!(l.max_sessions.is_some() && l.max_sessions_per_peer.is_some());

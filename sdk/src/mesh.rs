@@ -24,6 +24,7 @@ pub struct MeshBuilder {
     cores: Option<usize>,
     driver: Option<DriverChoice>,
     spin: Option<Duration>,
+    spin_yield: Option<bool>,
     pin: Option<bool>,
     peers: Vec<(SocketAddr, PublicIdentity)>,
     trusted_providers: Vec<(String, Vec<NodeId>)>,
@@ -61,6 +62,13 @@ impl MeshBuilder {
     /// Spin before parking (default 50 µs).
     pub fn spin(mut self, d: Duration) -> Self {
         self.spin = Some(d);
+        self
+    }
+    /// Whether a spinning core yields its CPU after each idle pass (default
+    /// on: the tokio threads calling through this mesh may share the
+    /// cores' CPUs; see `MeshNodeConfig::with_spin_yield`).
+    pub fn spin_yield(mut self, on: bool) -> Self {
+        self.spin_yield = Some(on);
         self
     }
     /// Pin core `i` to CPU `i` (default off; see `MeshNodeConfig::with_cpus`).
@@ -132,6 +140,9 @@ impl MeshBuilder {
         }
         if let Some(d) = self.driver {
             cfg = cfg.with_driver(d);
+        }
+        if let Some(y) = self.spin_yield {
+            cfg = cfg.with_spin_yield(y);
         }
         if let Some(s) = self.spin {
             cfg = cfg.with_spin(s);

@@ -27,6 +27,7 @@ pub struct MeshNodeConfig {
     pub(crate) driver: DriverChoice,
     pub(crate) driver_cfg: DriverConfig,
     pub(crate) spin: Duration,
+    pub(crate) spin_yield: bool,
     pub(crate) aead: BackendChoice,
     pub(crate) peers: Vec<PeerConfig>,
     pub(crate) params: TransportParams,
@@ -66,6 +67,7 @@ impl MeshNodeConfig {
             driver: DriverChoice::from_env().unwrap_or(DriverChoice::Auto),
             driver_cfg: DriverConfig::default(),
             spin: Duration::from_micros(50),
+            spin_yield: true,
             aead: BackendChoice::from_env().unwrap_or_default(),
             peers: Vec::new(),
             params: TransportParams::default(),
@@ -130,6 +132,20 @@ impl MeshNodeConfig {
     /// on our machines, a spinning one notices work within a microsecond.
     pub fn with_spin(mut self, spin: Duration) -> Self {
         self.spin = spin;
+        self
+    }
+
+    /// Whether a spinning idle loop yields its CPU (`sched_yield`) after
+    /// each pass that found nothing to do (default true). Where other
+    /// threads share the CPUs with the cores — the tokio workers that issue
+    /// SDK calls, on a 2-core machine — a pure spin holds the CPU those
+    /// threads need to issue the next calls. Measured 2026-12-03, three
+    /// interleaved runs each (docs/BENCHMARKS.md, "Spin yield"): SDK c16/32 B
+    /// 88 k → 251 k calls/s, c128 214 k → 298 k; SDK c1 46 k → 38 k (p50
+    /// 20.0 → 22.6 µs: each idle pass now costs a syscall); engine mode
+    /// within noise. Turn it off for cores that own their CPUs outright.
+    pub fn with_spin_yield(mut self, on: bool) -> Self {
+        self.spin_yield = on;
         self
     }
 

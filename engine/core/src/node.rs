@@ -289,6 +289,7 @@ impl MeshNode {
             ep,
             inbox,
             spin: self.cfg.spin,
+            spin_yield: self.cfg.spin_yield,
             peers,
             handlers,
             trust,

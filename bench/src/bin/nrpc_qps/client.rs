@@ -31,11 +31,10 @@ impl NrpcClient {
                     .enable_all()
                     .build()
                     .unwrap_or_else(|e| fail(&e.to_string()));
-                let base = net_engine::MeshNodeConfig::new(
+                let base = net_bench::tune(net_engine::MeshNodeConfig::new(
                     net_crypto::Identity::from_seed(&[2; 32]),
                     nrpc::PSK,
-                )
-                .with_driver_config(net_bench::driver_config());
+                ));
                 let mesh = net::Mesh::builder()
                     .node_config(base)
                     .listen(SocketAddr::new(args.bind, 0))

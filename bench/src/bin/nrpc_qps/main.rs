@@ -103,6 +103,11 @@ struct Args {
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     gro: String,
 
+    /// Whether the nodes' spinning loops yield their CPU after each idle
+    /// pass (on, off; `MeshNodeConfig::with_spin_yield`, default on).
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    spin_yield: String,
+
     /// UDP driver: auto, uring, mmsg or portable.
     #[arg(long, default_value = "auto")]
     driver: String,
@@ -439,6 +444,8 @@ fn spawn_server(args: &Args, role: Role) -> (Server, SocketAddr) {
             &args.driver,
             "--gro",
             &args.gro,
+            "--spin-yield",
+            &args.spin_yield,
             "--spin-us",
             &args.spin_us.to_string(),
         ])
@@ -781,6 +788,7 @@ fn main() {
     let args = Args::parse();
     args.validate();
     net_bench::set_gro(args.gro == "on");
+    net_bench::set_spin_yield(args.spin_yield == "on");
     if let Some(role) = args.role {
         serve_role(&args, role);
         return;
@@ -832,13 +840,14 @@ fn main() {
     let modes: Vec<&str> = args.mode.iter().map(|m| m.name()).collect();
     let host = Host::detect(&aead);
     println!(
-        "nrpc_qps — {} cores, kernel {}, {}; driver {drv}, GRO {}, mode {}, spin {} µs, {} process(es)",
+        "nrpc_qps — {} cores, kernel {}, {}; driver {drv}, GRO {}, mode {}, spin {} µs (yield {}), {} process(es)",
         host.cores,
         host.kernel,
         host.aead,
         args.gro,
         modes.join(" and "),
         args.spin_us,
+        args.spin_yield,
         args.processes
     );
     if let Some(path) = args.path() {

@@ -93,6 +93,9 @@ pub(crate) struct Core {
     inbox: Arc<Inbox>,
     /// How long an idle loop keeps polling before it parks.
     spin: Duration,
+    /// Yield the CPU after each idle pass while spinning
+    /// (`MeshNodeConfig::with_spin_yield`).
+    spin_yield: bool,
     /// The calls this core makes, their backlog and sessions.
     own: dispatch::OwnCalls,
     /// Calls other threads act on: flows, held stream items, served
@@ -123,6 +126,7 @@ pub(crate) struct CoreParts {
     pub ep: Endpoint,
     pub inbox: Arc<Inbox>,
     pub spin: Duration,
+    pub spin_yield: bool,
     pub peers: FastMap<net_crypto::NodeId, crate::config::PeerConfig>,
     pub handlers: FastMap<ServiceId, Service>,
     pub trust: crate::trust::CoreTrust,
@@ -138,6 +142,7 @@ impl Core {
             ep: p.ep,
             inbox: p.inbox,
             spin: p.spin,
+            spin_yield: p.spin_yield,
             own: dispatch::OwnCalls::new(p.peers),
             handoffs: calls::Handoffs::default(),
             handlers: p.handlers,
@@ -212,7 +217,14 @@ impl Core {
         *idle_since = match pass {
             Pass::Exit => return Ok(false),
             Pass::Busy => None,
-            Pass::Idle => Some(idle_since.unwrap_or(now)),
+            Pass::Idle => {
+                if self.spin_yield {
+                    // Idle and still spinning: let a thread that shares this
+                    // CPU (a caller about to issue work) run first.
+                    std::thread::yield_now();
+                }
+                Some(idle_since.unwrap_or(now))
+            }
         };
         Ok(true)
     }
