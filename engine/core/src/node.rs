@@ -370,18 +370,8 @@ impl MeshNode {
         payload: Vec<u8>,
         events: Box<dyn CallEvents>,
     ) -> Result<(), EngineError> {
-        let running = self.lock();
-        let r = running.as_ref().ok_or(EngineError::NotRunning)?;
-        let i = self.next_core.fetch_add(1, Ordering::Relaxed) % r.cores.len();
-        let cmd = Command::Call(CallRequest {
-            peer,
-            service,
-            kind,
-            deadline,
-            payload,
-            waiter: events,
-        });
-        let inbox = &r.cores[i].inbox;
+        let inbox = self.next_inbox()?;
+        let cmd = call_command(peer, service, kind, deadline, payload, events);
         inbox.push(cmd).map_err(|_| {
             if inbox.is_closed() {
                 EngineError::NotRunning
@@ -391,9 +381,17 @@ impl MeshNode {
         })
     }
 
+    /// The inbox of the next core, round robin.
+    fn next_inbox(&self) -> Result<Arc<Inbox>, EngineError> {
+        let running = self.lock();
+        let r = running.as_ref().ok_or(EngineError::NotRunning)?;
+        let i = self.next_core.fetch_add(1, Ordering::Relaxed) % r.cores.len();
+        Ok(r.cores[i].inbox.clone())
+    }
+
     /// [`Self::call`] from async code: when the core's inbox is full, waits
-    /// for room instead of failing with `Backpressure` (the core wakes such
-    /// callers after each pass that took commands). The wait is bounded by
+    /// for room instead of failing with `Backpressure` (each core pass wakes
+    /// as many waiting callers as it has free slots). The wait is bounded by
     /// `deadline`: a caller still waiting when a wake finds it past is
     /// refused with `Backpressure`; without a deadline it waits as long as
     /// the core takes commands. Dropping the future before it resolves
@@ -407,20 +405,8 @@ impl MeshNode {
         payload: Vec<u8>,
         events: Box<dyn CallEvents>,
     ) -> Result<(), EngineError> {
-        let inbox = {
-            let running = self.lock();
-            let r = running.as_ref().ok_or(EngineError::NotRunning)?;
-            let i = self.next_core.fetch_add(1, Ordering::Relaxed) % r.cores.len();
-            r.cores[i].inbox.clone()
-        };
-        let mut cmd = Command::Call(CallRequest {
-            peer,
-            service,
-            kind,
-            deadline,
-            payload,
-            waiter: events,
-        });
+        let inbox = self.next_inbox()?;
+        let mut cmd = call_command(peer, service, kind, deadline, payload, events);
         loop {
             match inbox.push(cmd) {
                 Ok(()) => return Ok(()),
@@ -757,4 +743,23 @@ impl Drop for MeshNode {
         // case, and a timeout was already logged by `shutdown`.
         let _ = self.shutdown(Duration::from_millis(500));
     }
+}
+
+/// The command that opens a call on a core.
+fn call_command(
+    peer: NodeId,
+    service: ServiceId,
+    kind: CallKind,
+    deadline: Option<Instant>,
+    payload: Vec<u8>,
+    events: Box<dyn CallEvents>,
+) -> Command {
+    Command::Call(CallRequest {
+        peer,
+        service,
+        kind,
+        deadline,
+        payload,
+        waiter: events,
+    })
 }
