@@ -4,23 +4,11 @@
 
 mod common;
 
-use net::{Identity, Mesh, Status};
+use net::{Identity, Mesh};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_beyond_the_inbox_waits_for_room_instead_of_failing() {
-    let server = Mesh::builder()
-        .identity(Identity::from_seed(&[1; 32]))
-        .psk([7; 32])
-        .pin(false)
-        .build()
-        .unwrap();
-    server.start().unwrap();
-    let _echo = server
-        .serve_rpc("echo", |_, b, out| {
-            out.extend_from_slice(b);
-            Status::OK
-        })
-        .unwrap();
+    let (server, _echo) = common::start_echo_server();
     let small = net_engine::MeshNodeConfig::new(Identity::from_seed(&[2; 32]), [7; 32])
         .with_inbox(16)
         .with_pinning(false);

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use net::{Identity, Mesh, Status};
+use net::{Identity, Mesh};
 use net_io::alloc_counter::{allocations, CountingAllocator};
 
 #[global_allocator]
@@ -33,19 +33,7 @@ async fn burst(client: &Mesh, id: net::NodeId, calls: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn sdk_hand_offs_per_call_c128() {
-    let server = Mesh::builder()
-        .identity(Identity::from_seed(&[1; 32]))
-        .psk([7; 32])
-        .pin(false)
-        .build()
-        .unwrap();
-    server.start().unwrap();
-    let _echo = server
-        .serve_rpc("echo", |_, b, out| {
-            out.extend_from_slice(b);
-            Status::OK
-        })
-        .unwrap();
+    let (server, _echo) = common::start_echo_server();
     let client = common::start_client_of(
         Mesh::builder()
             .identity(Identity::from_seed(&[2; 32]))
