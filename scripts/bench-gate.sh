@@ -19,6 +19,16 @@
 #         waits and stalls (on a loaded 2-core machine both move with the
 #         load by up to 2x, so they cannot be tight).
 #     Bounds and the runs they come from: docs/BENCHMARKS.md, "CI gate".
+# (c) The SDK point: instructions per unary call through the public API
+#     (bench/src/bin/gate_sdk.rs: `Mesh::call` awaited on tokio, c1, 32 B,
+#     two meshes in one process on an in-process network), counted per
+#     thread by callgrind (--fair-sched: threads take turns in a fixed
+#     way). Two figures against bench/gate/sdk_instructions_per_call
+#     ("<calling thread> <whole round trip>"): the calling thread's (the
+#     SDK's calling side: the future, the hand-off, the wake; repeatable
+#     to 1 %) may rise 5 %; the whole round trip (both cores too, whose
+#     timers fire by the wall clock, so the count moves with the machine's
+#     speed: 37 250-40 580 in seven runs of unchanged code) may rise 15 %.
 #     A run over a bound is measured up to twice more; the gate fails only
 #     if every measurement is over.
 #     Both sides run with `--gro off`: the bounds were set against a raw
@@ -39,7 +49,7 @@ SLICE_MS=${GATE_SLICE_MS:-250}
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
 command -v python3 >/dev/null || { echo "bench-gate: python3 is required" >&2; exit 2; }
 
-cargo build --release -q -p net-bench --bin gate_calls --bin nrpc_qps
+cargo build --release -q -p net-bench --bin gate_calls --bin gate_sdk --bin nrpc_qps
 bin=${CARGO_TARGET_DIR:-target}/release
 
 instructions() {
@@ -64,6 +74,35 @@ else
     fi
 fi
 
+# Prints "<calling thread> <all threads>" instructions of `gate_sdk N`.
+sdk_instructions() {
+    local dir
+    dir=$(mktemp -d)
+    valgrind --tool=callgrind --fair-sched=yes --separate-threads=yes \
+        --callgrind-out-file="$dir/cg.%p" "$bin/gate_sdk" "$1" >/dev/null 2>&1
+    # Thread 1 is the main thread: the tokio runtime that awaits the calls.
+    awk '/^totals:/ { all += $2; if (FILENAME ~ /-01$/) main = $2 } END { print main, all }' "$dir"/cg.*-*
+    rm -rf "$dir"
+}
+s_small=1000 s_large=6000
+read -r m_small a_small <<<"$(sdk_instructions $s_small)"
+read -r m_large a_large <<<"$(sdk_instructions $s_large)"
+sdk_main=$(( (m_large - m_small) / (s_large - s_small) ))
+sdk_all=$(( (a_large - a_small) / (s_large - s_small) ))
+sdk_file=bench/gate/sdk_instructions_per_call
+if $update; then
+    echo "$sdk_main $sdk_all" > "$sdk_file"
+    echo "bench-gate: SDK instructions per call baseline := calling thread $sdk_main, round trip $sdk_all"
+else
+    read -r base_main base_all < "$sdk_file"
+    lim_main=$(( base_main * 105 / 100 )) lim_all=$(( base_all * 115 / 100 ))
+    echo "bench-gate (c): SDK call: $sdk_main instructions on the calling thread (baseline $base_main, limit $lim_main), $sdk_all per round trip (baseline $base_all, limit $lim_all)"
+    if [ "$sdk_main" -gt "$lim_main" ] || [ "$sdk_all" -gt "$lim_all" ]; then
+        echo "bench-gate: FAIL — SDK instructions per call rose over a limit" >&2
+        exit 1
+    fi
+fi
+
 cpu_bound=$(cat bench/gate/cpu_ratio_bound)
 mean_bound=$(cat bench/gate/mean_ratio_bound)
 p99_bound=$(cat bench/gate/p99_ratio_bound)
@@ -75,7 +114,7 @@ sliced() {
     local json out
     json=$(mktemp)
     if ! "$bin/nrpc_qps" --conc 128 --payload 32 --slices "$SLICES" --slice-ms "$SLICE_MS" \
-        --spin-us 0 --warmup-ms 500 --handshake-ms 0 --gro off --mode engine --json "$json" >/dev/null; then
+        --spin-us 0 --warmup-ms 500 --handshake-ms 0 --gro off --system nrpc --mode engine --json "$json" >/dev/null; then
         rm -f "$json"
         echo "bench-gate: nrpc_qps failed" >&2
         return 2
@@ -87,7 +126,7 @@ cpu_bound, mean_bound, p99_bound = map(float, sys.argv[2:5])
 if s["cpu_ratio"] is None:
     sys.exit("bench-gate: no CPU figures (is /proc/<pid>/task/*/schedstat readable?)")
 for k in ("cpu_ratio", "mean_ratio", "p99_ratio", "p50_ratio", "qps_ratio",
-          "raw_cpu_ns_per_call", "nrpc_cpu_ns_per_call"):
+          "raw_cpu_ns_per_call", "sys_cpu_ns_per_call"):
     d = s[k]
     p = 0 if k.endswith("_call") else 3
     print(f'bench-gate (b):   {k} median {d["median"]:.{p}f} (min {d["min"]:.{p}f}, '

@@ -149,7 +149,7 @@ case $CALLGRAPH in
     *) CG_ARGS=(--call-graph "$CALLGRAPH") ;;
 esac
 RUN=("$BIN" --conc "$CONC" --payload "$PAYLOAD" --duration-ms "$DURATION_MS" --warmup-ms "$WARMUP_MS"
-    --no-baseline --handshake-ms 0 --processes 1 --mode "$MODE" --server-cpu "$SERVER_CPU" --client-cpu "$CLIENT_CPU")
+    --no-baseline --slices 0 --system nrpc --handshake-ms 0 --processes 1 --mode "$MODE" --server-cpu "$SERVER_CPU" --client-cpu "$CLIENT_CPU")
 PERF=(perf record -e cpu-clock -F "$FREQ" "${CG_ARGS[@]}" --sample-cpu -o "$TMP/perf.data" --)
 say "recording: ${PERF[*]} ${RUN[*]#"$TARGET_DIR/"}"
 if ! "${PERF[@]}" "${RUN[@]}" >"$TMP/run.out" 2>"$TMP/perf.err"; then

@@ -7,6 +7,8 @@ pub mod handshake;
 pub mod load;
 pub mod nrpc;
 pub mod pingpong;
+pub mod plot;
+pub mod quic;
 pub mod raw;
 pub mod relay;
 pub mod slices;
@@ -180,6 +182,20 @@ pub struct Record {
     /// CPU seconds of all the bench's processes (client and server) per
     /// million calls over the measured stretch, if measured.
     pub cpu_s_per_million: Option<f64>,
+    /// Latency at each of [`CURVE_QUANTILES`] (HDR percentile curve).
+    pub latency_curve: Vec<Quantile>,
+}
+
+/// The quantiles of a record's latency curve, p50 to p99.99.
+pub const CURVE_QUANTILES: [f64; 9] = [0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999];
+
+/// One point of a latency percentile curve.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Quantile {
+    /// The quantile, in (0, 1).
+    pub q: f64,
+    /// Latency at it, µs.
+    pub us: f64,
 }
 
 impl Record {
@@ -199,6 +215,13 @@ impl Record {
             calls: r.ok,
             errors: r.errors,
             cpu_s_per_million: r.cpu_s_per_million(),
+            latency_curve: CURVE_QUANTILES
+                .iter()
+                .map(|&q| Quantile {
+                    q,
+                    us: r.quantile_us(q),
+                })
+                .collect(),
         }
     }
 }

@@ -93,17 +93,18 @@ impl SliceFigures {
     }
 }
 
-/// A raw slice and the nRPC slice measured right after it. Ratios are NaN
+/// A raw slice and the slice of the system compared with it (an nRPC mode,
+/// or the QUIC peer), measured right after it. Ratios are NaN
 /// (`null` in JSON, left out of every [`Spread`]) when either slice
 /// completed no call: a slice the machine starved says nothing about nRPC.
 #[derive(Clone, Debug, Serialize)]
 pub struct SlicePair {
     /// The raw-UDP slice.
     pub raw: SliceFigures,
-    /// The nRPC slice.
-    pub nrpc: SliceFigures,
-    /// nRPC CPU time per call / raw CPU time per round trip (the gate's
-    /// regression detector).
+    /// The compared system's slice.
+    pub sys: SliceFigures,
+    /// The system's CPU time per call / raw CPU time per round trip (the
+    /// gate's regression detector).
     pub cpu_ratio: f64,
     /// nRPC mean latency / raw mean latency (a gate guard).
     pub mean_ratio: f64,
@@ -117,26 +118,26 @@ pub struct SlicePair {
 
 impl SlicePair {
     /// Pairs two slices' figures.
-    pub fn new(raw: SliceFigures, nrpc: SliceFigures) -> Self {
+    pub fn new(raw: SliceFigures, sys: SliceFigures) -> Self {
         let ratio = |a: f64, b: f64| {
-            if raw.calls == 0 || nrpc.calls == 0 {
+            if raw.calls == 0 || sys.calls == 0 {
                 f64::NAN
             } else {
                 ratio(a, b)
             }
         };
-        let cpu = match (nrpc.cpu_ns_per_call, raw.cpu_ns_per_call) {
+        let cpu = match (sys.cpu_ns_per_call, raw.cpu_ns_per_call) {
             (Some(n), Some(r)) => ratio(n, r),
             _ => f64::NAN,
         };
         SlicePair {
             cpu_ratio: cpu,
-            mean_ratio: ratio(nrpc.mean_us, raw.mean_us),
-            p99_ratio: ratio(nrpc.p99_us, raw.p99_us),
-            p50_ratio: ratio(nrpc.p50_us, raw.p50_us),
-            qps_ratio: ratio(nrpc.qps, raw.qps),
+            mean_ratio: ratio(sys.mean_us, raw.mean_us),
+            p99_ratio: ratio(sys.p99_us, raw.p99_us),
+            p50_ratio: ratio(sys.p50_us, raw.p50_us),
+            qps_ratio: ratio(sys.qps, raw.qps),
             raw,
-            nrpc,
+            sys,
         }
     }
 }
@@ -195,9 +196,12 @@ fn quantile(v: &[f64], q: f64) -> f64 {
     v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
 }
 
-/// Every pair of one point and the spread of their ratios.
+/// Every pair of one point and one compared system, and the spread of
+/// their ratios.
 #[derive(Clone, Debug, Serialize)]
 pub struct SliceSeries {
+    /// The compared system: "nrpc engine", "nrpc sdk" or "quinn".
+    pub system: String,
     /// Calls in flight.
     pub conc: usize,
     /// Payload bytes.
@@ -214,8 +218,8 @@ pub struct SliceSeries {
     pub cpu_ratio: Option<Spread>,
     /// Spread of raw's CPU time per round trip, ns.
     pub raw_cpu_ns_per_call: Option<Spread>,
-    /// Spread of nRPC's CPU time per call, ns.
-    pub nrpc_cpu_ns_per_call: Option<Spread>,
+    /// Spread of the system's CPU time per call, ns.
+    pub sys_cpu_ns_per_call: Option<Spread>,
     /// Spread of the pairs' mean-latency ratios (gate: its median).
     pub mean_ratio: Option<Spread>,
     /// Spread of the pairs' p99 ratios (gate: its median).
@@ -227,8 +231,9 @@ pub struct SliceSeries {
 }
 
 impl SliceSeries {
-    /// The series of `pairs` measured at (`conc`, `payload`).
+    /// The series of `system`'s `pairs` measured at (`conc`, `payload`).
     pub fn new(
+        system: &str,
         conc: usize,
         payload: usize,
         slice_ms: u64,
@@ -236,6 +241,7 @@ impl SliceSeries {
         pairs: Vec<SlicePair>,
     ) -> Self {
         SliceSeries {
+            system: system.into(),
             conc,
             payload,
             slice_ms,
@@ -247,10 +253,10 @@ impl SliceSeries {
                     .iter()
                     .filter_map(|p| p.raw.cpu_ns_per_call.filter(|_| !p.cpu_ratio.is_nan())),
             ),
-            nrpc_cpu_ns_per_call: Spread::of(
+            sys_cpu_ns_per_call: Spread::of(
                 pairs
                     .iter()
-                    .filter_map(|p| p.nrpc.cpu_ns_per_call.filter(|_| !p.cpu_ratio.is_nan())),
+                    .filter_map(|p| p.sys.cpu_ns_per_call.filter(|_| !p.cpu_ratio.is_nan())),
             ),
             mean_ratio: Spread::of(pairs.iter().map(|p| p.mean_ratio)),
             p99_ratio: Spread::of(pairs.iter().map(|p| p.p99_ratio)),
@@ -364,7 +370,7 @@ mod tests {
             assert!(p.p99_ratio.is_nan() && p.mean_ratio.is_nan() && p.qps_ratio.is_nan());
             assert!(p.cpu_ratio.is_nan());
         }
-        let s = SliceSeries::new(128, 32, 250, 25, pairs);
+        let s = SliceSeries::new("nrpc engine", 128, 32, 250, 25, pairs);
         assert_eq!(s.skipped, 2);
         assert_eq!(s.p99_ratio.map(|s| s.median), Some(1.0));
         assert_eq!(s.cpu_ratio.map(|s| s.median), Some(1.0));

@@ -7,7 +7,7 @@ use std::time::Duration;
 use net_bench::{nrpc, Point, PointResult};
 use net_proto::Status;
 
-use super::{check, driver, fail, Args, Mode};
+use super::{driver, fail, Args, Mode};
 
 /// The nRPC client side, in either mode, peered with one server.
 pub(crate) enum NrpcClient {
@@ -31,8 +31,10 @@ impl NrpcClient {
                     .enable_all()
                     .build()
                     .unwrap_or_else(|e| fail(&e.to_string()));
+                // Not the engine client's identity (seed 2): both clients
+                // are up at once, and a server keeps one session per peer.
                 let base = net_bench::tune(net_engine::MeshNodeConfig::new(
-                    net_crypto::Identity::from_seed(&[2; 32]),
+                    net_crypto::Identity::from_seed(&[3; 32]),
                     nrpc::PSK,
                 ));
                 let mesh = net::Mesh::builder()
@@ -80,13 +82,6 @@ impl NrpcClient {
                 "probe call of {payload} B failed with status {status}"
             ))
         }
-    }
-
-    /// Measures one point (exits the process if it cannot).
-    pub(crate) fn run(&self, p: &Point) -> PointResult {
-        let r = self.run_unchecked(p);
-        check(p, "nrpc", &r);
-        r
     }
 
     /// Measures one point; a point with no completed call is returned, not

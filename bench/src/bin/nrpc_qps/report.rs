@@ -1,8 +1,10 @@
 //! What `nrpc_qps` prints: the progress line of each point, the main table
 //! (and its JSON records), and the slice spreads.
 
-use net_bench::slices::{SlicePair, SliceSeries, Spread};
+use net_bench::slices::{SliceSeries, Spread};
 use net_bench::{Point, PointResult, Record, Skip};
+
+use super::rig::Kind;
 
 /// One system's result at one point: its figures, or why it was skipped.
 pub(crate) type Outcome = Result<PointResult, String>;
@@ -36,45 +38,41 @@ pub(crate) fn progress(
     }
 }
 
-/// Prints each point's slice-ratio spreads and the pairs' gate ratios.
-pub(crate) fn print_slices(series: &[SliceSeries]) {
-    let show_p = |s: &Option<Spread>, p: usize| {
-        s.as_ref().map_or("-".to_string(), |s| {
-            format!(
-                "median {:.p$} (min {:.p$}, q1 {:.p$}, q3 {:.p$}, max {:.p$}, IQR {:.p$})",
-                s.median, s.min, s.q1, s.q3, s.max, s.iqr
-            )
-        })
+/// Prints one row per compared system and point: the spreads over the
+/// rounds of its ratios to the raw slice of the same round.
+pub(crate) fn print_series(series: &[SliceSeries]) {
+    let Some(first) = series.first() else {
+        return;
     };
-    let show = |s: &Option<Spread>| show_p(s, 3);
+    println!();
+    println!(
+        "Per-round ratios to raw: median (min–max) over {} rounds of {} ms slices (+{} ms warm-up each); CPU is the bench's processes' CPU time per call",
+        first.pairs.len(),
+        first.slice_ms,
+        first.slice_warmup_ms
+    );
+    println!("| conc | payload | system | qps ratio | p50 ratio | p99 ratio | CPU per call ratio | rounds left out |");
+    println!("|---|---|---|---|---|---|---|---|");
     for s in series {
         println!(
-            "slices c{}/{}B: {} pairs of {} ms (+{} ms warm-up each), {} left out (a starved slice)",
+            "| {} | {} B | {} | {} | {} | {} | {} | {} |",
             s.conc,
             s.payload,
-            s.pairs.len(),
-            s.slice_ms,
-            s.slice_warmup_ms,
+            s.system,
+            spread_cell(&s.qps_ratio),
+            spread_cell(&s.p50_ratio),
+            spread_cell(&s.p99_ratio),
+            spread_cell(&s.cpu_ratio),
             s.skipped
         );
-        println!("  CPU per call ratio {}", show(&s.cpu_ratio));
-        println!(
-            "  raw CPU ns per round trip {}",
-            show(&s.raw_cpu_ns_per_call)
-        );
-        println!("  nRPC CPU ns per call {}", show(&s.nrpc_cpu_ns_per_call));
-        println!("  mean latency ratio {}", show(&s.mean_ratio));
-        println!("  p99 ratio {}", show(&s.p99_ratio));
-        println!("  p50 ratio {}", show(&s.p50_ratio));
-        println!("  qps ratio {}", show(&s.qps_ratio));
-        let each = |f: fn(&SlicePair) -> f64| {
-            let v: Vec<String> = s.pairs.iter().map(|p| format!("{:.2}", f(p))).collect();
-            v.join(" ")
-        };
-        println!("  CPU per call ratio per pair: {}", each(|p| p.cpu_ratio));
-        println!("  mean latency ratio per pair: {}", each(|p| p.mean_ratio));
-        println!("  p99 ratio per pair: {}", each(|p| p.p99_ratio));
     }
+}
+
+/// "median (min–max)", or "-".
+pub(crate) fn spread_cell(s: &Option<Spread>) -> String {
+    s.as_ref().map_or("-".into(), |s| {
+        format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max)
+    })
 }
 
 pub(crate) fn ratio(a: f64, b: f64) -> String {
@@ -91,62 +89,38 @@ pub(crate) fn cpu_cell(r: Option<&PointResult>) -> String {
         .map_or("-".into(), |c| format!("{c:.2}"))
 }
 
-/// Prints the main table and the reasons of skipped points; returns the
-/// JSON records and skips.
+/// Prints the table of system `kind` against the raw baseline and the
+/// reasons of skipped points; returns the JSON records (raw's too with
+/// `with_raw`, so they are written once) and skips.
 pub(crate) fn table(
     pts: &[Point],
     raw: &[Outcome],
-    nrpc: &[Outcome],
+    sys: &[Outcome],
     drv: &str,
-    mode: &str,
+    kind: Kind,
+    with_raw: bool,
 ) -> (Vec<Record>, Vec<Skip>) {
-    println!("| conc | payload | raw qps | nrpc qps | qps ratio | raw p50 µs | nrpc p50 µs | p50 ratio | raw p99 µs | nrpc p99 µs | p99 ratio | nrpc p99.9 µs | errors | raw CPU s/M calls | nrpc CPU s/M calls |");
+    let name = kind.label();
+    println!("| conc | payload | raw qps | {name} qps | qps ratio | raw p50 µs | {name} p50 µs | p50 ratio | raw p99 µs | {name} p99 µs | p99 ratio | {name} p99.9 µs | errors | raw CPU s/M calls | {name} CPU s/M calls |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut records = Vec::new();
-    let mut skips = Vec::new();
     for (i, p) in pts.iter().enumerate() {
         let r = raw.get(i).and_then(|r| r.as_ref().ok());
-        let rq = r.map_or(0.0, |r| r.qps());
-        let (r50, r99) = r.map_or((0.0, 0.0), |r| (r.quantile_us(0.5), r.quantile_us(0.99)));
-        if let Some(r) = r {
+        if let (Some(r), true) = (r, with_raw) {
             records.push(Record::new("raw", drv, "raw", p, r));
         }
-        let n = match &nrpc[i] {
-            Ok(n) => n,
-            Err(_) => {
-                println!(
-                    "| {} | {} B | {} | skipped | - | {} | - | - | {} | - | - | - | - | {} | - |",
-                    p.conc,
-                    p.payload,
-                    r.map_or("-".into(), |_| format!("{rq:.0}")),
-                    r.map_or("-".into(), |_| format!("{r50:.1}")),
-                    r.map_or("-".into(), |_| format!("{r99:.1}")),
-                    cpu_cell(r),
-                );
-                continue;
-            }
-        };
-        println!(
-            "| {} | {} B | {:.0} | {:.0} | {} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {} | {:.1} | {} | {} | {} |",
-            p.conc,
-            p.payload,
-            rq,
-            n.qps(),
-            ratio(n.qps(), rq),
-            r50,
-            n.quantile_us(0.5),
-            ratio(n.quantile_us(0.5), r50),
-            r99,
-            n.quantile_us(0.99),
-            ratio(n.quantile_us(0.99), r99),
-            n.quantile_us(0.999),
-            n.errors,
-            cpu_cell(r),
-            cpu_cell(Some(n)),
-        );
-        records.push(Record::new("nrpc", drv, mode, p, n));
+        let n = sys.get(i).and_then(|n| n.as_ref().ok());
+        println!("{}", row(p, r, n));
+        if let Some(n) = n {
+            records.push(Record::new(kind.system(), drv, kind.mode(), p, n));
+        }
     }
-    for (system, outcomes) in [("raw", raw), ("nrpc", nrpc)] {
+    let mut skips = Vec::new();
+    let mut both = vec![(name.as_str(), sys)];
+    if with_raw {
+        both.insert(0, ("raw", raw));
+    }
+    for (system, outcomes) in both {
         for (p, o) in pts.iter().zip(outcomes) {
             if let Err(why) = o {
                 println!("skipped {system} {}: {why}", p.name());
@@ -157,72 +131,118 @@ pub(crate) fn table(
     (records, skips)
 }
 
-/// Prints the c1 floor (busy-poll ping-pong) beside the raw baseline's and
-/// nRPC's c1 figures of the same run; returns its JSON records.
+/// One row of [`table`]; "-" or "skipped" where a side has no figures.
+fn row(p: &Point, r: Option<&PointResult>, n: Option<&PointResult>) -> String {
+    let f = |x: Option<&PointResult>, q: f64| {
+        x.map_or("-".into(), |x| format!("{:.1}", x.quantile_us(q)))
+    };
+    let qps = |x: Option<&PointResult>| x.map_or("-".into(), |x| format!("{:.0}", x.qps()));
+    let rel = |g: fn(&PointResult) -> f64| match (n, r) {
+        (Some(n), Some(r)) => ratio(g(n), g(r)),
+        _ => "-".into(),
+    };
+    format!(
+        "| {} | {} B | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        p.conc,
+        p.payload,
+        qps(r),
+        n.map_or("skipped".into(), |n| format!("{:.0}", n.qps())),
+        rel(PointResult::qps),
+        f(r, 0.5),
+        f(n, 0.5),
+        rel(|x| x.quantile_us(0.5)),
+        f(r, 0.99),
+        f(n, 0.99),
+        rel(|x| x.quantile_us(0.99)),
+        f(n, 0.999),
+        n.map_or("-".into(), |n| n.errors.to_string()),
+        cpu_cell(r),
+        cpu_cell(n),
+    )
+}
+
+/// Prints the c1 floor (busy-poll ping-pong) beside the c1 p50 of the raw
+/// baseline and of every compared system `sys` (label, outcomes) of the
+/// same run; returns its JSON records.
 pub(crate) fn floor_table(
     floor: &[(Point, Outcome)],
     pts: &[Point],
     raw: &[Outcome],
-    nrpc: &[Outcome],
-    mode: &str,
+    sys: &[(String, &[Outcome])],
 ) -> Vec<Record> {
     if floor.is_empty() {
         return Vec::new();
     }
     println!();
-    println!("c1 floor: a plain busy-poll UDP ping-pong (std sockets, non-blocking recv_from/send_to, one datagram in flight)");
-    println!("| payload | floor round trips/s | floor p50 µs | floor p99 µs | raw p50 µs | nrpc {mode} p50 µs | raw p50 ÷ floor | nrpc {mode} p50 ÷ floor |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("c1 floor: a plain busy-poll UDP ping-pong (std sockets, non-blocking recv_from/send_to, one datagram in flight); p50 µs (÷ floor)");
+    let all: Vec<(&str, &[Outcome])> = std::iter::once(("raw", raw))
+        .chain(sys.iter().map(|(l, o)| (l.as_str(), *o)))
+        .collect();
+    let names: Vec<&str> = all.iter().map(|(l, _)| *l).collect();
+    println!(
+        "| payload | floor round trips/s | floor p50 µs | floor p99 µs | {} |",
+        names.join(" | ")
+    );
+    println!("|---|---|---|---|{}", "---|".repeat(all.len()));
     let mut records = Vec::new();
     for (p, f) in floor {
         let Ok(f) = f else { continue };
         let at = pts
             .iter()
             .position(|q| q.conc == p.conc && q.payload == p.payload);
-        let p50 = |o: Option<&Outcome>| o.and_then(|o| o.as_ref().ok()).map(|r| r.quantile_us(0.5));
-        let (r50, n50) = (
-            p50(at.and_then(|i| raw.get(i))),
-            p50(at.and_then(|i| nrpc.get(i))),
-        );
         let f50 = f.quantile_us(0.5);
-        let show = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1}"));
-        let of = |v: Option<f64>| v.map_or("-".into(), |v| ratio(v, f50));
+        let cells: Vec<String> = all
+            .iter()
+            .map(
+                |(_, o)| match at.and_then(|i| o.get(i)).and_then(|o| o.as_ref().ok()) {
+                    Some(r) => format!(
+                        "{:.1} ({})",
+                        r.quantile_us(0.5),
+                        ratio(r.quantile_us(0.5), f50)
+                    ),
+                    None => "-".into(),
+                },
+            )
+            .collect();
         println!(
-            "| {} B | {:.0} | {f50:.1} | {:.1} | {} | {} | {} | {} |",
+            "| {} B | {:.0} | {f50:.1} | {:.1} | {} |",
             p.payload,
             f.qps(),
             f.quantile_us(0.99),
-            show(r50),
-            show(n50),
-            of(r50),
-            of(n50),
+            cells.join(" | ")
         );
         records.push(Record::new("pingpong", "std", "pingpong", p, f));
     }
     records
 }
 
-/// When both modes ran: what a user of the public API gets as a share of
-/// what the engine does, point by point (the same raw baseline under both).
-pub(crate) fn sdk_vs_engine(pts: &[Point], engine: &[Outcome], sdk: &[Outcome]) {
+/// Prints system `a` against system `b` point by point: both qps, and the
+/// spread over the rounds of `a`'s qps ÷ `b`'s in the same round.
+pub(crate) fn compare(
+    pts: &[Point],
+    a: Kind,
+    a_out: &[Outcome],
+    b: Kind,
+    b_out: &[Outcome],
+    spread: impl Fn(usize) -> Option<Spread>,
+) {
+    let (an, bn) = (a.label(), b.label());
     println!();
-    println!(
-        "| conc | payload | engine qps | sdk qps | sdk ÷ engine | engine p50 µs | sdk p50 µs |"
-    );
+    println!("| conc | payload | {an} qps | {bn} qps | {an} ÷ {bn} (per round: median (min–max)) | {an} p50 µs | {bn} p50 µs |");
     println!("|---|---|---|---|---|---|---|");
     for (i, p) in pts.iter().enumerate() {
-        let (Some(Ok(e)), Some(Ok(s))) = (engine.get(i), sdk.get(i)) else {
+        let (Some(Ok(x)), Some(Ok(y))) = (a_out.get(i), b_out.get(i)) else {
             continue;
         };
         println!(
             "| {} | {} B | {:.0} | {:.0} | {} | {:.1} | {:.1} |",
             p.conc,
             p.payload,
-            e.qps(),
-            s.qps(),
-            ratio(s.qps(), e.qps()),
-            e.quantile_us(0.5),
-            s.quantile_us(0.5),
+            x.qps(),
+            y.qps(),
+            spread_cell(&spread(i)),
+            x.quantile_us(0.5),
+            y.quantile_us(0.5),
         );
     }
 }
