@@ -112,28 +112,44 @@ impl Drop for CancelGuard {
     }
 }
 
-/// What a unary call's sink and its future share: no lock. The sink sets
-/// the handle and then checks `dropped`; the future's guard sets `dropped`
-/// and then checks the handle (both SeqCst), so a future dropped while the
-/// call opens is cancelled by at least one of them (cancel is idempotent).
+/// One unary call's state, shared by its sink (on the core) and its future:
+/// the call's handle (to cancel it), and the outcome with the waker of the
+/// task awaiting it. One allocation per call, where a oneshot channel and
+/// a separate cancel state took two.
+///
+/// Cancellation: the sink sets the handle and then checks `dropped`; the
+/// future's guard sets `dropped` and then checks the handle (both SeqCst),
+/// so a future dropped while the call opens is cancelled by at least one of
+/// them (cancel is idempotent).
 #[derive(Default)]
-struct UnaryShared {
+struct UnaryCell {
     handle: OnceLock<CallHandle>,
     dropped: AtomicBool,
-    done: AtomicBool,
+    /// The outcome once the call ended, and who waits for it.
+    slot: Mutex<UnarySlot>,
 }
 
-/// Forwards a unary call's outcome to its future: one oneshot, no stream
-/// channel, no opened channel.
-struct UnarySink {
-    shared: Arc<UnaryShared>,
-    done: Option<oneshot::Sender<Ended>>,
+#[derive(Default)]
+struct UnarySlot {
+    ended: Option<Ended>,
+    /// Set once the outcome was handed to the future.
+    taken: bool,
+    waker: Option<std::task::Waker>,
 }
+
+impl UnaryCell {
+    fn slot(&self) -> std::sync::MutexGuard<'_, UnarySlot> {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Hands a unary call's outcome to its future.
+struct UnarySink(Arc<UnaryCell>);
 
 impl CallEvents for UnarySink {
     fn opened(&mut self, handle: CallHandle) {
         let cancel = handle.clone();
-        if self.shared.handle.set(handle).is_ok() && self.shared.dropped.load(Ordering::SeqCst) {
+        if self.0.handle.set(handle).is_ok() && self.0.dropped.load(Ordering::SeqCst) {
             cancel.cancel();
         }
     }
@@ -149,22 +165,76 @@ impl CallEvents for UnarySink {
 
 impl UnarySink {
     fn end(&mut self, ended: Ended) {
-        self.shared.done.store(true, Ordering::SeqCst);
-        if let Some(tx) = self.done.take() {
-            // Nobody awaits the outcome any more (the future was dropped;
-            // its guard cancelled the call).
-            let _ = tx.send(ended);
+        let waker = {
+            let mut slot = self.0.slot();
+            if slot.ended.is_some() || slot.taken {
+                return; // an outcome is delivered once
+            }
+            slot.ended = Some(ended);
+            slot.waker.take()
+        };
+        // Woken outside the lock; nobody waits if the future was dropped
+        // (its guard cancelled the call).
+        if let Some(w) = waker {
+            w.wake();
         }
     }
 }
 
-/// Cancels a unary call whose future is dropped before the outcome.
-struct UnaryGuard(Arc<UnaryShared>);
-
-impl Drop for UnaryGuard {
+impl Drop for UnarySink {
+    /// A sink dropped without an outcome (the engine let the call go
+    /// unanswered) ends the future with `Dropped` rather than leave it
+    /// waiting forever.
     fn drop(&mut self) {
-        if self.0.done.load(Ordering::SeqCst) {
-            return;
+        let waker = {
+            let mut slot = self.0.slot();
+            if slot.ended.is_some() || slot.taken {
+                return;
+            }
+            slot.taken = true;
+            slot.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+/// The future's side of a unary call: its outcome when the sink delivers
+/// it; `Dropped` if the sink went away without one. Dropping it before the
+/// outcome cancels the call at the callee.
+struct UnaryOutcome(Arc<UnaryCell>);
+
+impl std::future::Future for UnaryOutcome {
+    type Output = Result<Ended, ()>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let mut slot = self.0.slot();
+        if let Some(e) = slot.ended.take() {
+            slot.taken = true;
+            return std::task::Poll::Ready(Ok(e));
+        }
+        if slot.taken {
+            return std::task::Poll::Ready(Err(()));
+        }
+        match &slot.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => slot.waker = Some(cx.waker().clone()),
+        }
+        std::task::Poll::Pending
+    }
+}
+
+impl Drop for UnaryOutcome {
+    fn drop(&mut self) {
+        {
+            let slot = self.0.slot();
+            if slot.taken || slot.ended.is_some() {
+                return; // the call is over: nothing to cancel
+            }
         }
         self.0.dropped.store(true, Ordering::SeqCst);
         if let Some(h) = self.0.handle.get() {
@@ -337,12 +407,8 @@ impl Mesh {
         opts: CallOptions,
     ) -> Result<Bytes, RpcError> {
         let deadline = opts.deadline.or(self.call_deadline);
-        let shared = Arc::new(UnaryShared::default());
-        let (done_tx, done) = oneshot::channel();
-        let sink = UnarySink {
-            shared: shared.clone(),
-            done: Some(done_tx),
-        };
+        let cell = Arc::new(UnaryCell::default());
+        let sink = UnarySink(cell.clone());
         // A full core inbox makes this wait (bounded by the deadline), not fail.
         self.node
             .call_when_room(
@@ -354,10 +420,12 @@ impl Mesh {
                 Box::new(sink),
             )
             .await?;
-        let guard = UnaryGuard(shared);
-        let r = done.await;
-        drop(guard);
-        outcome(r)
+        match UnaryOutcome(cell).await {
+            Ok(Ended::Answered(s, b)) if s.is_ok() => Ok(b),
+            Ok(Ended::Answered(status, payload)) => Err(RpcError::Status { status, payload }),
+            Ok(Ended::Failed(status, cause)) => Err(RpcError::Failed { status, cause }),
+            Err(()) => Err(RpcError::Dropped),
+        }
     }
 
     /// Server-streaming call: one request, a stream of responses.

@@ -26,17 +26,19 @@
 #![forbid(unsafe_code)]
 
 mod call;
+mod core_task;
 mod error;
 mod mesh;
 
 pub use bytes::Bytes;
 pub use call::{CallOptions, ClientStream, DuplexCall, ServerStream};
+pub use core_task::{CoreTask, TaskError};
 pub use error::{MeshError, RpcError};
 pub use mesh::{Mesh, MeshBuilder, PeerEvents, Request, ServeHandle, DEFAULT_CALL_DEADLINE};
 pub use net_crypto::{Identity, NodeId, PublicIdentity};
 pub use net_engine::{
     AlreadyAnswered, CallEvents, CoreStats, DriverChoice, DriverKind, IncomingCall, MemNet,
-    RequestInfo, Responder, SendError,
+    RequestInfo, Responder, SendError, MAX_TASKS,
 };
 pub use net_proto::{
     Cause, CloseReason, DetectorConfig, HandshakeError, PeerEvent, PeerState, Status,

@@ -1,10 +1,13 @@
-//! The CI gate's SDK point: `gate_sdk N` makes N unary echo calls (c1,
+//! The CI gate's SDK point: `gate_sdk N [on-core [CONC]]` makes N unary
+//! echo calls (c1,
 //! 32 B) through the public API — `net::Mesh::call` awaited on a tokio
 //! current-thread runtime — against a second mesh in this process, over
 //! an in-process network (`MemNet`: no sockets, so no kernel in the count). `scripts/bench-gate.sh` counts its instructions with
 //! `valgrind --tool=callgrind` for two values of N and divides the
 //! difference by the difference of N, which cancels start-up, handshake
-//! and shutdown.
+//! and shutdown. With `on-core` the calls are made from a future spawned
+//! on the client's engine core (`Mesh::spawn_on_core`) instead, by CONC
+//! tasks (default 1): not gated, for profiles.
 //!
 //! Unlike `gate_calls` (the protocol core alone, virtual time), this path
 //! has threads, sockets and a clock, so its count is not exact: both
@@ -58,16 +61,43 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let body = [0x5au8; 32];
-    let done = rt.block_on(async {
-        let mut done = 0u64;
-        for _ in 0..total {
-            let reply = client.call(peer, "echo", &body[..]).await.expect("call");
-            assert_eq!(&reply[..], &body[..], "bad echo");
-            done += 1;
+    let on_core = std::env::args().nth(2).as_deref() == Some("on-core");
+    let conc: u64 = std::env::args()
+        .nth(3)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1);
+    let calls = |n: u64| {
+        let client = client.clone();
+        async move {
+            let body = [0x5au8; 32];
+            for _ in 0..n {
+                let reply = client.call(peer, "echo", &body[..]).await.expect("call");
+                assert_eq!(&reply[..], &body[..], "bad echo");
+            }
+            n
         }
-        done
-    });
+    };
+    let done: u64 = if on_core {
+        let tasks: Vec<_> = (0..conc)
+            .map(|_| {
+                client
+                    .spawn_on_core(0, calls(total / conc))
+                    .expect("spawn on core")
+            })
+            .collect();
+        rt.block_on(async {
+            let mut done = 0;
+            for t in tasks {
+                done += t.await.expect("on-core task");
+            }
+            done
+        })
+    } else {
+        rt.block_on(calls(total))
+    };
+    if std::env::var_os("GATE_SDK_STATS").is_some() {
+        print_stats(&[("client", &client), ("server", &server)], done);
+    }
     client
         .shutdown(Duration::from_secs(1))
         .expect("client shutdown");
@@ -75,4 +105,23 @@ fn main() {
         .shutdown(Duration::from_secs(1))
         .expect("server shutdown");
     println!("{done} calls");
+}
+
+/// Per-call counters of each mesh's cores, on stderr (`GATE_SDK_STATS=1`).
+fn print_stats(meshes: &[(&str, &Mesh)], done: u64) {
+    let per = |x: u64| x as f64 / done as f64;
+    for (who, m) in meshes {
+        for st in m.stats() {
+            eprintln!(
+                "{who} core {}: per call {:.3} datagrams out, {:.3} in, {:.3} loops, {:.3} parks, {:.3} task polls, {:.3} inbox wakes",
+                st.core,
+                per(st.io.tx_datagrams),
+                per(st.io.rx_datagrams),
+                per(st.loops),
+                per(st.parks),
+                per(st.task_polls),
+                per(st.inbox_wakes),
+            );
+        }
+    }
 }

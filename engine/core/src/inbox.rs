@@ -118,6 +118,8 @@ pub(crate) enum Command {
     },
     /// Run an application on this core (engine-mode benchmarks).
     App(Box<dyn CoreApp>),
+    /// Run a future on this core (`MeshNode::spawn_on_core`).
+    Spawn(crate::local::CoreFuture),
     Shutdown {
         deadline: Instant,
     },
@@ -262,6 +264,11 @@ impl Inbox {
         if self.is_closed() {
             self.fail_queued();
         }
+    }
+
+    /// Wakes the core if it is parked (an on-core task was woken).
+    pub fn nudge(&self) {
+        self.wake();
     }
 
     fn wake(&self) {

@@ -16,6 +16,7 @@ mod flow;
 mod handler;
 mod inbox;
 pub mod loadgen;
+mod local;
 mod node;
 mod peers;
 mod stats;
@@ -27,6 +28,7 @@ pub use handler::{
     AlreadyAnswered, AsyncHandler, CallEvents, CallHandle, CoreApp, CoreCx, Handler, IncomingCall,
     RequestInfo, Responder, SyncHandler,
 };
+pub use local::{CoreFuture, MAX_TASKS};
 pub use net_io::{DriverChoice, DriverKind, MemNet};
 pub use node::{EngineError, MeshNode, ServeOptions};
 pub use peers::PeerListener;

@@ -381,8 +381,14 @@ impl MeshNode {
         })
     }
 
-    /// The inbox of the next core, round robin.
+    /// The inbox of the next core, round robin; on one of this node's core
+    /// threads (an on-core task, a handler), that core's own: no lock, no
+    /// hand-off to another thread.
     fn next_inbox(&self) -> Result<Arc<Inbox>, EngineError> {
+        let key = crate::core_loop::node_key(&self.board);
+        if let Some(inbox) = crate::local::current_inbox(key) {
+            return Ok(inbox);
+        }
         let running = self.lock();
         let r = running.as_ref().ok_or(EngineError::NotRunning)?;
         let i = self.next_core.fetch_add(1, Ordering::Relaxed) % r.cores.len();
@@ -665,6 +671,28 @@ impl MeshNode {
         c.inbox
             .push(Command::App(app))
             .map_err(|_| EngineError::Backpressure)
+    }
+
+    /// Runs `fut` on core `core`'s own thread: the core loop polls it
+    /// (see `local`), so the calls it makes go to that core with no
+    /// cross-thread hand-off and their completions wake it without a
+    /// syscall. The future must not need a tokio runtime (no tokio timers
+    /// or sockets). A task that panics is dropped and counted
+    /// (`CoreStats::task_panics`); tasks still running at shutdown are
+    /// dropped. `Backpressure` if the core's inbox is full; a core already
+    /// holding [`MAX_TASKS`](crate::MAX_TASKS) tasks drops the future
+    /// (`CoreStats::tasks_refused`).
+    pub fn spawn_on_core(&self, core: usize, fut: crate::CoreFuture) -> Result<(), EngineError> {
+        let running = self.lock();
+        let r = running.as_ref().ok_or(EngineError::NotRunning)?;
+        let c = r.cores.get(core).ok_or(EngineError::NotRunning)?;
+        c.inbox.push(Command::Spawn(fut)).map_err(|_| {
+            if c.inbox.is_closed() {
+                EngineError::NotRunning
+            } else {
+                EngineError::Backpressure
+            }
+        })
     }
 
     /// Per-core counters (asks each core; waits up to 1 s per core).

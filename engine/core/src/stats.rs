@@ -60,6 +60,14 @@ pub struct CoreStats {
     pub replies_unheard: u64,
     /// Panics caught on the core loop outside handlers (a pass abandoned).
     pub core_panics: u64,
+    /// Polls of on-core tasks (`MeshNode::spawn_on_core`).
+    pub task_polls: u64,
+    /// On-core tasks that panicked (each dropped; the core went on).
+    pub task_panics: u64,
+    /// Spawns refused because the core held `MAX_TASKS` tasks.
+    pub tasks_refused: u64,
+    /// On-core tasks alive right now (a gauge, at most `MAX_TASKS`).
+    pub tasks: u64,
     /// Calls whose state this core holds right now (either role): a gauge,
     /// bounded by call credit.
     pub open_calls: u64,

@@ -13,8 +13,13 @@ use super::{driver, fail, Args, Mode};
 pub(crate) enum NrpcClient {
     /// Calls from the client node's own core.
     Engine(Box<net_engine::MeshNode>),
-    /// Calls from tokio tasks through the public API.
-    Sdk(net::Mesh, tokio::runtime::Runtime),
+    /// Calls through the public API: from tokio tasks, or (`on_core`) from
+    /// futures spawned on the client's engine core.
+    Sdk {
+        mesh: net::Mesh,
+        rt: tokio::runtime::Runtime,
+        on_core: bool,
+    },
 }
 
 impl NrpcClient {
@@ -25,18 +30,28 @@ impl NrpcClient {
                 nrpc::client(addr, args.bind, driver(args), spin, Some(args.client_cpu))
                     .unwrap_or_else(|e| fail(&e)),
             )),
-            Mode::Sdk => {
+            Mode::Sdk | Mode::Core => {
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(1)
                     .enable_all()
                     .build()
                     .unwrap_or_else(|e| fail(&e.to_string()));
-                // Not the engine client's identity (seed 2): both clients
-                // are up at once, and a server keeps one session per peer.
+                // Not the engine client's identity (seed 2) nor each
+                // other's: the clients are up at once, and a server keeps
+                // one session per peer.
+                let seed = if mode == Mode::Core { 4 } else { 3 };
                 let base = net_bench::tune(net_engine::MeshNodeConfig::new(
-                    net_crypto::Identity::from_seed(&[3; 32]),
+                    net_crypto::Identity::from_seed(&[seed; 32]),
                     nrpc::PSK,
                 ));
+                // On-core futures share the core's thread: pin it as the
+                // engine mode's core is.
+                let on_core = mode == Mode::Core;
+                let base = if on_core {
+                    base.with_cpus(vec![args.client_cpu])
+                } else {
+                    base
+                };
                 let mesh = net::Mesh::builder()
                     .node_config(base)
                     .listen(SocketAddr::new(args.bind, 0))
@@ -46,7 +61,7 @@ impl NrpcClient {
                     .build()
                     .unwrap_or_else(|e| fail(&e.to_string()));
                 mesh.start().unwrap_or_else(|e| fail(&e.to_string()));
-                NrpcClient::Sdk(mesh, rt)
+                NrpcClient::Sdk { mesh, rt, on_core }
             }
         }
     }
@@ -58,7 +73,7 @@ impl NrpcClient {
                 node.driver().map(|d| d.to_string()).unwrap_or_default(),
                 node.aead().to_string(),
             ),
-            NrpcClient::Sdk(mesh, _) => (mesh.describe().0, mesh.describe().1.to_string()),
+            NrpcClient::Sdk { mesh, .. } => (mesh.describe().0, mesh.describe().1.to_string()),
         }
     }
 
@@ -68,7 +83,7 @@ impl NrpcClient {
     pub(crate) fn skip_reason(&self, payload: usize) -> Option<String> {
         let status = match self {
             NrpcClient::Engine(node) => nrpc::probe_engine(node, payload),
-            NrpcClient::Sdk(mesh, rt) => nrpc::probe_sdk(mesh, rt, payload),
+            NrpcClient::Sdk { mesh, rt, .. } => nrpc::probe_sdk(mesh, rt, payload),
         }
         .unwrap_or_else(|e| fail(&e));
         if status == Status::PAYLOAD_TOO_LARGE {
@@ -89,7 +104,7 @@ impl NrpcClient {
     pub(crate) fn run_unchecked(&self, p: &Point) -> PointResult {
         match self {
             NrpcClient::Engine(node) => nrpc::run_engine(node, p).unwrap_or_else(|e| fail(&e)),
-            NrpcClient::Sdk(mesh, rt) => nrpc::run_sdk(mesh, rt, p)
+            NrpcClient::Sdk { mesh, rt, on_core } => nrpc::run_sdk(mesh, rt, p, *on_core)
                 .unwrap_or_else(|e| fail(&format!("nrpc {}: {e}", p.name()))),
         }
     }
@@ -103,7 +118,7 @@ impl Drop for NrpcClient {
             NrpcClient::Engine(node) => {
                 let _ = node.shutdown(grace);
             }
-            NrpcClient::Sdk(mesh, _) => {
+            NrpcClient::Sdk { mesh, .. } => {
                 let _ = mesh.shutdown(grace);
             }
         }

@@ -49,6 +49,9 @@ enum Mode {
     Engine,
     /// Calls through the public async API on tokio.
     Sdk,
+    /// Calls through the public async API from futures on the client's
+    /// engine core (`Mesh::spawn_on_core`).
+    Core,
 }
 
 impl Mode {
@@ -57,6 +60,7 @@ impl Mode {
         match self {
             Mode::Engine => "calls issued on the client node's own core (no hand-off)",
             Mode::Sdk => "calls through the public async API (net::Mesh::call) from tokio tasks",
+            Mode::Core => "calls through the public async API (net::Mesh::call) from futures on the client's engine core (Mesh::spawn_on_core)",
         }
     }
 
@@ -65,6 +69,7 @@ impl Mode {
         match self {
             Mode::Engine => "engine",
             Mode::Sdk => "sdk",
+            Mode::Core => "core",
         }
     }
 }
@@ -118,7 +123,7 @@ struct Args {
     /// against the same raw baseline and printed as its own table (the
     /// default runs both: the engine's own figure and what a user of the
     /// public API gets).
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = vec![Mode::Engine, Mode::Sdk])]
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = vec![Mode::Engine, Mode::Sdk, Mode::Core])]
     mode: Vec<Mode>,
     /// Systems measured against the raw baseline, comma separated: nrpc
     /// (in each `--mode`) and quinn (a QUIC echo on the quinn crate).

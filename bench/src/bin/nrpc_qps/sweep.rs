@@ -121,7 +121,7 @@ impl Sweep {
     }
 
     /// Prints every table of the run: one per compared system against raw,
-    /// the per-round ratio spreads, SDK ÷ engine and nRPC ÷ quinn, and the
+    /// the per-round ratio spreads, SDK and core ÷ engine, nRPC ÷ quinn, and the
     /// c1 floor; returns the JSON records and the skipped points.
     pub(crate) fn print(
         &self,
@@ -150,8 +150,11 @@ impl Sweep {
             skips.extend(s);
         }
         print_series(series);
-        let (engine, sdk) = (Kind::Nrpc(Mode::Engine), Kind::Nrpc(Mode::Sdk));
-        let mut pairs = vec![(sdk, engine)];
+        let engine = Kind::Nrpc(Mode::Engine);
+        let mut pairs = vec![
+            (Kind::Nrpc(Mode::Sdk), engine),
+            (Kind::Nrpc(Mode::Core), engine),
+        ];
         pairs.extend(
             compared
                 .iter()

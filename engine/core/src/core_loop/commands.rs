@@ -77,6 +77,13 @@ impl Core {
                 self.issue_app_calls(now);
             }
             Command::Shutdown { deadline } => self.draining = Some(deadline),
+            Command::Spawn(fut) => {
+                if !self.tasks.spawn(fut) {
+                    // The future is dropped: whoever awaits its outcome
+                    // learns it ended unanswered.
+                    self.stats.tasks_refused += 1;
+                }
+            }
             Command::Announce {
                 peer: None,
                 payload,
@@ -132,6 +139,7 @@ impl Core {
             .load(std::sync::atomic::Ordering::Relaxed);
         s.trust = self.trust.stats.clone();
         s.open_calls = self.ep.call_count() as u64;
+        s.tasks = self.tasks.len() as u64;
         s
     }
 }

@@ -105,6 +105,8 @@ pub(crate) struct Core {
     handlers: FastMap<ServiceId, Service>,
     /// The on-core app, if one runs.
     app: app::AppSlot,
+    /// Futures spawned on this core (`MeshNode::spawn_on_core`).
+    tasks: crate::local::LocalTasks,
     /// Response buffer for sync handlers, reused.
     out: Vec<u8>,
     /// Counters (a snapshot answers `MeshNode::stats`).
@@ -140,13 +142,14 @@ impl Core {
             index: p.index,
             driver: p.driver,
             ep: p.ep,
-            inbox: p.inbox,
             spin: p.spin,
             spin_yield: p.spin_yield,
             own: dispatch::OwnCalls::new(p.peers),
             handoffs: calls::Handoffs::default(),
             handlers: p.handlers,
             app: app::AppSlot::default(),
+            tasks: crate::local::LocalTasks::new(p.inbox.clone()),
+            inbox: p.inbox,
             out: Vec::new(),
             stats: CoreStats::default(),
             draining: None,
@@ -175,6 +178,7 @@ impl Core {
     /// rather than spin on a state that keeps panicking.
     pub fn run(mut self) {
         let mut idle_since: Option<Instant> = None;
+        crate::local::enter(node_key(&self.board), self.inbox.clone());
         loop {
             let pass = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 self.iteration(&mut idle_since)
@@ -204,6 +208,7 @@ impl Core {
             }
         }
         self.fail_all();
+        crate::local::leave();
     }
 
     /// One pass of the loop: harvest (parking when idle), then [`Self::turn`]
@@ -240,20 +245,19 @@ impl Core {
             let (src, buf) = self.driver.rx(i);
             self.ep.handle(now, src, buf);
         }
-        // Bounded per pass: producers that never stop must not starve the
-        // socket and the timers.
-        for _ in 0..MAX_COMMANDS_PER_PASS {
-            let Some(cmd) = self.inbox.pop() else { break };
-            self.stats.commands += 1;
-            self.command(now, cmd);
-            work = true;
-        }
-        self.inbox.wake_room();
+        work |= self.tasks_and_commands(now);
         if self.ep.poll_timeout().is_some_and(|t| t <= now) {
             self.ep.handle_timeout(now);
             work = true;
         }
         work |= self.dispatch_events(now);
+        if self.tasks.has_ready() {
+            // Answers just completed woke on-core tasks: let them call
+            // again now, so their calls leave in this pass's transmit
+            // with the acknowledgements, not in a datagram of their own.
+            self.tasks_and_commands(now);
+            self.dispatch_events(now);
+        }
         self.trust.flush(now);
         if let Some(bytes) = self.trust.poll(now) {
             self.announce_all(now, &bytes);
@@ -268,11 +272,37 @@ impl Core {
         Ok(if work { Pass::Busy } else { Pass::Idle })
     }
 
+    /// Polls the woken on-core tasks, then takes inbox commands (so calls
+    /// the tasks just made are opened in the same pass); true if anything
+    /// was done.
+    fn tasks_and_commands(&mut self, now: Instant) -> bool {
+        let (polled, panics) = self.tasks.poll();
+        self.stats.task_polls += polled as u64;
+        self.stats.task_panics += panics;
+        let mut work = polled > 0;
+        // Bounded per pass: producers that never stop must not starve the
+        // socket and the timers.
+        for _ in 0..MAX_COMMANDS_PER_PASS {
+            let Some(cmd) = self.inbox.pop() else { break };
+            self.stats.commands += 1;
+            self.command(now, cmd);
+            work = true;
+        }
+        self.inbox.wake_room();
+        work
+    }
+
     /// Receives a batch: polls while busy or spinning, parks after `spin` idle.
     fn receive(&mut self, idle_since: Option<Instant>) -> std::io::Result<usize> {
         let now = Instant::now();
         let spinning = idle_since.is_none_or(|t| now.saturating_duration_since(t) < self.spin);
         if spinning || !self.inbox.prepare_park() {
+            return self.driver.recv(Some(Duration::ZERO));
+        }
+        if self.tasks.has_ready() {
+            // Woken before `prepare_park` marked the core parked: the
+            // waker saw it running and sent no wake (see `local`).
+            self.inbox.unpark();
             return self.driver.recv(Some(Duration::ZERO));
         }
         let timeout = self.next_wake().map(|t| t.saturating_duration_since(now));
@@ -352,5 +382,12 @@ impl Core {
         }
         self.handoffs.end_all(status);
         self.inbox.fail_queued();
+        self.tasks.clear();
     }
+}
+
+/// The key that tells this node's cores from other nodes' in the same
+/// process (`local::current_inbox`): its peer board's address.
+pub(crate) fn node_key(board: &Arc<crate::peers::PeerBoard>) -> usize {
+    Arc::as_ptr(board) as usize
 }
