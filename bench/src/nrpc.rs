@@ -272,10 +272,11 @@ async fn sdk_task(
     let mut r = PointResult::new();
     let mut body = vec![0x5a; payload];
     let mut i = 0u64;
-    while Instant::now() < end {
+    // Two clock reads per call: a call starts when the previous one ended.
+    let mut sent = Instant::now();
+    while sent < end {
         body[..8].copy_from_slice(&(t << 32 | i).to_be_bytes());
         i += 1;
-        let sent = Instant::now();
         let reply = mesh.call(peer, "echo", body.clone()).await;
         if let Err(e) = &reply {
             if e.status() == Some(Status::BACKPRESSURE) {
@@ -286,6 +287,7 @@ async fn sdk_task(
         if now >= measure_from {
             r.record(now - sent, matches!(&reply, Ok(b) if b[..] == body[..]));
         }
+        sent = now;
     }
     Ok(r)
 }

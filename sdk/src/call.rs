@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use net_crypto::NodeId;
-use net_engine::{CallEvents, CallHandle, SendError};
+use net_engine::{CallEvents, CallHandle, CancelHandle, SendError};
 use net_proto::{CallKind, Cause, ServiceId, Status};
 use tokio::sync::{mpsc, oneshot};
 
@@ -123,7 +123,7 @@ impl Drop for CancelGuard {
 /// them (cancel is idempotent).
 #[derive(Default)]
 struct UnaryCell {
-    handle: OnceLock<CallHandle>,
+    handle: OnceLock<CancelHandle>,
     dropped: AtomicBool,
     /// The outcome once the call ended, and who waits for it.
     slot: Mutex<UnarySlot>,
@@ -147,7 +147,11 @@ impl UnaryCell {
 struct UnarySink(Arc<UnaryCell>);
 
 impl CallEvents for UnarySink {
-    fn opened(&mut self, handle: CallHandle) {
+    fn cancel_handle_only(&self) -> bool {
+        true
+    }
+
+    fn opened_unary(&mut self, handle: CancelHandle) {
         let cancel = handle.clone();
         if self.0.handle.set(handle).is_ok() && self.0.dropped.load(Ordering::SeqCst) {
             cancel.cancel();
@@ -415,7 +419,8 @@ impl Mesh {
                 peer,
                 service_id(service),
                 CallKind::Unary,
-                deadline.map(|d| Instant::now() + d),
+                // On a core thread (an on-core task), the pass's time.
+                deadline.map(|d| net_engine::clock_now() + d),
                 payload.into(),
                 Box::new(sink),
             )

@@ -222,11 +222,40 @@ impl CallHandle {
     }
 }
 
+/// Abandons one unary call from any thread: what a unary caller needs of
+/// its call once it is open ([`CallEvents::cancel_handle_only`]).
+#[derive(Clone)]
+pub struct CancelHandle {
+    pub(crate) inbox: Arc<Inbox>,
+    pub(crate) session: SessionId,
+    pub(crate) call: CallId,
+}
+
+impl CancelHandle {
+    /// Abandons the call; no completion follows once the core takes it.
+    /// Cancelling a call that already ended does nothing (call ids are
+    /// never reused), so calling this twice is harmless.
+    pub fn cancel(&self) {
+        let (session, call) = (self.session, self.call);
+        self.inbox.push_call(Command::Cancel { session, call });
+    }
+}
+
 /// Receives the events of one call, on the core thread. Implementations must
 /// be quick (hand the data to another thread and return).
 pub trait CallEvents: Send + 'static {
     /// The call is open (caller side; streaming callers need the handle).
     fn opened(&mut self, _handle: CallHandle) {}
+    /// Unary calls: whether this sink takes only a [`CancelHandle`]
+    /// ([`opened_unary`](Self::opened_unary)) instead of a full
+    /// [`CallHandle`], which saves the core a flow (stream credit) per
+    /// call. Default false.
+    fn cancel_handle_only(&self) -> bool {
+        false
+    }
+    /// The unary call is open (for sinks whose
+    /// [`cancel_handle_only`](Self::cancel_handle_only) is true).
+    fn opened_unary(&mut self, _cancel: CancelHandle) {}
     /// Caller side: the callee's stream gets credit only as the application
     /// reports what it read ([`CallHandle::consumed`]) rather than as
     /// messages reach this sink. Sinks that pass messages to a reader on

@@ -25,10 +25,10 @@ mod trust;
 pub use config::{MeshNodeConfig, PeerConfig};
 pub use flow::{SendError, MSG_OVERHEAD};
 pub use handler::{
-    AlreadyAnswered, AsyncHandler, CallEvents, CallHandle, CoreApp, CoreCx, Handler, IncomingCall,
-    RequestInfo, Responder, SyncHandler,
+    AlreadyAnswered, AsyncHandler, CallEvents, CallHandle, CancelHandle, CoreApp, CoreCx, Handler,
+    IncomingCall, RequestInfo, Responder, SyncHandler,
 };
-pub use local::{CoreFuture, MAX_TASKS};
+pub use local::{now as clock_now, CoreFuture, MAX_TASKS};
 pub use net_io::{DriverChoice, DriverKind, MemNet};
 pub use node::{EngineError, MeshNode, ServeOptions};
 pub use peers::PeerListener;

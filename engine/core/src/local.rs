@@ -182,6 +182,23 @@ thread_local! {
     /// On a core's thread: its node's key and its inbox, so calls made
     /// there (from an on-core task or a handler) go to this core.
     static CURRENT: RefCell<Option<(usize, Arc<Inbox>)>> = const { RefCell::new(None) };
+    /// On a core's thread: the time its current pass started.
+    static PASS_TIME: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// Records the time of the pass this core thread is running.
+pub(crate) fn set_pass_time(now: std::time::Instant) {
+    PASS_TIME.with(|t| t.set(Some(now)));
+}
+
+/// The time for a call's deadline: on a core's thread the time its current
+/// pass started (at most one pass old: a loop pass takes microseconds, and
+/// the core's timers run on that same clock), elsewhere `Instant::now()`.
+/// Saves a clock read per call made from an on-core task.
+pub fn now() -> std::time::Instant {
+    PASS_TIME
+        .with(std::cell::Cell::get)
+        .unwrap_or_else(std::time::Instant::now)
 }
 
 /// Marks this thread as core `inbox` of node `key` (until [`leave`]).
@@ -192,6 +209,7 @@ pub(crate) fn enter(key: usize, inbox: Arc<Inbox>) {
 /// Unmarks this thread.
 pub(crate) fn leave() {
     CURRENT.with(|c| *c.borrow_mut() = None);
+    PASS_TIME.with(|t| t.set(None));
 }
 
 /// The inbox of the core of node `key` this thread runs, if it runs one.

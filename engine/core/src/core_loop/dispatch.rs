@@ -17,7 +17,7 @@ use net_proto::{ApiError, CallId, CallKind, Cause, FastMap, Payload, SessionId, 
 
 use crate::config::PeerConfig;
 use crate::core_loop::{Core, Waiter};
-use crate::handler::{CallHandle, CallRef};
+use crate::handler::{CallEvents, CallHandle, CallRef, CancelHandle};
 use crate::inbox::CallRequest;
 
 /// A call not yet handed to the endpoint (waiting for a session or call
@@ -169,6 +169,34 @@ impl Core {
         self.issue(now, session, p);
     }
 
+    /// Tells a call's sink it is open: a unary sink that asks for it gets
+    /// only a cancel handle (the core then keeps no flow for the call: no
+    /// stream credit to track), any other a full [`CallHandle`].
+    fn opened(&mut self, session: SessionId, call: CallId, kind: CallKind, e: &mut dyn CallEvents) {
+        if kind == CallKind::Unary && e.cancel_handle_only() {
+            e.opened_unary(CancelHandle {
+                inbox: self.inbox.clone(),
+                session,
+                call,
+            });
+            return;
+        }
+        let replies = matches!(kind, CallKind::ServerStream | CallKind::Duplex);
+        if replies && e.credit_on_consume() {
+            // Just opened, and the callee streams: cannot fail.
+            let deferred = self.ep.defer_credit(session, call);
+            debug_assert!(deferred.is_ok(), "{deferred:?}");
+        }
+        let streams = matches!(kind, CallKind::ClientStream | CallKind::Duplex);
+        let flow = self.new_flow((session, call), streams);
+        e.opened(CallHandle(CallRef {
+            inbox: self.inbox.clone(),
+            session,
+            call,
+            flow,
+        }));
+    }
+
     /// Hands a call to the endpoint, or puts it back at the head of the
     /// backlog when credit is exhausted (then returns false).
     fn issue(&mut self, now: Instant, session: SessionId, mut p: Pending) -> bool {
@@ -191,20 +219,7 @@ impl Core {
                 }
                 let mut waiter = p.waiter;
                 if let Waiter::Events(e) = &mut waiter {
-                    let replies = matches!(p.kind, CallKind::ServerStream | CallKind::Duplex);
-                    if replies && e.credit_on_consume() {
-                        // Just opened, and the callee streams: cannot fail.
-                        let deferred = self.ep.defer_credit(session, call);
-                        debug_assert!(deferred.is_ok(), "{deferred:?}");
-                    }
-                    let streams = matches!(p.kind, CallKind::ClientStream | CallKind::Duplex);
-                    let flow = self.new_flow((session, call), streams);
-                    e.opened(CallHandle(CallRef {
-                        inbox: self.inbox.clone(),
-                        session,
-                        call,
-                        flow,
-                    }));
+                    self.opened(session, call, p.kind, e.as_mut());
                 }
                 self.own.waiting.insert((session, call), waiter);
             }

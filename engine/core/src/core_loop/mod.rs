@@ -218,6 +218,7 @@ impl Core {
     fn iteration(&mut self, idle_since: &mut Option<Instant>) -> std::io::Result<bool> {
         let n = self.receive(*idle_since)?;
         let now = Instant::now();
+        crate::local::set_pass_time(now);
         let pass = self.turn(now, n)?;
         *idle_since = match pass {
             Pass::Exit => return Ok(false),
