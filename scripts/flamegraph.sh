@@ -23,8 +23,10 @@
 #   FLAME_MINWIDTH   inferno --minwidth in pixels (default 0.1)
 #   SERVER_CPU / CLIENT_CPU  (default 0 / 1)
 #   FLAME_MODE       engine (default: calls from the client core's own load
-#                    generator) or sdk (calls through net::Mesh::call from a
+#                    generator), sdk (calls through net::Mesh::call from a
 #                    tokio worker, whose thread then shows as tokio-rt-worker)
+#                    or core (net::Mesh::call from futures on the client's
+#                    core, Mesh::spawn_on_core)
 #   FLAME_SKIP_BUILD=1  profile the existing target/profiling/nrpc_qps as is
 #
 # Needs perf (installs Debian's linux-perf if missing and we are root) and
@@ -65,7 +67,7 @@ CALLGRAPH=${FLAME_CALLGRAPH:-dwarf,24576}
 FREQ=${FLAME_FREQ:-1999}
 MINWIDTH=${FLAME_MINWIDTH:-0.1}
 MODE=${FLAME_MODE:-engine}
-case $MODE in engine | sdk) ;; *) echo "flamegraph.sh: FLAME_MODE must be engine or sdk, not $MODE" >&2; exit 2 ;; esac
+case $MODE in engine | sdk | core) ;; *) echo "flamegraph.sh: FLAME_MODE must be engine, sdk or core, not $MODE" >&2; exit 2 ;; esac
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 WARMUP_MS=500
@@ -173,7 +175,7 @@ perf script -i "$TMP/perf.data" -F comm,tid,cpu,time,event,ip,sym,dso 2>"$TMP/sc
 
 SAMPLES=$(awk '{n += $NF} END {print n}' "$TMP/out.folded")
 QPS_LINE=$(grep -E '^\| [0-9]+ \| [0-9]+ B \|' "$TMP/run.out" | head -1 || true)
-TITLE="nrpc_qps engine c$CONC ${PAYLOAD}B, server cpu$SERVER_CPU + client cpu$CLIENT_CPU (perf cpu-clock $FREQ Hz, $CALLGRAPH)"
+TITLE="nrpc_qps $MODE c$CONC ${PAYLOAD}B, server cpu$SERVER_CPU + client cpu$CLIENT_CPU (perf cpu-clock $FREQ Hz, $CALLGRAPH)"
 SUBTITLE="$(date -u +%Y-%m-%d) — $SAMPLES samples — $(nproc) cores, kernel $(uname -r)"
 inferno-flamegraph --title "$TITLE" --subtitle "$SUBTITLE" --colors rust --hash \
     --minwidth "$MINWIDTH" <"$TMP/out.folded" >"$OUT/$NAME.svg" ||

@@ -296,6 +296,19 @@ mod tests {
     }
 
     #[test]
+    fn spawns_past_the_bound_are_refused_and_a_freed_slot_is_reused() {
+        let mut tasks = LocalTasks::new(inbox());
+        for _ in 0..MAX_TASKS {
+            assert!(tasks.spawn(Box::pin(std::future::pending())));
+        }
+        assert!(!tasks.spawn(Box::pin(async {})), "one past the bound");
+        assert_eq!(tasks.len(), MAX_TASKS);
+        tasks.end(7);
+        assert!(tasks.spawn(Box::pin(async {})), "a freed slot takes a task");
+        assert_eq!(tasks.slots.len(), MAX_TASKS, "the slot table did not grow");
+    }
+
+    #[test]
     fn the_current_inbox_is_only_this_node_s() {
         let i = inbox();
         assert!(current_inbox(7).is_none());
