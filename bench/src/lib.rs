@@ -139,6 +139,24 @@ impl PointResult {
         (self.ok > 0).then(|| cpu * 1e6 / self.ok as f64)
     }
 
+    /// A point measured by several closed-loop tasks: their counts and
+    /// histograms summed, `elapsed` the point's measured time; the first
+    /// task's error if any failed.
+    pub fn of_tasks(
+        tasks: impl IntoIterator<Item = Result<PointResult, String>>,
+        elapsed: Duration,
+    ) -> Result<Self, String> {
+        let mut out = PointResult::new();
+        for r in tasks {
+            let r = r?;
+            out.ok += r.ok;
+            out.errors += r.errors;
+            out.hist.add(&r.hist).map_err(|e| e.to_string())?;
+        }
+        out.elapsed = elapsed;
+        Ok(out)
+    }
+
     /// Latency quantile in microseconds.
     pub fn quantile_us(&self, q: f64) -> f64 {
         self.hist.value_at_quantile(q) as f64 / 1000.0
@@ -149,6 +167,43 @@ impl Default for PointResult {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// One closed-loop caller of the SDK and QUIC load generators: calls back
+/// to back until `end`, each body `payload` bytes (at least 8) whose first
+/// 8 carry `t << 32 | i` (unique per call), and records the calls that end
+/// from `measure_from` on, good if the reply equals the body. `call` makes
+/// one call: `Ok(Some(reply))`, `Ok(None)` for a failed call (counted as an
+/// error), or `Err` to end the task. Two clock reads per call: a call
+/// starts when the previous one ended.
+pub async fn closed_loop<F, Fut, R>(
+    t: u64,
+    payload: usize,
+    measure_from: std::time::Instant,
+    end: std::time::Instant,
+    mut call: F,
+) -> Result<PointResult, String>
+where
+    F: FnMut(&[u8]) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<R>, String>>,
+    R: AsRef<[u8]>,
+{
+    let mut r = PointResult::new();
+    let mut body = vec![0x5a; payload.max(8)];
+    let mut i = 0u64;
+    let mut sent = std::time::Instant::now();
+    while sent < end {
+        body[..8].copy_from_slice(&(t << 32 | i).to_be_bytes());
+        i += 1;
+        let reply = call(&body).await?;
+        let now = std::time::Instant::now();
+        if now >= measure_from {
+            let good = reply.is_some_and(|b| b.as_ref() == &body[..]);
+            r.record(now - sent, good);
+        }
+        sent = now;
+    }
+    Ok(r)
 }
 
 /// One JSON record: (system, driver, mode, conc, payload) → figures.

@@ -246,15 +246,7 @@ pub fn run_sdk(
         }
         Ok::<_, String>(all)
     })?;
-    let mut out = PointResult::new();
-    for r in results {
-        let r = r?;
-        out.ok += r.ok;
-        out.errors += r.errors;
-        out.hist.add(&r.hist).map_err(|e| e.to_string())?;
-    }
-    out.elapsed = point.duration;
-    Ok(out)
+    PointResult::of_tasks(results, point.duration)
 }
 
 /// One closed-loop caller: calls back to back until `end`, recording those
@@ -269,25 +261,18 @@ async fn sdk_task(
     measure_from: Instant,
     end: Instant,
 ) -> Result<PointResult, String> {
-    let mut r = PointResult::new();
-    let mut body = vec![0x5a; payload];
-    let mut i = 0u64;
-    // Two clock reads per call: a call starts when the previous one ended.
-    let mut sent = Instant::now();
-    while sent < end {
-        body[..8].copy_from_slice(&(t << 32 | i).to_be_bytes());
-        i += 1;
-        let reply = mesh.call(peer, "echo", body.clone()).await;
-        if let Err(e) = &reply {
-            if e.status() == Some(Status::BACKPRESSURE) {
-                return Err(format!("transport saturated: {e}; not measurable here"));
+    let mesh = &mesh;
+    crate::closed_loop(t, payload, measure_from, end, |body| {
+        let body = body.to_vec();
+        async move {
+            match mesh.call(peer, "echo", body).await {
+                Ok(reply) => Ok(Some(reply)),
+                Err(e) if e.status() == Some(Status::BACKPRESSURE) => {
+                    Err(format!("transport saturated: {e}; not measurable here"))
+                }
+                Err(_) => Ok(None),
             }
         }
-        let now = Instant::now();
-        if now >= measure_from {
-            r.record(now - sent, matches!(&reply, Ok(b) if b[..] == body[..]));
-        }
-        sent = now;
-    }
-    Ok(r)
+    })
+    .await
 }

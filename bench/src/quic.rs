@@ -327,15 +327,7 @@ impl Client {
             }
             Ok::<_, String>(all)
         })?;
-        let mut out = PointResult::new();
-        for r in results {
-            let r = r?;
-            out.ok += r.ok;
-            out.errors += r.errors;
-            out.hist.add(&r.hist).map_err(|e| e.to_string())?;
-        }
-        out.elapsed = point.duration;
-        Ok(out)
+        PointResult::of_tasks(results, point.duration)
     }
 }
 
@@ -362,26 +354,18 @@ async fn call_loop(
     measure_from: Instant,
     end: Instant,
 ) -> Result<PointResult, String> {
-    let mut r = PointResult::new();
-    let mut body = vec![0x5a; payload];
-    let mut i = 0u64;
-    while Instant::now() < end {
-        body[..8].copy_from_slice(&(t << 32 | i).to_be_bytes());
-        i += 1;
-        let sent = Instant::now();
-        let reply = tokio::time::timeout(CALL_TIMEOUT, echo(&conn, &body)).await;
-        if let Some(reason) = conn.close_reason() {
-            return Err(format!("QUIC connection closed: {reason}"));
+    let conn = &conn;
+    crate::closed_loop(t, payload, measure_from, end, |body| {
+        let body = body.to_vec();
+        async move {
+            let reply = tokio::time::timeout(CALL_TIMEOUT, echo(conn, &body)).await;
+            if let Some(reason) = conn.close_reason() {
+                return Err(format!("QUIC connection closed: {reason}"));
+            }
+            Ok(reply.ok().flatten())
         }
-        let now = Instant::now();
-        if now >= measure_from {
-            r.record(
-                now - sent,
-                matches!(&reply, Ok(Some(b)) if b[..] == body[..]),
-            );
-        }
-    }
-    Ok(r)
+    })
+    .await
 }
 
 /// One call: a new stream, the body, FIN, the whole reply (`None` if any
