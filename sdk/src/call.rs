@@ -177,10 +177,11 @@ impl UnarySink {
             slot.ended = Some(ended);
             slot.waker.take()
         };
-        // Woken outside the lock; nobody waits if the future was dropped
-        // (its guard cancelled the call).
+        // Woken outside the lock, together with this pass's other
+        // completions; nobody waits if the future was dropped (its guard
+        // cancelled the call).
         if let Some(w) = waker {
-            w.wake();
+            net_engine::wake_later(w);
         }
     }
 }

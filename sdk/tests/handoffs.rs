@@ -51,13 +51,22 @@ async fn sdk_hand_offs_per_call_c128() {
     let (c1, s1) = (client.stats(), server.stats());
     let per = |a: u64, b: u64| (b - a) as f64 / N as f64;
     let allocs = per(a0, a1);
+    let wakes = c1[0].completion_wakes - c0[0].completion_wakes;
+    let batches = c1[0].wake_batches - c0[0].wake_batches;
     println!(
-        "sdk c128 per call: allocations {allocs:.2} (process), client syscalls {:.3}, server syscalls {:.3}, client parks {:.3}, server parks {:.3}, client inbox wakes {:.3}",
+        "sdk c128 per call: allocations {allocs:.2} (process), client syscalls {:.3}, server syscalls {:.3}, client parks {:.3}, server parks {:.3}, client inbox wakes {:.3}; {wakes} completion wakes in {batches} batches",
         per(c0[0].io.syscalls, c1[0].io.syscalls),
         per(s0[0].io.syscalls, s1[0].io.syscalls),
         per(c0[0].parks, c1[0].parks),
         per(s0[0].parks, s1[0].parks),
         per(c0[0].inbox_wakes, c1[0].inbox_wakes),
+    );
+    // Every call's completion wakes its caller once, and the callers a
+    // pass completes are woken together, after the pass (one batch).
+    assert_eq!(wakes, N, "one completion wake per call");
+    assert!(
+        batches * 4 <= wakes,
+        "{wakes} wakes in {batches} batches: not batched"
     );
     // 9 before the unary fast path (2026-12-03), 6 with it, 5 with one
     // shared cell for the cancel state and the outcome (no oneshot): the

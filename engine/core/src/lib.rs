@@ -28,7 +28,7 @@ pub use handler::{
     AlreadyAnswered, AsyncHandler, CallEvents, CallHandle, CancelHandle, CoreApp, CoreCx, Handler,
     IncomingCall, RequestInfo, Responder, SyncHandler,
 };
-pub use local::{now as clock_now, CoreFuture, MAX_TASKS};
+pub use local::{now as clock_now, wake_later, CoreFuture, MAX_TASKS};
 pub use net_io::{DriverChoice, DriverKind, MemNet};
 pub use node::{EngineError, MeshNode, ServeOptions};
 pub use peers::PeerListener;

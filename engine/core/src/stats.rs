@@ -68,6 +68,11 @@ pub struct CoreStats {
     pub tasks_refused: u64,
     /// On-core tasks alive right now (a gauge, at most `MAX_TASKS`).
     pub tasks: u64,
+    /// Callers woken because their call completed (`net_engine::wake_later`).
+    pub completion_wakes: u64,
+    /// Passes that woke such callers: each woke its completions together,
+    /// so `completion_wakes / wake_batches` is the batch size.
+    pub wake_batches: u64,
     /// Calls whose state this core holds right now (either role): a gauge,
     /// bounded by call credit.
     pub open_calls: u64,

@@ -252,12 +252,14 @@ impl Core {
             work = true;
         }
         work |= self.dispatch_events(now);
+        self.flush_wakes();
         if self.tasks.has_ready() {
             // Answers just completed woke on-core tasks: let them call
             // again now, so their calls leave in this pass's transmit
             // with the acknowledgements, not in a datagram of their own.
             self.tasks_and_commands(now);
             self.dispatch_events(now);
+            self.flush_wakes();
         }
         self.trust.flush(now);
         if let Some(bytes) = self.trust.poll(now) {
@@ -271,6 +273,16 @@ impl Core {
             }
         }
         Ok(if work { Pass::Busy } else { Pass::Idle })
+    }
+
+    /// Wakes the callers whose calls completed in this pass, together
+    /// (`local::wake_later`), and counts the batch.
+    fn flush_wakes(&mut self) {
+        let n = crate::local::flush_wakes() as u64;
+        if n > 0 {
+            self.stats.completion_wakes += n;
+            self.stats.wake_batches += 1;
+        }
     }
 
     /// Polls the woken on-core tasks, then takes inbox commands (so calls
