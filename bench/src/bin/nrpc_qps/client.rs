@@ -77,6 +77,31 @@ impl NrpcClient {
         }
     }
 
+    /// One line of the client core's loss and retransmission counters
+    /// (`NRPC_QPS_STATS=1`, a diagnostic).
+    pub(crate) fn loss_line(&self) -> String {
+        let stats = match self {
+            NrpcClient::Engine(node) => node.stats(),
+            NrpcClient::Sdk { mesh, .. } => mesh.stats(),
+        };
+        stats
+            .iter()
+            .map(|s| {
+                format!(
+                    "core {}: packets lost {}, PTOs {}, frames retransmitted {}, rx errors {}, datagrams tx {} rx {}",
+                    s.core,
+                    s.proto.packets_lost,
+                    s.proto.ptos,
+                    s.proto.frames_retransmitted,
+                    s.io.rx_errors,
+                    s.proto.datagrams_tx,
+                    s.proto.datagrams_rx
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     /// Why nRPC cannot carry a unary call of `payload` bytes on this path,
     /// asked with one probe call before the point is measured (exits if
     /// the probe fails any other way).

@@ -78,6 +78,14 @@ impl Sys {
         self.kind
     }
 
+    /// The nRPC client's loss counters, if this is one (a diagnostic).
+    pub(crate) fn loss_line(&self) -> Option<String> {
+        match &self.client {
+            Client::Nrpc(c) => Some(c.loss_line()),
+            _ => None,
+        }
+    }
+
     /// Why this system cannot carry point `p`, if it cannot.
     fn skip(&self, p: &Point) -> Option<String> {
         match &self.client {

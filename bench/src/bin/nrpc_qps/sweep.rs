@@ -44,6 +44,13 @@ impl Sweep {
                 eprintln!("nrpc_qps: WARNING: {}: {w}", p.name());
             }
             rounds.push(run.rounds);
+            if std::env::var_os("NRPC_QPS_STATS").is_some() {
+                for s in rig.systems() {
+                    if let Some(line) = s.loss_line() {
+                        eprintln!("nrpc_qps: {} after {}: {line}", s.kind().label(), p.name());
+                    }
+                }
+            }
         }
         let (driver, aead) = rig.describe();
         Sweep {

@@ -77,13 +77,7 @@ impl Core {
                 self.issue_app_calls(now);
             }
             Command::Shutdown { deadline } => self.draining = Some(deadline),
-            Command::Spawn(fut) => {
-                if !self.tasks.spawn(fut) {
-                    // The future is dropped: whoever awaits its outcome
-                    // learns it ended unanswered.
-                    self.stats.tasks_refused += 1;
-                }
-            }
+            Command::Spawn(fut) => self.spawn_task(fut),
             Command::Announce {
                 peer: None,
                 payload,
@@ -96,6 +90,14 @@ impl Core {
                     self.announce_on(now, s, &payload);
                 }
             }
+        }
+    }
+
+    /// Adds an on-core task; past `MAX_TASKS` the future is dropped (whoever
+    /// awaits its outcome learns it ended unanswered) and counted.
+    fn spawn_task(&mut self, fut: crate::local::CoreFuture) {
+        if !self.tasks.spawn(fut) {
+            self.stats.tasks_refused += 1;
         }
     }
 
