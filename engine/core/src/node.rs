@@ -371,14 +371,10 @@ impl MeshNode {
         events: Box<dyn CallEvents>,
     ) -> Result<(), EngineError> {
         let inbox = self.next_inbox()?;
-        let cmd = call_command(peer, service, kind, deadline, payload, events);
-        inbox.push(cmd).map_err(|_| {
-            if inbox.is_closed() {
-                EngineError::NotRunning
-            } else {
-                EngineError::Backpressure
-            }
-        })
+        push(
+            &inbox,
+            call_command(peer, service, kind, deadline, payload, events),
+        )
     }
 
     /// The inbox of the next core, round robin; on one of this node's core
@@ -686,13 +682,7 @@ impl MeshNode {
         let running = self.lock();
         let r = running.as_ref().ok_or(EngineError::NotRunning)?;
         let c = r.cores.get(core).ok_or(EngineError::NotRunning)?;
-        c.inbox.push(Command::Spawn(fut)).map_err(|_| {
-            if c.inbox.is_closed() {
-                EngineError::NotRunning
-            } else {
-                EngineError::Backpressure
-            }
-        })
+        push(&c.inbox, Command::Spawn(fut))
     }
 
     /// Per-core counters (asks each core; waits up to 1 s per core).
@@ -771,6 +761,18 @@ impl Drop for MeshNode {
         // case, and a timeout was already logged by `shutdown`.
         let _ = self.shutdown(Duration::from_millis(500));
     }
+}
+
+/// Queues `cmd` on a core: `NotRunning` if the core has exited,
+/// `Backpressure` if its queue of new work is full.
+fn push(inbox: &Inbox, cmd: Command) -> Result<(), EngineError> {
+    inbox.push(cmd).map_err(|_| {
+        if inbox.is_closed() {
+            EngineError::NotRunning
+        } else {
+            EngineError::Backpressure
+        }
+    })
 }
 
 /// The command that opens a call on a core.
