@@ -12,6 +12,7 @@ pub(super) fn page(report: &Report) -> Result<String, String> {
     let picture = svg(report)?;
     let h = &report.host;
     let mut out = String::new();
+    // `write!` into a `String` cannot fail (here and below).
     let _ = write!(
         out,
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>nrpc_qps report</title>\n\

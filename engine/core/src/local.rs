@@ -121,12 +121,19 @@ impl LocalTasks {
 
     /// Whether a task waits to be polled.
     pub fn has_ready(&self) -> bool {
-        !self.lock_ids().is_empty()
+        // With no task alive, a queued id is a stale wake of an ended task
+        // (queued once per waker, see `TaskWaker`): nothing to poll, and no
+        // lock taken on the loop's idle path.
+        self.len() > 0 && !self.lock_ids().is_empty()
     }
 
     /// Polls every task woken since the last pass, once; returns how many
     /// were polled and how many panicked (those are dropped).
     pub fn poll(&mut self) -> (usize, u64) {
+        if self.len() == 0 {
+            // Every pass runs this: no task, no lock (see `has_ready`).
+            return (0, 0);
+        }
         {
             let mut ids = self.ready.ids.lock().unwrap_or_else(|e| e.into_inner());
             std::mem::swap(&mut *ids, &mut self.batch);

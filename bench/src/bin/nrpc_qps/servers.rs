@@ -72,23 +72,38 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// Stops the server. The run's figures are taken by now; a child that
+    /// cannot be waited for, a server thread that panicked (it reported
+    /// itself) or a node slow to shut down changes none of them, so the
+    /// results are only reported, never acted on.
     fn drop(&mut self) {
         match self {
             Server::External | Server::Quic { .. } => {}
             Server::Child(c) => {
                 drop(c.stdin.take());
-                let _ = c.wait();
+                if let Err(e) = c.wait() {
+                    eprintln!("nrpc_qps: waiting for a server child: {e}");
+                }
             }
             Server::Thread(stop, t, node) => {
                 stop.store(true, std::sync::atomic::Ordering::Relaxed);
-                if let Some(t) = t.take() {
-                    let _ = t.join();
+                if t.take().is_some_and(|t| t.join().is_err()) {
+                    eprintln!("nrpc_qps: a server thread panicked");
                 }
-                if let Some(n) = node.take() {
-                    let _ = n.shutdown(Duration::from_millis(200));
+                if let Some(Err(e)) = node.take().map(|n| n.shutdown(Duration::from_millis(200))) {
+                    eprintln!("nrpc_qps: server node shutdown: {e}");
                 }
             }
         }
+    }
+}
+
+/// The raw echo of the baseline on this thread until `stop`; a driver
+/// error ends the run with its cause (a silent stop would only show up as
+/// a stalled point).
+fn raw_echo(drv: Box<dyn net_io::Driver>, spin: Duration, stop: &AtomicBool) {
+    if let Err(e) = raw::serve(drv, spin, stop) {
+        fail(&format!("raw echo server: {e}"));
     }
 }
 
@@ -106,9 +121,7 @@ pub(crate) fn serve_role(args: &Args, role: Role) {
                 .unwrap_or_else(|e| fail(&format!("binding {listen}: {e}")));
             println!("READY {}", drv.local_addr());
             let s = stop.clone();
-            Some(std::thread::spawn(move || {
-                let _ = raw::serve(drv, spin, &s);
-            }))
+            Some(std::thread::spawn(move || raw_echo(drv, spin, &s)))
         }
         Role::Ping => {
             let (addr, t) = ping_server(listen, args.server_cpu, stop.clone());
@@ -119,7 +132,9 @@ pub(crate) fn serve_role(args: &Args, role: Role) {
             let node = nrpc_server(args, listen, spin);
             println!("READY {}", node.local_addr().expect("started"));
             wait_until_told(args.serve_ms);
-            let _ = node.shutdown(Duration::from_millis(200));
+            if let Err(e) = node.shutdown(Duration::from_millis(200)) {
+                eprintln!("nrpc_qps: nRPC server shutdown: {e}");
+            }
             return;
         }
         Role::Quinn => {
@@ -177,7 +192,7 @@ pub(crate) fn start_server(args: &Args, role: Role) -> (Server, SocketAddr) {
             let (s, cpu) = (stop.clone(), args.server_cpu);
             let t = std::thread::spawn(move || {
                 pin(Some(cpu));
-                let _ = raw::serve(drv, spin, &s);
+                raw_echo(drv, spin, &s);
             });
             (Server::Thread(stop, Some(t), None), addr)
         }
