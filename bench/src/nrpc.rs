@@ -149,7 +149,7 @@ pub fn probe_engine(node: &MeshNode, payload: usize) -> Result<Status, String> {
         service(),
         net_proto::CallKind::Unary,
         Some(Instant::now() + PROBE_DEADLINE),
-        vec![0x5a; payload.max(8)],
+        vec![0x5a; payload.max(8)].into(),
         Box::new(ProbeSink(tx)),
     )
     .map_err(|e| format!("probe call: {e}"))?;

@@ -5,18 +5,18 @@
 //! core). Dropping a call's future or stream object before it completes
 //! cancels the call at the callee.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use net_crypto::NodeId;
-use net_engine::{CallEvents, CallHandle, CancelHandle, SendError};
+use net_engine::{CallEvents, CallHandle, SendError};
 use net_proto::{CallKind, Cause, ServiceId, Status};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::RpcError;
 use crate::mesh::Mesh;
+use crate::unary::{copy_out, UnaryCell, UnaryOutcome};
 
 /// Per-call options.
 #[derive(Debug, Clone, Copy, Default)]
@@ -72,12 +72,12 @@ impl CallEvents for Sink {
     fn message(&mut self, payload: &[u8]) {
         if let Some(tx) = &self.msgs {
             // As above: a dropped receiver's guard cancels the call.
-            let _ = tx.send(Bytes::copy_from_slice(payload));
+            let _ = tx.send(copy_out(payload));
         }
     }
 
     fn complete(&mut self, status: Status, payload: &[u8]) {
-        self.end(Ended::Answered(status, Bytes::copy_from_slice(payload)));
+        self.end(Ended::Answered(status, copy_out(payload)));
     }
 
     fn failed(&mut self, status: Status, cause: Cause) {
@@ -108,142 +108,6 @@ impl Drop for CancelGuard {
         match s.handle.take() {
             Some(h) => h.cancel(),
             None => s.dropped = true,
-        }
-    }
-}
-
-/// One unary call's state, shared by its sink (on the core) and its future:
-/// the call's handle (to cancel it), and the outcome with the waker of the
-/// task awaiting it. One allocation per call, where a oneshot channel and
-/// a separate cancel state took two.
-///
-/// Cancellation: the sink sets the handle and then checks `dropped`; the
-/// future's guard sets `dropped` and then checks the handle (both SeqCst),
-/// so a future dropped while the call opens is cancelled by at least one of
-/// them (cancel is idempotent).
-#[derive(Default)]
-struct UnaryCell {
-    handle: OnceLock<CancelHandle>,
-    dropped: AtomicBool,
-    /// The outcome once the call ended, and who waits for it.
-    slot: Mutex<UnarySlot>,
-}
-
-#[derive(Default)]
-struct UnarySlot {
-    ended: Option<Ended>,
-    /// Set once the outcome was handed to the future.
-    taken: bool,
-    waker: Option<std::task::Waker>,
-}
-
-impl UnaryCell {
-    fn slot(&self) -> std::sync::MutexGuard<'_, UnarySlot> {
-        self.slot.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// Hands a unary call's outcome to its future.
-struct UnarySink(Arc<UnaryCell>);
-
-impl CallEvents for UnarySink {
-    fn cancel_handle_only(&self) -> bool {
-        true
-    }
-
-    fn opened_unary(&mut self, handle: CancelHandle) {
-        let cancel = handle.clone();
-        if self.0.handle.set(handle).is_ok() && self.0.dropped.load(Ordering::SeqCst) {
-            cancel.cancel();
-        }
-    }
-
-    fn complete(&mut self, status: Status, payload: &[u8]) {
-        self.end(Ended::Answered(status, Bytes::copy_from_slice(payload)));
-    }
-
-    fn failed(&mut self, status: Status, cause: Cause) {
-        self.end(Ended::Failed(status, cause));
-    }
-}
-
-impl UnarySink {
-    fn end(&mut self, ended: Ended) {
-        let waker = {
-            let mut slot = self.0.slot();
-            if slot.ended.is_some() || slot.taken {
-                return; // an outcome is delivered once
-            }
-            slot.ended = Some(ended);
-            slot.waker.take()
-        };
-        // Woken outside the lock, together with this pass's other
-        // completions; nobody waits if the future was dropped (its guard
-        // cancelled the call).
-        if let Some(w) = waker {
-            net_engine::wake_later(w);
-        }
-    }
-}
-
-impl Drop for UnarySink {
-    /// A sink dropped without an outcome (the engine let the call go
-    /// unanswered) ends the future with `Dropped` rather than leave it
-    /// waiting forever.
-    fn drop(&mut self) {
-        let waker = {
-            let mut slot = self.0.slot();
-            if slot.ended.is_some() || slot.taken {
-                return;
-            }
-            slot.taken = true;
-            slot.waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
-    }
-}
-
-/// The future's side of a unary call: its outcome when the sink delivers
-/// it; `Dropped` if the sink went away without one. Dropping it before the
-/// outcome cancels the call at the callee.
-struct UnaryOutcome(Arc<UnaryCell>);
-
-impl std::future::Future for UnaryOutcome {
-    type Output = Result<Ended, ()>;
-
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        let mut slot = self.0.slot();
-        if let Some(e) = slot.ended.take() {
-            slot.taken = true;
-            return std::task::Poll::Ready(Ok(e));
-        }
-        if slot.taken {
-            return std::task::Poll::Ready(Err(()));
-        }
-        match &slot.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => slot.waker = Some(cx.waker().clone()),
-        }
-        std::task::Poll::Pending
-    }
-}
-
-impl Drop for UnaryOutcome {
-    fn drop(&mut self) {
-        {
-            let slot = self.0.slot();
-            if slot.taken || slot.ended.is_some() {
-                return; // the call is over: nothing to cancel
-            }
-        }
-        self.0.dropped.store(true, Ordering::SeqCst);
-        if let Some(h) = self.0.handle.get() {
-            h.cancel();
         }
     }
 }
@@ -290,7 +154,7 @@ fn no_provider(cause: Cause) -> RpcError {
 }
 
 /// How a call ended, as its sink saw it.
-enum Ended {
+pub(crate) enum Ended {
     /// The callee answered.
     Answered(Status, Bytes),
     /// The engine ended the call itself.
@@ -312,7 +176,7 @@ impl Mesh {
         peer: NodeId,
         service: &str,
         kind: CallKind,
-        payload: Vec<u8>,
+        payload: Bytes,
         opts: CallOptions,
     ) -> Result<Parts, RpcError> {
         let shared = Arc::new(Mutex::new(Shared::default()));
@@ -353,7 +217,7 @@ impl Mesh {
         &self,
         peer: NodeId,
         service: &str,
-        payload: impl Into<Vec<u8>>,
+        payload: impl Into<Bytes>,
     ) -> Result<Bytes, RpcError> {
         self.call_with(peer, service, payload, CallOptions::default())
             .await
@@ -375,7 +239,7 @@ impl Mesh {
     pub async fn call_service(
         &self,
         service: &str,
-        payload: impl Into<Vec<u8>>,
+        payload: impl Into<Bytes>,
     ) -> Result<Bytes, RpcError> {
         let peer = self.node.pick_provider(service).map_err(no_provider)?;
         self.call(peer, service, payload).await
@@ -388,7 +252,7 @@ impl Mesh {
     pub async fn call_service_untrusted(
         &self,
         service: &str,
-        payload: impl Into<Vec<u8>>,
+        payload: impl Into<Bytes>,
     ) -> Result<Bytes, RpcError> {
         let peer = self
             .node
@@ -408,25 +272,28 @@ impl Mesh {
         &self,
         peer: NodeId,
         service: &str,
-        payload: impl Into<Vec<u8>>,
+        payload: impl Into<Bytes>,
         opts: CallOptions,
     ) -> Result<Bytes, RpcError> {
         let deadline = opts.deadline.or(self.call_deadline);
-        let cell = Arc::new(UnaryCell::default());
-        let sink = UnarySink(cell.clone());
+        let cell = UnaryCell::take();
         // A full core inbox makes this wait (bounded by the deadline), not fail.
-        self.node
-            .call_when_room(
+        let sent = self
+            .node
+            .call_unary(
                 peer,
                 service_id(service),
-                CallKind::Unary,
                 // On a core thread (an on-core task), the pass's time.
                 deadline.map(|d| net_engine::clock_now() + d),
                 payload.into(),
-                Box::new(sink),
+                cell.clone(),
             )
-            .await?;
-        match UnaryOutcome(cell).await {
+            .await;
+        if let Err(e) = sent {
+            UnaryCell::recycle(cell);
+            return Err(e.into());
+        }
+        match UnaryOutcome::new(cell).await {
             Ok(Ended::Answered(s, b)) if s.is_ok() => Ok(b),
             Ok(Ended::Answered(status, payload)) => Err(RpcError::Status { status, payload }),
             Ok(Ended::Failed(status, cause)) => Err(RpcError::Failed { status, cause }),
@@ -439,7 +306,7 @@ impl Mesh {
         &self,
         peer: NodeId,
         service: &str,
-        payload: impl Into<Vec<u8>>,
+        payload: impl Into<Bytes>,
         opts: CallOptions,
     ) -> Result<ServerStream, RpcError> {
         let p = self.open(peer, service, CallKind::ServerStream, payload.into(), opts)?;
@@ -459,7 +326,7 @@ impl Mesh {
         service: &str,
         opts: CallOptions,
     ) -> Result<ClientStream, RpcError> {
-        let p = self.open(peer, service, CallKind::ClientStream, Vec::new(), opts)?;
+        let p = self.open(peer, service, CallKind::ClientStream, Bytes::new(), opts)?;
         Ok(ClientStream {
             opened: Some(p.opened),
             handle: None,
@@ -475,7 +342,7 @@ impl Mesh {
         service: &str,
         opts: CallOptions,
     ) -> Result<DuplexCall, RpcError> {
-        let p = self.open(peer, service, CallKind::Duplex, Vec::new(), opts)?;
+        let p = self.open(peer, service, CallKind::Duplex, Bytes::new(), opts)?;
         let tx = ClientStream {
             opened: Some(p.opened),
             handle: None,

@@ -29,6 +29,7 @@ mod call;
 mod core_task;
 mod error;
 mod mesh;
+mod unary;
 
 pub use bytes::Bytes;
 pub use call::{CallOptions, ClientStream, DuplexCall, ServerStream};

@@ -744,10 +744,12 @@ fn call(
         deadline: Some(call_deadline(args)),
     };
     let rt = runtime()?;
+    // One copy, shared by every repetition.
+    let data = Bytes::copy_from_slice(data);
     let result = rt.block_on(async {
         for i in 1..=count {
             let t = Instant::now();
-            let reply = bounded(args, mesh.call_with(peer, service, data, opts)).await;
+            let reply = bounded(args, mesh.call_with(peer, service, data.clone(), opts)).await;
             let rtt = t.elapsed();
             let reply = reply.map_err(|e| call_error(e, args, service))?;
             if i == 1 {

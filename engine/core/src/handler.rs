@@ -223,7 +223,7 @@ impl CallHandle {
 }
 
 /// Abandons one unary call from any thread: what a unary caller needs of
-/// its call once it is open ([`CallEvents::cancel_handle_only`]).
+/// its call once it is open ([`UnaryEvents::opened`]).
 #[derive(Clone)]
 pub struct CancelHandle {
     pub(crate) inbox: Arc<Inbox>,
@@ -246,16 +246,6 @@ impl CancelHandle {
 pub trait CallEvents: Send + 'static {
     /// The call is open (caller side; streaming callers need the handle).
     fn opened(&mut self, _handle: CallHandle) {}
-    /// Unary calls: whether this sink takes only a [`CancelHandle`]
-    /// ([`opened_unary`](Self::opened_unary)) instead of a full
-    /// [`CallHandle`], which saves the core a flow (stream credit) per
-    /// call. Default false.
-    fn cancel_handle_only(&self) -> bool {
-        false
-    }
-    /// The unary call is open (for sinks whose
-    /// [`cancel_handle_only`](Self::cancel_handle_only) is true).
-    fn opened_unary(&mut self, _cancel: CancelHandle) {}
     /// Caller side: the callee's stream gets credit only as the application
     /// reports what it read ([`CallHandle::consumed`]) rather than as
     /// messages reach this sink. Sinks that pass messages to a reader on
@@ -278,6 +268,28 @@ pub trait CallEvents: Send + 'static {
     fn failed(&mut self, status: Status, _cause: net_proto::Cause) {
         self.complete(status, &[]);
     }
+}
+
+/// Receives one unary call's outcome. The core holds an `Arc` of it while
+/// the call is open and calls it on the core thread; the caller keeps
+/// another, so it can reuse the receiver for its next call once the core
+/// let go (`Arc::get_mut` succeeds): a unary call then costs no allocation.
+/// Exactly one of [`complete`](Self::complete), [`failed`](Self::failed)
+/// and [`abandoned`](Self::abandoned) follows [`opened`](Self::opened),
+/// unless the caller cancelled. Implementations must be quick.
+pub trait UnaryEvents: Send + Sync + 'static {
+    /// The call is open: `cancel` abandons it (no outcome follows then).
+    /// Not called for a call refused before it opened.
+    fn opened(&self, cancel: CancelHandle);
+    /// The callee answered with `status` and `payload` (a view into the
+    /// core's receive buffer: copy what you keep).
+    fn complete(&self, status: Status, payload: &[u8]);
+    /// The engine ended the call itself, without an answer from the
+    /// callee: `status` (`Unavailable`, `Timeout`, ...) and why.
+    fn failed(&self, status: Status, cause: net_proto::Cause);
+    /// The core let go of the call without an outcome (it stopped
+    /// abnormally): the call's fate is unknown.
+    fn abandoned(&self);
 }
 
 /// An application running on a core's own thread (engine-mode benchmarks):

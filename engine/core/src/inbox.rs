@@ -31,22 +31,22 @@ use std::time::Instant;
 use crossbeam_queue::{ArrayQueue, SegQueue};
 use net_crypto::NodeId;
 use net_io::Waker;
-use net_proto::{CallId, CallKind, ServiceId, SessionId, Status};
+use net_proto::{CallId, CallKind, Cause, ServiceId, SessionId, Status};
 
 use crate::flow::Flow;
-use crate::handler::{CallEvents, CoreApp, Handler};
+use crate::handler::{CoreApp, Handler};
 use crate::stats::CoreStats;
+use crate::waiter::{Body, Waiter};
 
-/// A call to open from a core, and who waits for its outcome: another
-/// thread's event sink here, any [`Waiter`](crate::core_loop::Waiter) once on the
-/// core (its backlog holds `CallRequest<Waiter>`).
-pub(crate) struct CallRequest<W = Box<dyn CallEvents>> {
+/// A call to open from a core, and who waits for its outcome (the core's
+/// backlog holds these too, until the call has a session and credit).
+pub(crate) struct CallRequest {
     pub peer: NodeId,
     pub service: ServiceId,
     pub kind: CallKind,
     pub deadline: Option<Instant>,
-    pub payload: Vec<u8>,
-    pub waiter: W,
+    pub payload: Body,
+    pub waiter: Waiter,
 }
 
 /// One unit of work for a core.
@@ -250,8 +250,8 @@ impl Inbox {
     /// concern calls that already ended. Safe from any thread.
     pub fn fail_queued(&self) {
         while let Some(cmd) = self.pop() {
-            if let Command::Call(mut req) = cmd {
-                req.waiter.complete(Status::UNAVAILABLE, &[]);
+            if let Command::Call(req) = cmd {
+                req.waiter.fail(Status::UNAVAILABLE, Cause::Shutdown);
             }
         }
     }

@@ -21,12 +21,13 @@ mod node;
 mod peers;
 mod stats;
 mod trust;
+mod waiter;
 
 pub use config::{MeshNodeConfig, PeerConfig};
 pub use flow::{SendError, MSG_OVERHEAD};
 pub use handler::{
     AlreadyAnswered, AsyncHandler, CallEvents, CallHandle, CancelHandle, CoreApp, CoreCx, Handler,
-    IncomingCall, RequestInfo, Responder, SyncHandler,
+    IncomingCall, RequestInfo, Responder, SyncHandler, UnaryEvents,
 };
 pub use local::{now as clock_now, wake_later, CoreFuture, MAX_TASKS};
 pub use net_io::{DriverChoice, DriverKind, MemNet};

@@ -1,6 +1,9 @@
 //! `MeshNode`: owns the per-core threads and is the engine's public face.
 
 use std::collections::HashMap;
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,9 +16,10 @@ use net_proto::{CallKind, Endpoint, ServiceId};
 
 use crate::config::MeshNodeConfig;
 use crate::core_loop::{Core, CoreParts};
-use crate::handler::{CallEvents, CoreApp, Handler};
+use crate::handler::{CallEvents, CoreApp, Handler, UnaryEvents};
 use crate::inbox::{CallRequest, Command, Inbox};
 use crate::stats::CoreStats;
+use crate::waiter::{Body, UnaryWaiter, Waiter};
 
 /// Why the engine refused an operation.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +95,10 @@ pub struct MeshNode {
     cfg: MeshNodeConfig,
     aead: Backend,
     running: Mutex<Option<Running>>,
+    /// The running cores' inboxes, readable without the `running` lock (a
+    /// caller per call must not contend on it): set at start, cleared at
+    /// shutdown.
+    inboxes: ArcSwapOption<Vec<Arc<Inbox>>>,
     /// Services registered before start, installed on every core at start.
     services: Mutex<HashMap<ServiceId, (Handler, u32, crate::trust::Advert)>>,
     next_core: AtomicUsize,
@@ -113,6 +121,7 @@ impl MeshNode {
             cfg,
             aead,
             running: Mutex::new(None),
+            inboxes: ArcSwapOption::empty(),
             services: Mutex::new(HashMap::new()),
             next_core: AtomicUsize::new(0),
             trust: Arc::new(Mutex::new(crate::trust::SharedTrust {
@@ -201,6 +210,8 @@ impl MeshNode {
             });
         }
         tracing::info!(node = %self.node_id().short(), %local_addr, %driver, aead = self.aead(), cores = cores.len(), spin_us = self.cfg.spin.as_micros() as u64, "node started");
+        let inboxes = cores.iter().map(|c| c.inbox.clone()).collect();
+        self.inboxes.store(Some(Arc::new(inboxes)));
         *running = Some(Running {
             cores,
             local_addr,
@@ -367,56 +378,61 @@ impl MeshNode {
         service: ServiceId,
         kind: CallKind,
         deadline: Option<Instant>,
-        payload: Vec<u8>,
+        payload: Bytes,
         events: Box<dyn CallEvents>,
     ) -> Result<(), EngineError> {
         let inbox = self.next_inbox()?;
+        let waiter = Waiter::Events(events);
         push(
             &inbox,
-            call_command(peer, service, kind, deadline, payload, events),
+            call_command(peer, service, kind, deadline, payload, waiter),
         )
     }
 
-    /// The inbox of the next core, round robin; on one of this node's core
-    /// threads (an on-core task, a handler), that core's own: no lock, no
-    /// hand-off to another thread.
+    /// The inbox of the next core, round robin, without a lock; on one of
+    /// this node's core threads (an on-core task, a handler), that core's
+    /// own: no hand-off to another thread.
     fn next_inbox(&self) -> Result<Arc<Inbox>, EngineError> {
         let key = crate::core_loop::node_key(&self.board);
         if let Some(inbox) = crate::local::current_inbox(key) {
             return Ok(inbox);
         }
-        let running = self.lock();
-        let r = running.as_ref().ok_or(EngineError::NotRunning)?;
-        let i = self.next_core.fetch_add(1, Ordering::Relaxed) % r.cores.len();
-        Ok(r.cores[i].inbox.clone())
+        let inboxes = self.inboxes.load();
+        let all = inboxes.as_deref().ok_or(EngineError::NotRunning)?;
+        let i = self.next_core.fetch_add(1, Ordering::Relaxed) % all.len();
+        Ok(all[i].clone())
     }
 
-    /// [`Self::call`] from async code: when the core's inbox is full, waits
-    /// for room instead of failing with `Backpressure` (each core pass wakes
-    /// as many waiting callers as it has free slots). The wait is bounded by
-    /// `deadline`: a caller still waiting when a wake finds it past is
-    /// refused with `Backpressure`; without a deadline it waits as long as
-    /// the core takes commands. Dropping the future before it resolves
-    /// sends nothing. Runtime-agnostic (a plain `Future`).
-    pub async fn call_when_room(
+    /// A unary call from async code, its outcome to `events` (which the
+    /// caller may reuse once the core let go of it: see [`UnaryEvents`]).
+    /// When the core's inbox is full, waits for room instead of failing
+    /// with `Backpressure` (each core pass wakes as many waiting callers as
+    /// it has free slots). The wait is bounded by `deadline`: a caller
+    /// still waiting when a wake finds it past is refused with
+    /// `Backpressure`; without a deadline it waits as long as the core
+    /// takes commands. Dropping the future before it resolves sends
+    /// nothing. Runtime-agnostic (a plain `Future`).
+    pub async fn call_unary(
         &self,
         peer: NodeId,
         service: ServiceId,
-        kind: CallKind,
         deadline: Option<Instant>,
-        payload: Vec<u8>,
-        events: Box<dyn CallEvents>,
+        payload: Bytes,
+        events: Arc<dyn UnaryEvents>,
     ) -> Result<(), EngineError> {
         let inbox = self.next_inbox()?;
-        let mut cmd = call_command(peer, service, kind, deadline, payload, events);
+        let waiter = Waiter::Unary(UnaryWaiter::new(events));
+        let mut cmd = call_command(peer, service, CallKind::Unary, deadline, payload, waiter);
         loop {
             match inbox.push(cmd) {
                 Ok(()) => return Ok(()),
-                Err(_) if inbox.is_closed() => return Err(EngineError::NotRunning),
+                Err(back) if inbox.is_closed() => {
+                    return Err(refused(back, EngineError::NotRunning))
+                }
                 Err(back) => cmd = back,
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(EngineError::Backpressure);
+                return Err(refused(cmd, EngineError::Backpressure));
             }
             std::future::poll_fn(|cx| inbox.room(cx)).await;
         }
@@ -490,7 +506,7 @@ impl MeshNode {
         name: &str,
         kind: CallKind,
         deadline: Option<Instant>,
-        payload: Vec<u8>,
+        payload: Bytes,
         events: Box<dyn CallEvents>,
     ) -> Result<(), EngineError> {
         let route = crate::trust::Route::Trusted;
@@ -506,7 +522,7 @@ impl MeshNode {
         name: &str,
         kind: CallKind,
         deadline: Option<Instant>,
-        payload: Vec<u8>,
+        payload: Bytes,
         events: Box<dyn CallEvents>,
     ) -> Result<(), EngineError> {
         let route = crate::trust::Route::AnyAdvertiser;
@@ -519,7 +535,7 @@ impl MeshNode {
         route: crate::trust::Route,
         kind: CallKind,
         deadline: Option<Instant>,
-        payload: Vec<u8>,
+        payload: Bytes,
         mut events: Box<dyn CallEvents>,
     ) -> Result<(), EngineError> {
         match self.pick(name, route) {
@@ -711,6 +727,7 @@ impl MeshNode {
     /// cores are in; a core that has not exited by then is left to finish on
     /// its own and reported as [`EngineError::ShutdownTimeout`].
     pub fn shutdown(&self, timeout: Duration) -> Result<(), EngineError> {
+        self.inboxes.store(None);
         let Some(mut r) = self.lock().take() else {
             return Err(EngineError::NotRunning);
         };
@@ -781,15 +798,28 @@ fn call_command(
     service: ServiceId,
     kind: CallKind,
     deadline: Option<Instant>,
-    payload: Vec<u8>,
-    events: Box<dyn CallEvents>,
+    payload: Bytes,
+    waiter: Waiter,
 ) -> Command {
     Command::Call(CallRequest {
         peer,
         service,
         kind,
         deadline,
-        payload,
-        waiter: events,
+        payload: Body::Shared(payload),
+        waiter,
     })
+}
+
+/// `err`, for a call command no core took: its unary receiver is released
+/// quietly (the caller learns `err`, not an abandoned call).
+fn refused(cmd: Command, err: EngineError) -> EngineError {
+    if let Command::Call(CallRequest {
+        waiter: Waiter::Unary(u),
+        ..
+    }) = cmd
+    {
+        u.forget();
+    }
+    err
 }

@@ -21,7 +21,7 @@ pub struct CoreStats {
     /// Wakes other threads sent to this core's parked loop.
     pub inbox_wakes: u64,
     /// Times a caller found this core's inbox full and waited for room
-    /// ([`MeshNode::call_when_room`](crate::MeshNode::call_when_room)).
+    /// ([`MeshNode::call_unary`](crate::MeshNode::call_unary)).
     pub inbox_room_waits: u64,
     /// Commands taken from the inbox.
     pub commands: u64,

@@ -65,7 +65,7 @@ fn echo(from: &MeshNode, to: &MeshNode) -> (Status, Duration) {
         ServiceId::of("echo"),
         CallKind::Unary,
         None,
-        b"ping".to_vec(),
+        b"ping".to_vec().into(),
         Box::new(Done(tx, None)),
     )
     .unwrap();
@@ -321,7 +321,7 @@ fn credit_violations_close_only_the_offending_session() {
             ServiceId::of("hold"),
             CallKind::Unary,
             None,
-            b"x".to_vec(),
+            b"x".to_vec().into(),
             Box::new(Done(tx, None)),
         )
         .unwrap();
@@ -365,7 +365,7 @@ fn oversized_packets_close_only_the_offending_session() {
         ServiceId::of("echo"),
         CallKind::Unary,
         None,
-        vec![1u8; 1250],
+        vec![1u8; 1250].into(),
         Box::new(Done(tx, None)),
     )
     .unwrap();

@@ -57,7 +57,7 @@ fn shutdown_returns_in_time_with_a_stuck_core_and_a_full_inbox() {
             ServiceId::of(service),
             CallKind::Unary,
             None,
-            Vec::new(),
+            Vec::new().into(),
             count(),
         )
     };

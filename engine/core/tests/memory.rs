@@ -104,7 +104,7 @@ fn call(
         ServiceId::of(service),
         kind,
         None,
-        body.to_vec(),
+        body.to_vec().into(),
         Box::new(Sink(tx)),
     )
     .unwrap();

@@ -50,8 +50,15 @@ fn call(from: &MeshNode, to: Option<NodeId>, service: &str) -> (Status, Option<C
     let events = Box::new(Outcome(tx));
     let (kind, payload) = (CallKind::Unary, b"secret".to_vec());
     match to {
-        Some(peer) => from.call(peer, ServiceId::of(service), kind, None, payload, events),
-        None => from.call_service(service, kind, None, payload, events),
+        Some(peer) => from.call(
+            peer,
+            ServiceId::of(service),
+            kind,
+            None,
+            payload.into(),
+            events,
+        ),
+        None => from.call_service(service, kind, None, payload.into(), events),
     }
     .unwrap();
     rx.recv_timeout(Duration::from_secs(30))

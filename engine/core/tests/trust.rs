@@ -42,7 +42,7 @@ fn call(from: &MeshNode, to: NodeId, service: &str) -> Status {
         ServiceId::of(service),
         CallKind::Unary,
         None,
-        b"x".to_vec(),
+        b"x".to_vec().into(),
         Box::new(Outcome(tx)),
     )
     .unwrap();

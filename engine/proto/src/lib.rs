@@ -44,7 +44,7 @@ pub use event::{
 };
 pub use handshake::{HandshakeError, INIT_LEN, RESP_LEN};
 pub use ids::{CallId, CallKind, ReceiverIndex, ServiceId, Side, Status};
-pub use pool::Payload;
+pub use pool::{Payload, MAX_POOLED_CAPACITY};
 pub use ratelimit::{HandshakeLimits, RateLimit};
 pub use reset::DEFAULT_RESET_LIMIT;
 pub use stats::EndpointStats;

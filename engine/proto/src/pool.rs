@@ -9,8 +9,9 @@ pub(crate) struct BufPool {
 
 const MAX_POOLED: usize = 4096;
 /// Buffers larger than this are not kept: one jumbo message must not turn
-/// every pooled buffer into a jumbo buffer.
-const MAX_POOLED_CAPACITY: usize = 64 * 1024;
+/// every pooled buffer into a jumbo buffer. A larger body handed over as
+/// [`Payload::Take`] is moved, not copied.
+pub const MAX_POOLED_CAPACITY: usize = 64 * 1024;
 
 /// A body handed to the endpoint: borrowed (copied into a pooled buffer) or
 /// a buffer the caller gives up.

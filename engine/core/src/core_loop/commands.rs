@@ -16,7 +16,7 @@ use crate::trust::Advert;
 impl Core {
     pub(crate) fn command(&mut self, now: Instant, cmd: Command) {
         match cmd {
-            Command::Call(req) => self.open_call(now, req.into()),
+            Command::Call(req) => self.open_call(now, req),
             Command::Respond {
                 session,
                 call,

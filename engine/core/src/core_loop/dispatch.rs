@@ -13,38 +13,17 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use net_crypto::NodeId;
-use net_proto::{ApiError, CallId, CallKind, Cause, FastMap, Payload, SessionId, Status};
+use net_proto::{ApiError, CallId, CallKind, Cause, FastMap, SessionId, Status};
 
 use crate::config::PeerConfig;
 use crate::core_loop::{Core, Waiter};
-use crate::handler::{CallEvents, CallHandle, CallRef, CancelHandle};
+use crate::handler::{CallHandle, CallRef, CancelHandle};
 use crate::inbox::CallRequest;
+use crate::waiter::Body;
 
 /// A call not yet handed to the endpoint (waiting for a session or call
 /// credit).
-pub(crate) type Pending = CallRequest<Waiter>;
-
-impl From<CallRequest> for Pending {
-    fn from(r: CallRequest) -> Self {
-        let CallRequest {
-            peer,
-            service,
-            kind,
-            deadline,
-            payload,
-            waiter,
-        } = r;
-        let waiter = Waiter::Events(waiter);
-        Pending {
-            peer,
-            service,
-            kind,
-            deadline,
-            payload,
-            waiter,
-        }
-    }
-}
+pub(crate) type Pending = CallRequest;
 
 type Key = (SessionId, CallId);
 
@@ -169,18 +148,24 @@ impl Core {
         self.issue(now, session, p);
     }
 
-    /// Tells a call's sink it is open: a unary sink that asks for it gets
-    /// only a cancel handle (the core then keeps no flow for the call: no
-    /// stream credit to track), any other a full [`CallHandle`].
-    fn opened(&mut self, session: SessionId, call: CallId, kind: CallKind, e: &mut dyn CallEvents) {
-        if kind == CallKind::Unary && e.cancel_handle_only() {
-            e.opened_unary(CancelHandle {
-                inbox: self.inbox.clone(),
-                session,
-                call,
-            });
-            return;
-        }
+    /// Tells a remote caller its call is open: a unary receiver gets only
+    /// a cancel handle (the core then keeps no flow for the call: no stream
+    /// credit to track), an event sink a full [`CallHandle`].
+    fn opened(&mut self, session: SessionId, call: CallId, kind: CallKind, w: &mut Waiter) {
+        let e = match w {
+            Waiter::App { .. } => return,
+            Waiter::Unary(u) => {
+                if let Some(u) = u.events() {
+                    u.opened(CancelHandle {
+                        inbox: self.inbox.clone(),
+                        session,
+                        call,
+                    });
+                }
+                return;
+            }
+            Waiter::Events(e) => e.as_mut(),
+        };
         let replies = matches!(kind, CallKind::ServerStream | CallKind::Duplex);
         if replies && e.credit_on_consume() {
             // Just opened, and the callee streams: cannot fail.
@@ -200,27 +185,17 @@ impl Core {
     /// Hands a call to the endpoint, or puts it back at the head of the
     /// backlog when credit is exhausted (then returns false).
     fn issue(&mut self, now: Instant, session: SessionId, mut p: Pending) -> bool {
-        let body = Payload::Take(&mut p.payload);
+        let body = p.payload.payload();
         match self
             .ep
             .call(now, session, p.service, p.kind, p.deadline, body)
         {
             Ok(call) => {
                 // The endpoint took a large body and copied a small one; keep
-                // the buffer (emptied if taken) for the next on-core call
-                // (SDK buffers go to the endpoint's pool).
-                match p.waiter {
-                    Waiter::App { .. } => {
-                        if let Some(buf) = self.app.recycle(p.payload) {
-                            self.ep.recycle(buf);
-                        }
-                    }
-                    Waiter::Events(_) => self.ep.recycle(p.payload),
-                }
+                // an owned buffer (emptied if taken) for the next on-core call.
+                self.recycle_body(p.payload, &p.waiter);
                 let mut waiter = p.waiter;
-                if let Waiter::Events(e) = &mut waiter {
-                    self.opened(session, call, p.kind, e.as_mut());
-                }
+                self.opened(session, call, p.kind, &mut waiter);
                 self.own.waiting.insert((session, call), waiter);
             }
             Err(ApiError::CallsBlocked) => {
@@ -245,8 +220,25 @@ impl Core {
         cause: Option<Cause>,
     ) {
         self.stats.calls_refused += 1;
+        if let Some(buf) = p.payload.into_owned() {
+            self.ep.recycle(buf);
+        }
         self.complete(now, p.waiter, (status, cause), &[]);
-        self.ep.recycle(p.payload);
+    }
+
+    /// Keeps a body buffer the core owns: the on-core app's for its next
+    /// call, any other for the endpoint's pool.
+    fn recycle_body(&mut self, body: Body, waiter: &Waiter) {
+        let Some(buf) = body.into_owned() else {
+            return;
+        };
+        let buf = match waiter {
+            Waiter::App { .. } => self.app.recycle(buf),
+            _ => Some(buf),
+        };
+        if let Some(buf) = buf {
+            self.ep.recycle(buf);
+        }
     }
 
     /// Issues backlogged calls while credit lasts.
@@ -274,9 +266,10 @@ impl Core {
     ) {
         self.stats.calls_completed += 1;
         match (waiter, cause) {
-            (Waiter::Events(mut e), Some(cause)) => e.failed(status, cause),
-            (Waiter::Events(mut e), None) => e.complete(status, payload),
             (Waiter::App { token, gen }, _) => self.app.response(now, gen, token, status, payload),
+            (w, Some(cause)) => w.fail(status, cause),
+            (Waiter::Events(mut e), None) => e.complete(status, payload),
+            (Waiter::Unary(u), None) => u.complete(status, payload),
         }
     }
 
@@ -287,7 +280,7 @@ impl Core {
                 service,
                 kind: CallKind::Unary,
                 deadline: None,
-                payload,
+                payload: Body::Owned(payload),
                 waiter: Waiter::App {
                     token,
                     gen: self.app.gen(),

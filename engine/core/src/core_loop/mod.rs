@@ -27,18 +27,10 @@ use std::time::{Duration, Instant};
 use net_io::Driver;
 use net_proto::{Endpoint, FastMap, ServiceId};
 
-use crate::handler::{CallEvents, Handler};
+use crate::handler::Handler;
 use crate::inbox::Inbox;
 use crate::stats::CoreStats;
-
-/// Who waits for a call this core made.
-pub(crate) enum Waiter {
-    /// A remote thread (SDK) through its event sink.
-    Events(Box<dyn CallEvents>),
-    /// The on-core app, by token and by the app's generation: responses to
-    /// calls of an app that has since been replaced are dropped.
-    App { token: u64, gen: u64 },
-}
+pub(crate) use crate::waiter::Waiter;
 
 /// Outgoing items of one call held back by flow control, in order: a
 /// callee's answer waits behind the stream messages queued before it.
@@ -389,9 +381,7 @@ impl Core {
         let status = net_proto::Status::UNAVAILABLE;
         self.inbox.close();
         for w in self.own.drain_waiters() {
-            if let Waiter::Events(mut e) = w {
-                e.failed(status, net_proto::Cause::Shutdown);
-            }
+            w.fail(status, net_proto::Cause::Shutdown);
         }
         self.handoffs.end_all(status);
         self.inbox.fail_queued();

@@ -149,8 +149,8 @@ impl Pair {
             service: ServiceId::of(service),
             kind,
             deadline: deadline.map(|d| self.now + d),
-            payload,
-            waiter: Box::new(log.clone()) as Box<dyn CallEvents>,
+            payload: crate::waiter::Body::Owned(payload),
+            waiter: crate::waiter::Waiter::Events(Box::new(log.clone())),
         };
         self.client.core.inbox.push_call(Command::Call(req));
         log
