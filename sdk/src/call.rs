@@ -154,6 +154,7 @@ fn no_provider(cause: Cause) -> RpcError {
 }
 
 /// How a call ended, as its sink saw it.
+#[derive(Clone)]
 pub(crate) enum Ended {
     /// The callee answered.
     Answered(Status, Bytes),

@@ -22,9 +22,10 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::task::{Context, Poll, Waker};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 
+use atomic_waker::AtomicWaker;
 use bytes::{Bytes, BytesMut};
 use net_engine::{CancelHandle, UnaryEvents};
 use net_proto::{Cause, Status};
@@ -49,22 +50,19 @@ thread_local! {
 }
 
 /// One unary call's state, shared by the core (as its [`UnaryEvents`]) and
-/// the caller's future.
+/// the caller's future. Lock-free: the outcome is set once ([`OnceLock`]),
+/// the waiting task is handed over through an [`AtomicWaker`] (register,
+/// then re-check the outcome, so a completion between the two is not
+/// missed).
 #[derive(Default)]
 pub(crate) struct UnaryCell {
     handle: OnceLock<CancelHandle>,
     dropped: AtomicBool,
-    /// The outcome once the call ended, and who waits for it.
-    slot: Mutex<UnarySlot>,
-}
-
-#[derive(Default)]
-struct UnarySlot {
-    ended: Option<Ended>,
-    /// Set once the outcome was handed to the future, or the core let go
-    /// without one.
-    taken: bool,
-    waker: Option<Waker>,
+    /// The outcome, once the call ended.
+    ended: OnceLock<Ended>,
+    /// The core let go of the call without an outcome.
+    abandoned: AtomicBool,
+    waker: AtomicWaker,
 }
 
 impl UnaryCell {
@@ -84,8 +82,10 @@ impl UnaryCell {
             return;
         };
         c.handle.take();
+        c.ended.take();
         *c.dropped.get_mut() = false;
-        *c.slot.get_mut().unwrap_or_else(|e| e.into_inner()) = UnarySlot::default();
+        *c.abandoned.get_mut() = false;
+        c.waker.take();
         // During thread teardown the pool is gone: the cell is just freed.
         let _ = CELLS.try_with(|p| {
             let mut p = p.borrow_mut();
@@ -95,23 +95,21 @@ impl UnaryCell {
         });
     }
 
-    fn slot(&self) -> MutexGuard<'_, UnarySlot> {
-        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    /// The outcome if the call is over: `Err` if the core let go untold.
+    fn outcome(&self) -> Option<Result<Ended, ()>> {
+        if let Some(e) = self.ended.get() {
+            return Some(Ok(e.clone()));
+        }
+        self.abandoned.load(Ordering::Acquire).then_some(Err(()))
     }
 
     fn end(&self, ended: Ended) {
-        let waker = {
-            let mut slot = self.slot();
-            if slot.ended.is_some() || slot.taken {
-                return; // an outcome is delivered once
-            }
-            slot.ended = Some(ended);
-            slot.waker.take()
-        };
-        // Woken outside the lock, together with this pass's other
-        // completions; nobody waits if the future was dropped (it
-        // cancelled the call).
-        if let Some(w) = waker {
+        if self.ended.set(ended).is_err() {
+            return; // an outcome is delivered once
+        }
+        // Woken together with this pass's other completions; nobody waits
+        // if the future was dropped (it cancelled the call).
+        if let Some(w) = self.waker.take() {
             net_engine::wake_later(w);
         }
     }
@@ -136,17 +134,8 @@ impl UnaryEvents for UnaryCell {
 
     /// Ends the future with `Dropped` rather than leave it waiting forever.
     fn abandoned(&self) {
-        let waker = {
-            let mut slot = self.slot();
-            if slot.ended.is_some() || slot.taken {
-                return;
-            }
-            slot.taken = true;
-            slot.waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
+        self.abandoned.store(true, Ordering::Release);
+        self.waker.wake();
     }
 }
 
@@ -169,17 +158,13 @@ impl Future for UnaryOutcome {
         let Some(cell) = &self.0 else {
             return Poll::Ready(Err(()));
         };
-        let out = {
-            let mut slot = cell.slot();
-            match slot.ended.take() {
-                Some(e) => Ok(e),
-                None if slot.taken => Err(()),
-                None => {
-                    match &slot.waker {
-                        Some(w) if w.will_wake(cx.waker()) => {}
-                        _ => slot.waker = Some(cx.waker().clone()),
-                    }
-                    return Poll::Pending;
+        let out = match cell.outcome() {
+            Some(out) => out,
+            None => {
+                cell.waker.register(cx.waker());
+                match cell.outcome() {
+                    Some(out) => out,
+                    None => return Poll::Pending,
                 }
             }
         };
@@ -197,11 +182,8 @@ impl Drop for UnaryOutcome {
         let Some(cell) = self.0.take() else {
             return;
         };
-        {
-            let slot = cell.slot();
-            if slot.taken || slot.ended.is_some() {
-                return; // the call is over: nothing to cancel
-            }
+        if cell.outcome().is_some() {
+            return; // the call is over: nothing to cancel
         }
         cell.dropped.store(true, Ordering::SeqCst);
         if let Some(h) = cell.handle.get() {
@@ -286,10 +268,33 @@ mod tests {
     }
 
     #[test]
+    fn an_outcome_racing_the_registration_is_not_missed() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        for i in 0..2_000u32 {
+            let cell = UnaryCell::take();
+            let core = cell.clone();
+            let t = std::thread::spawn(move || {
+                for _ in 0..i % 64 {
+                    std::hint::spin_loop();
+                }
+                core.complete(Status::OK, &i.to_be_bytes());
+            });
+            let out = rt.block_on(UnaryOutcome::new(cell));
+            t.join().expect("core thread");
+            assert!(
+                matches!(out, Ok(Ended::Answered(s, b)) if s.is_ok() && b[..] == i.to_be_bytes()),
+                "call {i}"
+            );
+        }
+    }
+
+    #[test]
     fn abandoned_ends_the_future() {
         let cell = UnaryCell::take();
         cell.abandoned();
-        let waker = Waker::noop();
+        let waker = std::task::Waker::noop();
         let mut out = UnaryOutcome::new(cell);
         let mut cx = Context::from_waker(waker);
         assert!(matches!(
