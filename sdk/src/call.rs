@@ -212,8 +212,15 @@ impl Mesh {
     ///
     /// When the core's queue of new calls is full (`with_inbox`, 4 096 by
     /// default), the call waits for room instead of failing, for at most
-    /// its deadline (then `Backpressure`); a `Vec` or a unique `Bytes`
-    /// body is not copied on the way in.
+    /// its deadline (then `Backpressure`).
+    ///
+    /// The body is anything that becomes [`Bytes`] without a copy: a `Vec`,
+    /// a `String`, a `&'static [u8]`, or a `Bytes` you clone to send the
+    /// same body again (a borrowed slice needs `Bytes::copy_from_slice`).
+    /// In steady state the call allocates nothing. A small response (up to
+    /// 1 KiB) is carved from a 16 KiB block it shares with other recent
+    /// responses of the same core; keeping it alive keeps the block, so
+    /// copy small responses you hold for long.
     pub async fn call(
         &self,
         peer: NodeId,
