@@ -88,7 +88,25 @@ pub enum MeshError {
     /// Two builder settings contradict each other.
     #[error("conflicting mesh settings: {0}")]
     Conflict(&'static str),
+    /// `serve_*` for a service name this mesh already serves: drop (or
+    /// keep) the first [`ServeHandle`](crate::ServeHandle) rather than
+    /// replace its handler behind its back.
+    #[error("service `{0}` is already served on this mesh")]
+    AlreadyServing(String),
+    /// An async handler was registered outside a tokio runtime (it runs
+    /// its requests on the runtime it was registered from).
+    #[error("serve_rpc_async must be called from within a tokio runtime")]
+    NoRuntime,
     /// The engine refused.
     #[error(transparent)]
-    Engine(#[from] EngineError),
+    Engine(EngineError),
+}
+
+impl From<EngineError> for MeshError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::AlreadyServing(name) => MeshError::AlreadyServing(name),
+            e => MeshError::Engine(e),
+        }
+    }
 }

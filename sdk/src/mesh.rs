@@ -345,6 +345,10 @@ impl Mesh {
     /// Serves `service` with a synchronous handler that runs inline on the
     /// core (no hand-off, no allocation by the engine): it gets the request
     /// and appends the response to `out`. It must not block.
+    ///
+    /// Every `serve_*` serves a name once: a name already served fails with
+    /// [`MeshError::AlreadyServing`] (the first handler stays); dropping the
+    /// [`ServeHandle`] frees the name.
     pub fn serve_rpc<F>(&self, service: &str, handler: F) -> Result<ServeHandle, MeshError>
     where
         F: Fn(&RequestInfo, &[u8], &mut Vec<u8>) -> Status + Send + Sync + 'static,
@@ -358,7 +362,8 @@ impl Mesh {
 
     /// Serves `service` with an async handler run on the current tokio
     /// runtime (one task per request); its result returns through the
-    /// owning core's inbox. Must be called inside a tokio runtime.
+    /// owning core's inbox. Outside a tokio runtime it fails with
+    /// [`MeshError::NoRuntime`].
     pub fn serve_rpc_async<F, Fut>(
         &self,
         service: &str,
@@ -368,7 +373,7 @@ impl Mesh {
         F: Fn(Request) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Bytes, Status>> + Send + 'static,
     {
-        let rt = tokio::runtime::Handle::current();
+        let rt = tokio::runtime::Handle::try_current().map_err(|_| MeshError::NoRuntime)?;
         let handler = Arc::new(handler);
         let h = move |call: IncomingCall| {
             let req = Request {

@@ -34,6 +34,10 @@ pub enum EngineError {
     /// `start` was called twice.
     #[error("node already started")]
     AlreadyStarted,
+    /// `serve` for a name this node already serves (or one whose id
+    /// collides with it): unserve it first (or drop its handle).
+    #[error("service `{0}` is already served on this node")]
+    AlreadyServing(String),
     /// The node is not running (not started, or shut down).
     #[error("node not running")]
     NotRunning,
@@ -101,6 +105,9 @@ pub struct MeshNode {
     inboxes: ArcSwapOption<Vec<Arc<Inbox>>>,
     /// Services registered before start, installed on every core at start.
     services: Mutex<HashMap<ServiceId, (Handler, u32, crate::trust::Advert)>>,
+    /// Held by `serve` and `unserve` for their whole run (map update and
+    /// broadcast), so the cores see registrations in the map's order.
+    registry: Mutex<()>,
     next_core: AtomicUsize,
     trust: Arc<Mutex<crate::trust::SharedTrust>>,
     /// Peers' liveness, merged from the cores' failure detectors.
@@ -123,6 +130,7 @@ impl MeshNode {
             running: Mutex::new(None),
             inboxes: ArcSwapOption::empty(),
             services: Mutex::new(HashMap::new()),
+            registry: Mutex::new(()),
             next_core: AtomicUsize::new(0),
             trust: Arc::new(Mutex::new(crate::trust::SharedTrust {
                 fold,
@@ -333,7 +341,9 @@ impl MeshNode {
 
     /// Serves `name` on every core with `handler` and advertises it as
     /// `nrpc:<name>` (with the allow-list, if any, enforced by the callee
-    /// gate against each session's authenticated peer).
+    /// gate against each session's authenticated peer). A name already
+    /// served is refused with [`EngineError::AlreadyServing`]: replacing a
+    /// handler is `unserve`, then `serve`.
     pub fn serve(
         &self,
         name: &str,
@@ -347,10 +357,16 @@ impl MeshNode {
             allowed: opts.allowed,
             require_token: opts.require_token,
         };
-        self.services
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(service, (handler.clone(), max, advert.clone()));
+        let _registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        {
+            // Checked and taken under one lock: of two racing `serve`s of a
+            // name, exactly one wins.
+            let mut services = self.services.lock().unwrap_or_else(|e| e.into_inner());
+            if services.contains_key(&service) {
+                return Err(EngineError::AlreadyServing(name.to_string()));
+            }
+            services.insert(service, (handler.clone(), max, advert.clone()));
+        }
         self.broadcast(|ack| Command::Register {
             service,
             handler: handler.clone(),
@@ -363,6 +379,7 @@ impl MeshNode {
     /// Stops serving `name`; new calls get `NotFound`.
     pub fn unserve(&self, name: &str) -> Result<(), EngineError> {
         let service = ServiceId::of(name);
+        let _registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         self.services
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -193,8 +193,16 @@ impl fmt::Display for ServiceId {
 /// Codes below [`Status::APP_BASE`] are defined by the protocol; codes at or
 /// above it belong to the application. Unknown protocol codes are preserved,
 /// not rejected, so that a newer peer's code reaches the caller intact.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Status(u16);
+
+/// By name, as [`Display`](fmt::Display) writes it: `Status(NotFound)`,
+/// `Status(app(3))`, `Status(unknown(42))`.
+impl fmt::Debug for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Status({self})")
+    }
+}
 
 impl Status {
     /// The call succeeded.
@@ -328,6 +336,14 @@ mod tests {
         assert_eq!(CallId::try_new(CallId::MAX_SEQ + 1, Side::Initiator), None);
         assert_eq!(Side::Initiator.opposite(), Side::Responder);
         assert_eq!(Side::Responder.opposite(), Side::Initiator);
+    }
+
+    #[test]
+    fn status_debug_names_the_code() {
+        assert_eq!(format!("{:?}", Status::NOT_FOUND), "Status(NotFound)");
+        let app = Status::app(3).expect("fits");
+        assert_eq!(format!("{app:?}"), "Status(app(3))");
+        assert_eq!(format!("{:?}", Status::from_raw(42)), "Status(unknown(42))");
     }
 
     #[test]
