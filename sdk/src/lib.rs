@@ -37,10 +37,15 @@ pub use core_task::{CoreTask, TaskError};
 pub use error::{MeshError, RpcError};
 pub use mesh::{Mesh, MeshBuilder, PeerEvents, Request, ServeHandle, DEFAULT_CALL_DEADLINE};
 pub use net_crypto::{Identity, NodeId, PublicIdentity};
+// Every type a public signature of this crate names is nameable from here
+// (the engine's own, for `Mesh::engine`, `MeshBuilder::node_config`, the
+// errors' `Engine` variants and the handler/stream types).
 pub use net_engine::{
-    AlreadyAnswered, CallEvents, CoreStats, DriverChoice, DriverKind, IncomingCall, MemNet,
-    RequestInfo, Responder, SendError, MAX_TASKS,
+    AlreadyAnswered, CallEvents, CallHandle, CoreStats, DriverChoice, DriverKind, DriverStats,
+    EngineError, IncomingCall, MemNet, MeshNode, MeshNodeConfig, PeerConfig, RequestInfo,
+    Responder, SendError, ServeOptions, MAX_TASKS,
 };
 pub use net_proto::{
-    Cause, CloseReason, DetectorConfig, HandshakeError, PeerEvent, PeerState, Status,
+    CallKind, Cause, CloseReason, DetectorConfig, EndpointStats, HandshakeError, PeerEvent,
+    PeerState, ServiceId, Status,
 };

@@ -30,7 +30,7 @@ pub use handler::{
     IncomingCall, RequestInfo, Responder, SyncHandler, UnaryEvents,
 };
 pub use local::{now as clock_now, wake_later, CoreFuture, MAX_TASKS};
-pub use net_io::{DriverChoice, DriverKind, MemNet};
+pub use net_io::{DriverChoice, DriverKind, DriverStats, MemNet};
 pub use node::{EngineError, MeshNode, ServeOptions};
 pub use peers::PeerListener;
 pub use stats::CoreStats;
